@@ -1,0 +1,97 @@
+//! What a stage declares to the runner, and what the runner hands it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde_json::Value;
+
+/// One input of a stage. Its content digest (never its path) goes into the key.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// The output file `output` of the upstream stage `stage`.
+    Stage { stage: String, output: String },
+    /// A file outside the store, such as the source CSV or a model file.
+    File { name: String, path: PathBuf },
+}
+
+impl Input {
+    pub fn stage(stage: &str, output: &str) -> Input {
+        Input::Stage { stage: stage.to_string(), output: output.to_string() }
+    }
+
+    pub fn file(name: &str, path: impl Into<PathBuf>) -> Input {
+        Input::File { name: name.to_string(), path: path.into() }
+    }
+
+    /// Name under which the input is recorded and looked up: `stage/output`
+    /// for stage outputs, the declared name for external files.
+    pub fn name(&self) -> String {
+        match self {
+            Input::Stage { stage, output } => format!("{stage}/{output}"),
+            Input::File { name, .. } => name.clone(),
+        }
+    }
+}
+
+/// A pipeline step. The runner decides *whether* to run it; the stage only
+/// knows *how*.
+pub trait Stage {
+    fn name(&self) -> &str;
+    /// Bumped whenever the meaning of the stage's output changes.
+    fn version(&self) -> u32;
+    /// Everything that shapes the output besides input content. Paths of
+    /// external inputs belong in [`Stage::inputs`], not here.
+    fn params(&self) -> Value;
+    fn inputs(&self) -> Vec<Input>;
+    /// Plain file names written into the output directory.
+    fn outputs(&self) -> Vec<String>;
+    fn run(&self, ctx: &mut RunContext) -> Result<()>;
+}
+
+/// Handed to [`Stage::run`]: where inputs are, where outputs go.
+pub struct RunContext {
+    key: String,
+    params: Value,
+    inputs: BTreeMap<String, PathBuf>,
+    out_dir: PathBuf,
+    notes: Vec<String>,
+}
+
+impl RunContext {
+    pub(crate) fn new(key: String, params: Value, inputs: BTreeMap<String, PathBuf>, out_dir: PathBuf) -> Self {
+        RunContext { key, params, inputs, out_dir, notes: Vec::new() }
+    }
+
+    /// The stage key (hex blake3), for provenance metadata inside outputs.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The canonical parameters the key was computed from.
+    pub fn params(&self) -> &Value {
+        &self.params
+    }
+
+    /// Path of a declared input, by [`Input::name`].
+    pub fn input(&self, name: &str) -> &Path {
+        self.inputs
+            .get(name)
+            .unwrap_or_else(|| panic!("stage asked for undeclared input {name:?}"))
+    }
+
+    /// Path to write a declared output to (inside a private temporary directory).
+    pub fn output(&self, name: &str) -> PathBuf {
+        self.out_dir.join(name)
+    }
+
+    /// A line for the user (e.g. "371 duplicate sentences kept"); recorded
+    /// in the lock file with the stage's result.
+    pub fn note(&mut self, message: impl Into<String>) {
+        self.notes.push(message.into());
+    }
+
+    pub(crate) fn into_notes(self) -> Vec<String> {
+        self.notes
+    }
+}

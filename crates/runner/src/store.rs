@@ -1,0 +1,167 @@
+//! The content-addressed store under an artifacts directory.
+//!
+//! ```text
+//! artifacts/
+//!   pipeline.lock            current result of every stage (TOML)
+//!   <stage> -> .store/<stage>/<key>    stable human path (a symlink)
+//!   .store/<stage>/<key>/    outputs + manifest.json; immutable once renamed in
+//!   .tmp/                    stages write here; renamed into .store on success
+//!   .cache/digests.json      digest memo
+//!   .lock                    held by the running process
+//! ```
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::digest::DigestCache;
+use crate::fsutil::replace_symlink;
+use crate::manifest::{MANIFEST_FILE, Manifest};
+
+pub struct Store {
+    root: PathBuf,
+}
+
+/// Why a stored result cannot be trusted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Damage {
+    Missing(String),
+    Modified(String),
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Damage::Missing(name) => write!(f, "stored output {name} is missing"),
+            Damage::Modified(name) => write!(f, "stored output {name} no longer matches its digest"),
+        }
+    }
+}
+
+impl Store {
+    pub fn open(root: &Path) -> Result<Store> {
+        for sub in [".store", ".tmp", ".cache"] {
+            fs::create_dir_all(root.join(sub))
+                .with_context(|| format!("cannot create {}", root.join(sub).display()))?;
+        }
+        Ok(Store { root: root.to_path_buf() })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn lock_file_path(&self) -> PathBuf {
+        self.root.join("pipeline.lock")
+    }
+
+    pub fn digest_memo_path(&self) -> PathBuf {
+        self.root.join(".cache").join("digests.json")
+    }
+
+    pub fn entry_dir(&self, stage: &str, key: &str) -> PathBuf {
+        self.root.join(".store").join(stage).join(key)
+    }
+
+    /// The manifest of a committed entry, if there is one.
+    pub fn manifest(&self, stage: &str, key: &str) -> Option<Manifest> {
+        Manifest::read(&self.entry_dir(stage, key)).filter(|m| m.key == key && m.stage == stage)
+    }
+
+    /// Checks each output of an entry against its recorded digest.
+    pub fn damage(&self, manifest: &Manifest, digests: &mut DigestCache) -> Vec<Damage> {
+        let dir = self.entry_dir(&manifest.stage, &manifest.key);
+        let mut damage = Vec::new();
+        for (name, record) in &manifest.outputs {
+            let path = dir.join(name);
+            if fs::symlink_metadata(&path).map(|m| !m.is_file()).unwrap_or(true) {
+                damage.push(Damage::Missing(name.clone()));
+                continue;
+            }
+            match digests.digest(&path) {
+                Ok(d) if d == record.digest => {}
+                _ => damage.push(Damage::Modified(name.clone())),
+            }
+        }
+        damage
+    }
+
+    /// A fresh private directory for a stage to write into.
+    pub fn scratch_dir(&self, stage: &str) -> Result<PathBuf> {
+        let base = self.root.join(".tmp");
+        for n in 0..1000u32 {
+            let dir = base.join(format!("{stage}-{}-{n}", std::process::id()));
+            match fs::create_dir(&dir) {
+                Ok(()) => return Ok(dir),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
+            }
+        }
+        bail!("cannot create a scratch directory under {}", base.display())
+    }
+
+    /// Makes a finished scratch directory the store entry of its key. The
+    /// rename is the commit point: before it nothing is trusted, after it
+    /// the entry is complete.
+    pub fn commit(&self, scratch: &Path, manifest: &Manifest) -> Result<PathBuf> {
+        manifest.write(scratch)?;
+        sync_dir(scratch);
+        let entry = self.entry_dir(&manifest.stage, &manifest.key);
+        fs::create_dir_all(entry.parent().unwrap())?;
+        if entry.exists() {
+            // A forced rerun or a damaged entry: move the old one aside first
+            // so the rename below never lands inside it.
+            let trash = self.scratch_dir(&format!("{}-replaced", manifest.stage))?;
+            fs::rename(&entry, trash.join("old"))?;
+            fs::rename(scratch, &entry)?;
+            let _ = fs::remove_dir_all(trash);
+        } else {
+            fs::rename(scratch, &entry)
+                .with_context(|| format!("cannot move {} into the store", scratch.display()))?;
+        }
+        sync_dir(entry.parent().unwrap());
+        Ok(entry)
+    }
+
+    /// Points `artifacts/<stage>` at the entry of `key`.
+    pub fn point_current(&self, stage: &str, key: &str) -> Result<()> {
+        let link = self.root.join(stage);
+        let target = Path::new(".store").join(stage).join(key);
+        if fs::read_link(&link).ok().as_deref() == Some(target.as_path()) {
+            return Ok(());
+        }
+        replace_symlink(&target, &link)
+    }
+
+    /// Keys of all committed entries, per stage.
+    pub fn entries(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let Ok(stages) = fs::read_dir(self.root.join(".store")) else { return out };
+        for stage in stages.flatten() {
+            let Ok(keys) = fs::read_dir(stage.path()) else { continue };
+            for key in keys.flatten() {
+                out.push((stage.file_name().to_string_lossy().into_owned(), key.file_name().to_string_lossy().into_owned()));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Leftovers of interrupted runs (only safe while holding the run lock).
+    pub fn scratch_leftovers(&self) -> Vec<PathBuf> {
+        fs::read_dir(self.root.join(".tmp"))
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+}
+
+pub fn is_manifest(name: &str) -> bool {
+    name == MANIFEST_FILE
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
