@@ -1,0 +1,141 @@
+//! ingest: a labelled CSV -> stratified train / val / test Parquet splits.
+//!
+//! The split is the reference tutorial's two steps: `1 - train_fraction` is
+//! split off stratified, then halved (in the val:test ratio) stratified, each
+//! exactly as scikit-learn's `train_test_split(..., random_state=seed,
+//! stratify=labels)` does it, so rows and order equal the tutorial's.
+
+mod numpy_rng;
+mod params;
+mod read;
+pub mod split;
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use tables::Provenance;
+use tables::splits::LabelledRow;
+
+pub use params::{EmptySentences, IngestParams};
+
+use crate::split::{SplitError, train_test_split};
+
+pub const OUTPUTS: [&str; 3] = ["train.parquet", "val.parquet", "test.parquet"];
+
+/// What ingest did, in lines for the user.
+#[derive(Debug, Default)]
+pub struct IngestSummary {
+    pub notes: Vec<String>,
+    /// Per split (train, val, test), per class id: row counts.
+    pub class_counts: [Vec<usize>; 3],
+}
+
+/// Reads `csv`, splits it and writes the three split files into `out_dir`.
+/// Nothing is written unless every check passes.
+pub fn run(params: &IngestParams, csv: &Path, out_dir: &Path, provenance: Provenance) -> Result<IngestSummary> {
+    check_fractions(params)?;
+    let table = read::read_csv(csv, params)?;
+    let k = table.classes.len();
+    let labels: Vec<i64> = table.rows.iter().map(|r| r.label).collect();
+    let mut per_class = vec![0usize; k];
+    for &l in &labels {
+        per_class[l as usize] += 1;
+    }
+    if let Some(empty) = per_class.iter().position(|&n| n == 0) {
+        bail!(
+            "{}: class {} ({:?}) has no rows; every class 0..{} needs examples (or fix ingest.labels / ingest.num_classes)",
+            csv.display(),
+            empty,
+            table.classes[empty],
+            k - 1
+        );
+    }
+
+    let held_out = params.val_fraction + params.test_fraction;
+    let first = train_test_split(&labels, held_out, params.seed)
+        .map_err(|e| explain_split_error(e, csv, &table.classes, &format!("splitting off val+test ({:.0}%)", held_out * 100.0)))?;
+    let temp_labels: Vec<i64> = first.test.iter().map(|&i| labels[i]).collect();
+    let second = train_test_split(&temp_labels, params.test_fraction / held_out, params.seed)
+        .map_err(|e| explain_split_error(e, csv, &table.classes, "dividing val+test into val and test"))?;
+
+    let pick = |positions: &mut dyn Iterator<Item = usize>| -> Vec<LabelledRow> {
+        positions
+            .map(|i| {
+                let r = &table.rows[i];
+                LabelledRow { row_id: r.row_id, sentence: r.sentence.clone(), label: r.label }
+            })
+            .collect()
+    };
+    let splits = [
+        pick(&mut first.train.iter().copied()),
+        pick(&mut second.train.iter().map(|&j| first.test[j])),
+        pick(&mut second.test.iter().map(|&j| first.test[j])),
+    ];
+
+    let classes_json = serde_json::to_string(&table.classes)?;
+    let provenance = provenance.with("classes", classes_json);
+    let mut summary = IngestSummary::default();
+    for (i, rows) in splits.iter().enumerate() {
+        tables::splits::write(&out_dir.join(OUTPUTS[i]), rows, &provenance)?;
+        let mut counts = vec![0usize; k];
+        for r in rows {
+            counts[r.label as usize] += 1;
+        }
+        summary.class_counts[i] = counts;
+    }
+    summary.notes.push(format!(
+        "{} rows -> train {}, val {}, test {} ({} classes: {})",
+        table.rows.len(),
+        splits[0].len(),
+        splits[1].len(),
+        splits[2].len(),
+        k,
+        table.classes.join(", ")
+    ));
+    for (i, name) in ["train", "val", "test"].iter().enumerate() {
+        let parts: Vec<String> = summary.class_counts[i].iter().enumerate().map(|(c, n)| format!("{}={n}", table.classes[c])).collect();
+        summary.notes.push(format!("{name} per class: {}", parts.join(" ")));
+    }
+    if table.duplicates > 0 {
+        summary.notes.push(format!(
+            "{} rows repeat an earlier sentence ({} with a different label); kept",
+            table.duplicates, table.conflicting_duplicates
+        ));
+    }
+    if table.dropped_empty > 0 {
+        summary.notes.push(format!("{} rows with empty sentences dropped (ingest.empty_sentences = \"drop\")", table.dropped_empty));
+    }
+    Ok(summary)
+}
+
+fn check_fractions(p: &IngestParams) -> Result<()> {
+    for (name, value) in [("train_fraction", p.train_fraction), ("val_fraction", p.val_fraction), ("test_fraction", p.test_fraction)] {
+        if !(value > 0.0 && value < 1.0) {
+            bail!("ingest.{name} = {value}; each split fraction must be between 0 and 1 (exclusive)");
+        }
+    }
+    let sum = p.train_fraction + p.val_fraction + p.test_fraction;
+    if (sum - 1.0).abs() > 1e-9 {
+        bail!(
+            "ingest.train_fraction + val_fraction + test_fraction = {} + {} + {} = {sum}; they must sum to 1",
+            p.train_fraction,
+            p.val_fraction,
+            p.test_fraction
+        );
+    }
+    Ok(())
+}
+
+fn explain_split_error(e: SplitError, csv: &Path, classes: &[String], step: &str) -> anyhow::Error {
+    match e {
+        SplitError::ClassTooSmall { class, rows } => anyhow::anyhow!(
+            "{}: class {class} ({:?}) has too few rows to stratify: {rows} left when {step}, at least 2 needed; add rows of this class or lower the number of classes",
+            csv.display(),
+            classes[class as usize]
+        ),
+        SplitError::SideTooSmall { side, rows, classes: k } => anyhow::anyhow!(
+            "{}: too few rows to stratify: {step} gives the {side} side {rows} rows for {k} classes; add rows or change the split fractions",
+            csv.display()
+        ),
+    }
+}

@@ -1,0 +1,8 @@
+//! The concrete pipeline: its configuration file, the adapters that turn
+//! each stage library into a [`runner::Stage`], and the CLI.
+
+pub mod cli;
+pub mod config;
+mod stages;
+
+pub use stages::build_pipeline;

@@ -85,6 +85,11 @@ impl RunContext {
         self.out_dir.join(name)
     }
 
+    /// The private directory all outputs are written into.
+    pub fn out_dir(&self) -> &Path {
+        &self.out_dir
+    }
+
     /// A line for the user (e.g. "371 duplicate sentences kept"); recorded
     /// in the lock file with the stage's result.
     pub fn note(&mut self, message: impl Into<String>) {

@@ -1,0 +1,11 @@
+//! Parquet schemas of every artifact, in one place, and the only code that
+//! reads or writes them.
+//!
+//! Every file is written deterministically (fixed `created_by`, no
+//! timestamps, rows in the order given) so that equal content gives equal
+//! bytes and the stage runner's early cutoff works.
+
+mod io;
+pub mod splits;
+
+pub use io::{Provenance, read_metadata};

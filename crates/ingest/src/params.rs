@@ -1,0 +1,59 @@
+//! `[ingest]` in pipeline.toml.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestParams {
+    /// The labelled CSV (relative paths are relative to the pipeline file).
+    pub csv: PathBuf,
+    #[serde(default = "default_text_column")]
+    pub text_column: String,
+    #[serde(default = "default_label_column")]
+    pub label_column: String,
+    /// String label -> class id. Empty: labels are integers 0..K-1.
+    #[serde(default)]
+    pub labels: BTreeMap<String, i64>,
+    /// K for integer labels; absent: one more than the largest label seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_classes: Option<i64>,
+    #[serde(default = "default_train")]
+    pub train_fraction: f64,
+    #[serde(default = "default_val_test")]
+    pub val_fraction: f64,
+    #[serde(default = "default_val_test")]
+    pub test_fraction: f64,
+    #[serde(default = "default_seed")]
+    pub seed: u32,
+    #[serde(default)]
+    pub empty_sentences: EmptySentences,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmptySentences {
+    /// Refuse the file, naming the first empty sentence's line.
+    #[default]
+    Error,
+    /// Leave such rows out and say how many.
+    Drop,
+}
+
+fn default_text_column() -> String {
+    "sentence".into()
+}
+fn default_label_column() -> String {
+    "label".into()
+}
+fn default_train() -> f64 {
+    0.70
+}
+fn default_val_test() -> f64 {
+    0.15
+}
+fn default_seed() -> u32 {
+    2021
+}

@@ -1,0 +1,160 @@
+//! The command line: `cargo xtask <command>` (thin binaries call [`main`]).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use runner::{Force, Outcome, RunOptions, StageReport};
+
+use crate::config;
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "Sentiment classifier on frozen BERT features: a cached pipeline")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes: which pipeline, which variant, where.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Pipeline file (default: the nearest pipeline.toml here or above).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Override one parameter, e.g. --set ingest.seed=7 (repeatable).
+    #[arg(long = "set", global = true, value_name = "STAGE.KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Artifacts directory (default: artifacts/ beside the pipeline file).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub artifacts: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every stale stage, in dependency order.
+    RunPipeline {
+        /// Rerun STAGE even if cached (all stages when no STAGE is given).
+        #[arg(long, value_name = "STAGE", num_args = 0..=1)]
+        force: Option<Option<String>>,
+        /// Stop after STAGE (runs only it and what it depends on).
+        #[arg(long, value_name = "STAGE")]
+        until: Option<String>,
+        /// Say what would run, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Re-hash every input and stored output instead of trusting the digest memo.
+        #[arg(long)]
+        verify: bool,
+        /// Fail at once if another run holds the artifacts directory (default: wait).
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// What would rerun and why, without running anything.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Print the stage graph.
+    Dag,
+    /// Remove store entries that no current result references.
+    Gc {
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Parses `std::env::args` and runs; errors are printed as one message.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match execute(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Context {
+    loaded: config::Loaded,
+    artifacts: PathBuf,
+}
+
+fn context(global: &Global) -> Result<Context> {
+    let path = match &global.config {
+        Some(p) => p.clone(),
+        None => config::find_default()?,
+    };
+    let loaded = config::load(&path, &global.overrides)?;
+    let artifacts = match &global.artifacts {
+        Some(dir) => std::path::absolute(dir)?,
+        None => loaded.dir().join("artifacts"),
+    };
+    Ok(Context { loaded, artifacts })
+}
+
+pub fn execute(cli: &Cli) -> Result<ExitCode> {
+    let ctx = context(&cli.global)?;
+    let pipeline = crate::build_pipeline(&ctx.loaded.config)?;
+    match &cli.command {
+        Command::RunPipeline { force, until, dry_run, verify, no_wait } => {
+            let force = match force {
+                None => Force::None,
+                Some(None) => Force::All,
+                Some(Some(stage)) => Force::Stages(vec![stage.clone()]),
+            };
+            let options = RunOptions { force, until: until.clone(), dry_run: *dry_run, verify: *verify, wait_for_lock: !no_wait };
+            pipeline.check_options(&options)?;
+            let started = Instant::now();
+            let reports = pipeline.run(&ctx.artifacts, &options, &mut |r| print_report(r))?;
+            let count = |o: Outcome| reports.iter().filter(|r| r.outcome == o).count();
+            println!(
+                "pipeline: {} ran, {} cached, {} restored in {:.2}s; artifacts in {}",
+                count(Outcome::Ran) + count(Outcome::WouldRun),
+                count(Outcome::Cached),
+                count(Outcome::Restored) + count(Outcome::WouldRestore),
+                started.elapsed().as_secs_f64(),
+                ctx.artifacts.display()
+            );
+        }
+        Command::Status { json, verify } => {
+            let options = RunOptions { dry_run: true, verify: *verify, ..RunOptions::default() };
+            let reports = pipeline.run(&ctx.artifacts, &options, &mut |_| {})?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&reports)?);
+            } else {
+                for r in &reports {
+                    let state = match r.outcome {
+                        Outcome::Cached => "up to date".to_string(),
+                        other => format!("{}: {}", other.label(), r.reasons.join("; ")),
+                    };
+                    println!("{:<8} {state}", r.stage);
+                }
+            }
+        }
+        Command::Dag => print!("{}", pipeline.dag_text()),
+        Command::Gc { dry_run } => {
+            let removed = pipeline.gc(&ctx.artifacts, *dry_run)?;
+            let total: u64 = removed.iter().map(|(_, bytes)| bytes).sum();
+            for (path, bytes) in &removed {
+                println!("{} {} ({bytes} bytes)", if *dry_run { "would remove" } else { "removed" }, path.display());
+            }
+            println!("gc: {} entries, {total} bytes{}", removed.len(), if *dry_run { " (dry run)" } else { "" });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_report(r: &StageReport) {
+    let why = if r.reasons.is_empty() { String::new() } else { format!("  ({})", r.reasons.join("; ")) };
+    println!("{:<8} {:<13} {:>7.2}s{why}", r.stage, r.outcome.label(), r.seconds);
+    for note in &r.notes {
+        println!("           {note}");
+    }
+}

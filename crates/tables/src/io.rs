@@ -1,0 +1,79 @@
+//! Deterministic Parquet writing and metadata reading shared by all schemas.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use arrow::array::RecordBatch;
+use arrow::datatypes::Schema;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::Compression;
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+
+/// Fixed, so the bytes of a file do not depend on the library build.
+const CREATED_BY: &str = "bert-sentiment tables";
+
+/// Where an artifact came from: written into its Parquet key-value metadata.
+#[derive(Debug, Clone, Default)]
+pub struct Provenance {
+    pub entries: Vec<(String, String)>,
+}
+
+impl Provenance {
+    /// The stage key and canonical parameters (JSON) of the producing stage.
+    pub fn stage(key: &str, params_json: &str) -> Provenance {
+        Provenance { entries: vec![("stage_key".into(), key.into()), ("params".into(), params_json.into())] }
+    }
+
+    pub fn with(mut self, key: &str, value: impl Into<String>) -> Provenance {
+        self.entries.push((key.into(), value.into()));
+        self
+    }
+}
+
+pub(crate) fn write_batch(path: &Path, schema: Arc<Schema>, batch: RecordBatch, provenance: &Provenance) -> Result<()> {
+    // Provenance goes both into the Parquet key-value metadata (duckdb's
+    // `parquet_kv_metadata`, [`read_metadata`]) and into the Arrow schema
+    // (pyarrow's `read_table().schema.metadata` shows only that one).
+    let kv = provenance.entries.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())).collect();
+    let metadata: HashMap<String, String> = provenance.entries.iter().cloned().collect();
+    let schema = Arc::new(schema.as_ref().clone().with_metadata(metadata));
+    let batch = batch.with_schema(schema.clone())?;
+    let props = WriterProperties::builder()
+        .set_created_by(CREATED_BY.to_string())
+        .set_compression(Compression::SNAPPY)
+        .set_key_value_metadata(Some(kv))
+        .build();
+    let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut writer = ArrowWriter::try_new(file, schema, Some(props))?;
+    writer.write(&batch)?;
+    let file = writer.into_inner()?;
+    file.sync_all()?;
+    Ok(())
+}
+
+pub(crate) fn read_batches(path: &Path) -> Result<(Vec<RecordBatch>, Arc<Schema>)> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
+    let schema = builder.schema().clone();
+    let batches = builder.build()?.collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok((batches, schema))
+}
+
+/// The key-value metadata of a Parquet file.
+pub fn read_metadata(path: &Path) -> Result<Vec<(String, String)>> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
+    Ok(builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .map(|kvs| kvs.iter().map(|kv| (kv.key.clone(), kv.value.clone().unwrap_or_default())).collect())
+        .unwrap_or_default())
+}

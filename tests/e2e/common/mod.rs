@@ -1,0 +1,135 @@
+//! Helpers shared by the end-to-end tests: a scratch project, the CLI, the
+//! Python oracles.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A throw-away project: a pipeline.toml, its data, its artifacts/.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn ok(&self) -> &Self {
+        assert_eq!(self.code, 0, "command failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+    /// The outcome column of the stage's line in run-pipeline output.
+    pub fn outcome(&self, stage: &str) -> String {
+        let line = self
+            .stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(stage))
+            .unwrap_or_else(|| panic!("no line for stage {stage} in:\n{}", self.stdout));
+        let rest = line[stage.len()..].trim_start();
+        rest.split("  ").next().unwrap().trim().to_string()
+    }
+}
+
+impl Project {
+    /// A project whose pipeline reads `csv_text` as data/input.csv.
+    pub fn with_csv(csv_text: &[u8]) -> Project {
+        let p = Project::empty();
+        p.write_csv(csv_text);
+        p.write_config("[ingest]\ncsv = \"data/input.csv\"\n");
+        p
+    }
+
+    pub fn empty() -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("data")).unwrap();
+        Project { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write_csv(&self, bytes: &[u8]) {
+        fs::write(self.path("data/input.csv"), bytes).unwrap();
+    }
+
+    pub fn write_config(&self, text: &str) {
+        fs::write(self.path("pipeline.toml"), text).unwrap();
+    }
+
+    /// Runs the CLI with `--config <project>/pipeline.toml`.
+    pub fn cli(&self, args: &[&str]) -> Run {
+        let config = self.path("pipeline.toml");
+        let out: Output = Command::new(env!("CARGO_BIN_EXE_pipeline-cli"))
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("spawn the pipeline CLI");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Every file under artifacts/ that the store would trust or show:
+    /// store entries, stage links, the lock file.
+    pub fn artifact_entries(&self) -> Vec<String> {
+        let root = self.path("artifacts");
+        let mut out = Vec::new();
+        if let Ok(rd) = fs::read_dir(root.join(".store")) {
+            for stage in rd.flatten() {
+                for key in fs::read_dir(stage.path()).unwrap().flatten() {
+                    out.push(format!(".store/{}/{}", stage.file_name().to_string_lossy(), key.file_name().to_string_lossy()));
+                }
+            }
+        }
+        if let Ok(rd) = fs::read_dir(&root) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !name.starts_with('.') {
+                    out.push(name);
+                }
+            }
+        }
+        if let Ok(rd) = fs::read_dir(root.join(".tmp")) {
+            out.extend(rd.flatten().map(|e| format!(".tmp/{}", e.file_name().to_string_lossy())));
+        }
+        out.sort();
+        out
+    }
+}
+
+/// A file of ../shared/data (the real datasets every machine and CI has).
+pub fn shared_data(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data").join(name);
+    assert!(path.is_file(), "{} is missing: the tests need ../shared/data beside the checkout", path.display());
+    path.canonicalize().unwrap()
+}
+
+/// The Python with scikit-learn, pyarrow and duckdb (`cargo xtask test` sets it up).
+pub fn python() -> Command {
+    let exe = std::env::var("PIPELINE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    Command::new(exe)
+}
+
+/// Runs a Python script from tests/py (or inline with `-c`) and returns stdout.
+pub fn run_python(args: &[&str]) -> String {
+    let out = python().args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().expect("spawn python");
+    assert!(
+        out.status.success(),
+        "python {args:?} failed (run the suite with `cargo xtask test`, which installs the oracles):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub fn py_script(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("py").join(name).display().to_string()
+}
