@@ -10,7 +10,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result, bail};
 
 /// Pinned Python test oracles.
-const PY_REQUIREMENTS: &[&str] = &["scikit-learn==1.9.1", "pyarrow==26.0.1", "duckdb==2.0.0", "numpy==2.5.5"];
+const PY_REQUIREMENTS: &[&str] = &["scikit-learn==1.9.1", "pyarrow==26.0.1", "duckdb==2.0.0", "numpy==2.4.6", "tokenizers==0.23.3", "safetensors==0.8.0"];
 
 pub fn run_tests(extra: &[String]) -> Result<ExitCode> {
     let python = ensure_venv()?;
