@@ -1,0 +1,170 @@
+//! One ONNX Runtime session over a BERT graph, and pooling of its outputs.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::ortlib;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// The model's `pooler_output` (tanh(W·h_CLS + b)), as the tutorial.
+    Pooler,
+    /// `last_hidden_state` at the first ([CLS]) position.
+    Cls,
+    /// Mean of `last_hidden_state` over real (unpadded) tokens.
+    Mean,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    Cpu,
+    /// CUDA execution provider; an error if it cannot be registered.
+    Cuda,
+    /// CUDA when it registers, else CPU with a warning.
+    Auto,
+}
+
+pub struct Encoder {
+    session: Session,
+    pooling: Pooling,
+    hidden: usize,
+    /// "cpu" or "cuda": what actually runs.
+    pub device: &'static str,
+}
+
+impl Encoder {
+    pub fn open(model: &Path, pooling: Pooling, device: Device, threads: usize) -> Result<(Encoder, Vec<String>)> {
+        let mut warnings = Vec::new();
+        let env = ortlib::environment(device != Device::Cpu)?;
+        let (session, used) = match device {
+            Device::Cpu => (build_session(env, model, threads, false)?, "cpu"),
+            Device::Cuda => (
+                build_session(env, model, threads, true)
+                    .context("device = \"cuda\" but the CUDA execution provider could not be used; use device = \"cpu\" or \"auto\"")?,
+                "cuda",
+            ),
+            Device::Auto => match build_session(env, model, threads, true) {
+                Ok(s) => (s, "cuda"),
+                Err(e) => {
+                    let w = format!("warning: no usable CUDA ({}); embedding on the CPU", first_line(&format!("{e:#}")));
+                    eprintln!("{w}");
+                    warnings.push(w);
+                    (build_session(env, model, threads, false)?, "cpu")
+                }
+            },
+        };
+        let outputs: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
+        let needed = if pooling == Pooling::Pooler { "pooler_output" } else { "last_hidden_state" };
+        if !outputs.iter().any(|o| o == needed) {
+            bail!(
+                "{}: the model has no {needed} output (it has: {}); {}",
+                model.display(),
+                outputs.join(", "),
+                if pooling == Pooling::Pooler { "use embed.pooling = \"cls\" or \"mean\"" } else { "is this a BERT encoder?" }
+            );
+        }
+        let hidden = hidden_size(&session, needed)?;
+        Ok((Encoder { session, pooling, hidden, device: used }, warnings))
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        self.hidden
+    }
+
+    /// Features [batch × hidden] for one padded batch of `ids` / `mask`
+    /// (row-major [batch × seq]).
+    pub fn embed(&mut self, ids: Vec<i64>, mask: Vec<i64>, batch: usize, seq: usize) -> Result<Vec<f32>> {
+        match self.pooling {
+            Pooling::Pooler => self.run(ids, mask, batch, seq, "pooler_output"),
+            Pooling::Cls => {
+                let states = self.run(ids, mask, batch, seq, "last_hidden_state")?;
+                Ok(pool_cls(&states, batch, seq, self.hidden))
+            }
+            Pooling::Mean => {
+                let states = self.run(ids, mask.clone(), batch, seq, "last_hidden_state")?;
+                Ok(pool_mean(&states, &mask, batch, seq, self.hidden))
+            }
+        }
+    }
+
+    /// `last_hidden_state` [batch × seq × hidden].
+    pub fn last_hidden_state(&mut self, ids: Vec<i64>, mask: Vec<i64>, batch: usize, seq: usize) -> Result<Vec<f32>> {
+        self.run(ids, mask, batch, seq, "last_hidden_state")
+    }
+
+    fn run(&mut self, ids: Vec<i64>, mask: Vec<i64>, batch: usize, seq: usize, output: &str) -> Result<Vec<f32>> {
+        let types = vec![0i64; batch * seq];
+        let shape = [batch, seq];
+        let inputs = ort::inputs![
+            "input_ids" => Tensor::from_array((shape, ids))?,
+            "attention_mask" => Tensor::from_array((shape, mask))?,
+            "token_type_ids" => Tensor::from_array((shape, types))?,
+        ];
+        let outputs = self.session.run(inputs)?;
+        Ok(outputs[output].try_extract_tensor::<f32>()?.1.to_vec())
+    }
+}
+
+fn pool_cls(states: &[f32], batch: usize, seq: usize, h: usize) -> Vec<f32> {
+    (0..batch).flat_map(|b| states[b * seq * h..b * seq * h + h].iter().copied()).collect()
+}
+
+/// Mean over positions whose mask is set (sentence-transformers' pooling).
+fn pool_mean(states: &[f32], mask: &[i64], batch: usize, seq: usize, h: usize) -> Vec<f32> {
+    let mut out = vec![0f32; batch * h];
+    for b in 0..batch {
+        let row = &mut out[b * h..(b + 1) * h];
+        let mut count = 0f32;
+        for s in 0..seq {
+            if mask[b * seq + s] != 0 {
+                count += 1.0;
+                let token = &states[(b * seq + s) * h..(b * seq + s + 1) * h];
+                row.iter_mut().zip(token).for_each(|(r, t)| *r += t);
+            }
+        }
+        let denom = count.max(1e-9);
+        row.iter_mut().for_each(|r| *r /= denom);
+    }
+    out
+}
+
+fn build_session(env: &ort::environment::Environment, model: &Path, threads: usize, cuda: bool) -> Result<Session> {
+    let err = |e: ort::Error| anyhow::anyhow!("{e}");
+    let mut builder = Session::builder(env)
+        .map_err(err)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_intra_threads(threads.max(1))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if cuda {
+        builder = builder
+            .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    builder
+        .commit_from_file(model)
+        .map_err(|e| anyhow::anyhow!("{}: ONNX Runtime cannot load the model: {e}", model.display()))
+}
+
+fn hidden_size(session: &Session, output: &str) -> Result<usize> {
+    let outlet = session.outputs().iter().find(|o| o.name() == output).unwrap();
+    let dims: Vec<i64> = match outlet.dtype() {
+        ort::value::ValueType::Tensor { shape, .. } => shape.iter().copied().collect(),
+        other => bail!("output {output} is {other:?}, not a tensor"),
+    };
+    match dims.last() {
+        Some(&h) if h > 0 => Ok(h as usize),
+        _ => bail!("output {output} has no fixed hidden size (shape {dims:?})"),
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}

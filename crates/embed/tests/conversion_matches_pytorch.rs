@@ -1,0 +1,117 @@
+//! The Rust safetensors -> ONNX conversion, run by ONNX Runtime, against the
+//! PyTorch reference outputs in ../shared/models/*/reference.safetensors:
+//! max |Δ| ≤ 1e-4 on pooler_output, cls, mean and on last_hidden_state at
+//! unpadded positions, over several batch shapes.
+
+use std::path::{Path, PathBuf};
+
+use embed::{Device, Encoder, Pooling};
+use safetensors::SafeTensors;
+
+fn shared_models() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/models");
+    assert!(p.is_dir(), "{} missing: the tests need ../shared beside the checkout", p.display());
+    p
+}
+
+struct Reference {
+    ids: Vec<i64>,
+    mask: Vec<i64>,
+    rows: usize,
+    seq: usize,
+    hidden: usize,
+    outputs: std::collections::HashMap<String, Vec<f32>>,
+}
+
+fn load_reference(path: &Path) -> Reference {
+    let bytes = std::fs::read(path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let ints = |name: &str| -> Vec<i64> {
+        st.tensor(name).unwrap().data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
+    };
+    let floats = |name: &str| -> Vec<f32> {
+        st.tensor(name).unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+    };
+    let shape = st.tensor("last_hidden_state").unwrap().shape().to_vec();
+    let mut outputs = std::collections::HashMap::new();
+    for name in ["last_hidden_state", "pooler_output", "cls", "mean"] {
+        outputs.insert(name.to_string(), floats(name));
+    }
+    Reference { ids: ints("input_ids"), mask: ints("attention_mask"), rows: shape[0], seq: shape[1], hidden: shape[2], outputs }
+}
+
+/// Rows `start..end` of the reference batch, padded to their own longest row.
+fn slice(r: &Reference, start: usize, end: usize) -> (Vec<i64>, Vec<i64>, usize) {
+    let seq = (start..end).map(|b| r.mask[b * r.seq..(b + 1) * r.seq].iter().sum::<i64>() as usize).max().unwrap();
+    let mut ids = Vec::new();
+    let mut mask = Vec::new();
+    for b in start..end {
+        ids.extend_from_slice(&r.ids[b * r.seq..b * r.seq + seq]);
+        mask.extend_from_slice(&r.mask[b * r.seq..b * r.seq + seq]);
+    }
+    (ids, mask, seq)
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+pub fn check_model(model_dir: &Path, weights: &Path, reference: &Path) {
+    let r = load_reference(reference);
+    let out = tempfile::tempdir().unwrap();
+    let onnx = out.path().join("model.onnx");
+    let (bytes, info) = model::convert(&model_dir.join("config.json"), weights).unwrap();
+    std::fs::write(&onnx, bytes).unwrap();
+    assert_eq!(info.hidden_size, r.hidden);
+    let h = r.hidden;
+    // Batch shapes: all rows at once, singles, and uneven groups.
+    let shapes: Vec<Vec<(usize, usize)>> = vec![
+        vec![(0, r.rows)],
+        (0..r.rows).map(|i| (i, i + 1)).collect(),
+        vec![(0, 3), (3, 10), (10, r.rows)],
+    ];
+    for pooling in [Pooling::Pooler, Pooling::Cls, Pooling::Mean] {
+        let (mut enc, _) = Encoder::open(&onnx, pooling, Device::Cpu, 2).unwrap();
+        let name = match pooling {
+            Pooling::Pooler => "pooler_output",
+            Pooling::Cls => "cls",
+            Pooling::Mean => "mean",
+        };
+        for groups in &shapes {
+            let mut got = Vec::new();
+            for &(s, e) in groups {
+                let (ids, mask, seq) = slice(&r, s, e);
+                got.extend(enc.embed(ids, mask, e - s, seq).unwrap());
+            }
+            let d = max_abs_diff(&got, &r.outputs[name]);
+            assert!(d <= 1e-4, "{}: {name} differs by {d} with batches {groups:?}", model_dir.display());
+        }
+    }
+    // last_hidden_state at unpadded positions, for each batch shape.
+    let (mut enc, _) = Encoder::open(&onnx, Pooling::Cls, Device::Cpu, 2).unwrap();
+    let reference = &r.outputs["last_hidden_state"];
+    for groups in &shapes {
+        let mut worst = 0f32;
+        for &(s, e) in groups {
+            let (ids, mask, seq) = slice(&r, s, e);
+            let states = enc.last_hidden_state(ids, mask.clone(), e - s, seq).unwrap();
+            for b in 0..e - s {
+                for t in 0..seq {
+                    if mask[b * seq + t] == 1 {
+                        let got = &states[(b * seq + t) * h..(b * seq + t + 1) * h];
+                        let want = &reference[((s + b) * r.seq + t) * h..((s + b) * r.seq + t + 1) * h];
+                        worst = worst.max(max_abs_diff(got, want));
+                    }
+                }
+            }
+        }
+        assert!(worst <= 1e-4, "{}: last_hidden_state differs by {worst} with batches {groups:?}", model_dir.display());
+    }
+}
+
+#[test]
+fn tiny_random_bert_matches_pytorch() {
+    let dir = shared_models().join("bert-tiny-random");
+    check_model(&dir, &dir.join("model.safetensors"), &dir.join("reference.safetensors"));
+}

@@ -1,0 +1,337 @@
+//! safetensors BERT checkpoint -> ONNX graph, in Rust.
+//!
+//! The graph is `BertModel` as in transformers (eager attention): inputs
+//! `input_ids`, `attention_mask`, `token_type_ids` (int64 [batch, sequence]);
+//! outputs `last_hidden_state` [batch, sequence, H] and, when the checkpoint
+//! has pooler weights, `pooler_output` [batch, H]. Every size comes from
+//! config.json and is checked against the weights. Patterns are the plain
+//! ones ONNX Runtime's optimiser fuses (LayerNormalization, Gelu from
+//! Div/Erf/Add/Mul/Mul).
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use prost::Message;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::bert_config::BertConfig;
+use crate::onnx_proto::*;
+
+/// Added to attention scores at padded positions (fits fp16 too).
+const MASK_BIAS: f32 = -10000.0;
+pub const OPSET: i64 = 17;
+
+/// What the converted graph offers, saved beside it as model.json.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GraphInfo {
+    pub hidden_size: usize,
+    pub max_positions: usize,
+    pub has_pooler: bool,
+}
+
+/// Converts `model.safetensors` + `config.json` to ONNX bytes.
+pub fn convert(config_path: &Path, weights_path: &Path) -> Result<(Vec<u8>, GraphInfo)> {
+    let config = BertConfig::load(config_path)?;
+    let bytes = std::fs::read(weights_path).with_context(|| format!("cannot read {}", weights_path.display()))?;
+    let tensors = SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{} is not a safetensors file", weights_path.display()))?;
+    let weights = Weights::new(&tensors, weights_path)?;
+    let mut b = Builder::default();
+    let info = build_bert(&mut b, &config, &weights)?;
+    let model = b.finish(&config, info.has_pooler);
+    Ok((model.encode_to_vec(), info))
+}
+
+/// Checkpoint tensors by BertModel name, whatever the prefix and the
+/// LayerNorm naming (`weight`/`gamma`, `bias`/`beta`) of the file.
+struct Weights<'a> {
+    tensors: &'a SafeTensors<'a>,
+    prefix: &'static str,
+    file: String,
+}
+
+impl<'a> Weights<'a> {
+    fn new(tensors: &'a SafeTensors<'a>, path: &Path) -> Result<Weights<'a>> {
+        let file = path.display().to_string();
+        for prefix in ["", "bert.", "model."] {
+            if tensors.tensor(&format!("{prefix}embeddings.word_embeddings.weight")).is_ok() {
+                return Ok(Weights { tensors, prefix, file });
+            }
+        }
+        bail!("{file}: no embeddings.word_embeddings.weight; is this a BERT checkpoint?")
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.candidates(name).iter().any(|n| self.tensors.tensor(n).is_ok())
+    }
+
+    fn candidates(&self, name: &str) -> Vec<String> {
+        let mut names = vec![format!("{}{name}", self.prefix)];
+        if let Some(stem) = name.strip_suffix("LayerNorm.weight") {
+            names.push(format!("{}{stem}LayerNorm.gamma", self.prefix));
+        }
+        if let Some(stem) = name.strip_suffix("LayerNorm.bias") {
+            names.push(format!("{}{stem}LayerNorm.beta", self.prefix));
+        }
+        names
+    }
+
+    /// The tensor as f32, checked against the shape config.json implies.
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let view = self
+            .candidates(name)
+            .iter()
+            .find_map(|n| self.tensors.tensor(n).ok())
+            .with_context(|| format!("{}: tensor {}{name} is missing", self.file, self.prefix))?;
+        if view.shape() != shape {
+            bail!(
+                "{}: {}{name} has shape {:?} but config.json implies {:?}; the config does not describe these weights",
+                self.file,
+                self.prefix,
+                view.shape(),
+                shape
+            );
+        }
+        let data = view.data();
+        Ok(match view.dtype() {
+            Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F16 => data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::BF16 => data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            other => bail!("{}: {name} has dtype {other:?}; expected F32, F16 or BF16", self.file),
+        })
+    }
+
+    /// A PyTorch Linear weight [out, in], transposed to [in, out] for MatMul.
+    fn linear_t(&self, name: &str, out_dim: usize, in_dim: usize) -> Result<Vec<f32>> {
+        let w = self.get(name, &[out_dim, in_dim])?;
+        let mut t = vec![0f32; w.len()];
+        for o in 0..out_dim {
+            for i in 0..in_dim {
+                t[i * out_dim + o] = w[o * in_dim + i];
+            }
+        }
+        Ok(t)
+    }
+}
+
+#[derive(Default)]
+struct Builder {
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+    counter: usize,
+}
+
+fn int_attr(name: &str, i: i64) -> AttributeProto {
+    AttributeProto { name: name.into(), i, r#type: attribute_type::INT, ..Default::default() }
+}
+fn ints_attr(name: &str, ints: &[i64]) -> AttributeProto {
+    AttributeProto { name: name.into(), ints: ints.to_vec(), r#type: attribute_type::INTS, ..Default::default() }
+}
+fn float_attr(name: &str, f: f32) -> AttributeProto {
+    AttributeProto { name: name.into(), f, r#type: attribute_type::FLOAT, ..Default::default() }
+}
+
+impl Builder {
+    fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
+        self.counter += 1;
+        let out = format!("{}_{}", op.to_lowercase(), self.counter);
+        self.op_into(op, inputs, attrs, &out)
+    }
+
+    fn op_into(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>, out: &str) -> String {
+        self.nodes.push(NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![out.to_string()],
+            name: format!("{op}_{}", self.nodes.len()),
+            op_type: op.into(),
+            attribute: attrs,
+            domain: String::new(),
+        });
+        out.to_string()
+    }
+
+    fn f32_init(&mut self, name: &str, dims: &[usize], data: &[f32]) -> String {
+        let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.initializers.push(TensorProto {
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: data_type::FLOAT,
+            name: name.into(),
+            raw_data: raw,
+        });
+        name.into()
+    }
+
+    fn i64_init(&mut self, name: &str, dims: &[usize], data: &[i64]) -> String {
+        let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.initializers.push(TensorProto {
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: data_type::INT64,
+            name: name.into(),
+            raw_data: raw,
+        });
+        name.into()
+    }
+
+    fn linear(&mut self, w: &Weights, x: &str, name: &str, in_dim: usize, out_dim: usize) -> Result<String> {
+        let wt = w.linear_t(&format!("{name}.weight"), out_dim, in_dim)?;
+        let bias = w.get(&format!("{name}.bias"), &[out_dim])?;
+        let wn = self.f32_init(&format!("{name}.weight_t"), &[in_dim, out_dim], &wt);
+        let bn = self.f32_init(&format!("{name}.bias"), &[out_dim], &bias);
+        let mm = self.op("MatMul", &[x, &wn], vec![]);
+        Ok(self.op("Add", &[&mm, &bn], vec![]))
+    }
+
+    fn layer_norm(&mut self, w: &Weights, x: &str, name: &str, h: usize, eps: f64) -> Result<String> {
+        let g = w.get(&format!("{name}.weight"), &[h])?;
+        let bias = w.get(&format!("{name}.bias"), &[h])?;
+        let gn = self.f32_init(&format!("{name}.weight"), &[h], &g);
+        let bn = self.f32_init(&format!("{name}.bias"), &[h], &bias);
+        Ok(self.op("LayerNormalization", &[x, &gn, &bn], vec![int_attr("axis", -1), float_attr("epsilon", eps as f32)]))
+    }
+
+    fn activation(&mut self, x: &str, act: &str) -> String {
+        match act {
+            "relu" => self.op("Relu", &[x], vec![]),
+            "gelu" => {
+                // 0.5 * x * (1 + erf(x / sqrt 2)), the exact GELU of transformers.
+                let d = self.op("Div", &[x, "c_sqrt2"], vec![]);
+                let e = self.op("Erf", &[&d], vec![]);
+                let a = self.op("Add", &[&e, "c_one"], vec![]);
+                let m = self.op("Mul", &[x, &a], vec![]);
+                self.op("Mul", &[&m, "c_half"], vec![])
+            }
+            _ => {
+                // tanh approximation: 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715 x^3)))
+                let x3 = self.op("Mul", &[x, x], vec![]);
+                let x3 = self.op("Mul", &[&x3, x], vec![]);
+                let k = self.op("Mul", &[&x3, "c_gelu_k"], vec![]);
+                let s = self.op("Add", &[x, &k], vec![]);
+                let s = self.op("Mul", &[&s, "c_sqrt_2_pi"], vec![]);
+                let t = self.op("Tanh", &[&s], vec![]);
+                let a = self.op("Add", &[&t, "c_one"], vec![]);
+                let m = self.op("Mul", &[x, &a], vec![]);
+                self.op("Mul", &[&m, "c_half"], vec![])
+            }
+        }
+    }
+
+    fn finish(self, config: &BertConfig, has_pooler: bool) -> ModelProto {
+        let dim = |p: &str| Dimension { value: Some(DimValue::Param(p.into())) };
+        let fixed = |v: usize| Dimension { value: Some(DimValue::Value(v as i64)) };
+        let value_info = |name: &str, elem: i32, dims: Vec<Dimension>| ValueInfoProto {
+            name: name.into(),
+            r#type: Some(TypeProto {
+                tensor_type: Some(TensorTypeProto { elem_type: elem, shape: Some(TensorShapeProto { dim: dims }) }),
+            }),
+        };
+        let inputs = ["input_ids", "attention_mask", "token_type_ids"]
+            .iter()
+            .map(|n| value_info(n, data_type::INT64, vec![dim("batch"), dim("sequence")]))
+            .collect();
+        let mut outputs =
+            vec![value_info("last_hidden_state", data_type::FLOAT, vec![dim("batch"), dim("sequence"), fixed(config.hidden_size)])];
+        if has_pooler {
+            outputs.push(value_info("pooler_output", data_type::FLOAT, vec![dim("batch"), fixed(config.hidden_size)]));
+        }
+        ModelProto {
+            ir_version: 8,
+            producer_name: "bert-sentiment".into(),
+            producer_version: env!("CARGO_PKG_VERSION").into(),
+            doc_string: "BertModel converted from safetensors by bert-sentiment".into(),
+            graph: Some(GraphProto {
+                node: self.nodes,
+                name: "bert".into(),
+                initializer: self.initializers,
+                input: inputs,
+                output: outputs,
+            }),
+            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
+            metadata_props: vec![StringStringEntryProto {
+                key: "config".into(),
+                value: serde_json::to_string(config).unwrap_or_default(),
+            }],
+        }
+    }
+}
+
+fn build_bert(b: &mut Builder, c: &BertConfig, w: &Weights) -> Result<GraphInfo> {
+    let h = c.hidden_size;
+    b.f32_init("c_one", &[], &[1.0]);
+    b.f32_init("c_half", &[], &[0.5]);
+    b.f32_init("c_sqrt2", &[], &[std::f32::consts::SQRT_2]);
+    b.f32_init("c_gelu_k", &[], &[0.044715]);
+    b.f32_init("c_sqrt_2_pi", &[], &[(2.0f64 / std::f64::consts::PI).sqrt() as f32]);
+    b.f32_init("c_mask_bias", &[], &[MASK_BIAS]);
+    b.f32_init("c_scale", &[], &[(c.head_dim() as f64).sqrt() as f32]);
+    b.i64_init("c_i0", &[], &[0]);
+    b.i64_init("c_i1", &[], &[1]);
+    b.i64_init("c_mask_axes", &[2], &[1, 2]);
+    b.i64_init("c_heads_shape", &[4], &[0, 0, c.num_attention_heads as i64, c.head_dim() as i64]);
+    b.i64_init("c_hidden_shape", &[3], &[0, 0, h as i64]);
+
+    // Embeddings.
+    let word = w.get("embeddings.word_embeddings.weight", &[c.vocab_size, h])?;
+    let pos = w.get("embeddings.position_embeddings.weight", &[c.max_position_embeddings, h])?;
+    let types = w.get("embeddings.token_type_embeddings.weight", &[c.type_vocab_size, h])?;
+    let word = b.f32_init("embeddings.word_embeddings.weight", &[c.vocab_size, h], &word);
+    let pos = b.f32_init("embeddings.position_embeddings.weight", &[c.max_position_embeddings, h], &pos);
+    let types = b.f32_init("embeddings.token_type_embeddings.weight", &[c.type_vocab_size, h], &types);
+    let we = b.op("Gather", &[&word, "input_ids"], vec![]);
+    let shape = b.op("Shape", &["input_ids"], vec![]);
+    let seq = b.op("Gather", &[&shape, "c_i1"], vec![int_attr("axis", 0)]);
+    let positions = b.op("Range", &["c_i0", &seq, "c_i1"], vec![]);
+    let pe = b.op("Gather", &[&pos, &positions], vec![]);
+    let te = b.op("Gather", &[&types, "token_type_ids"], vec![]);
+    let sum = b.op("Add", &[&we, &pe], vec![]);
+    let sum = b.op("Add", &[&sum, &te], vec![]);
+    let mut x = b.layer_norm(w, &sum, "embeddings.LayerNorm", h, c.layer_norm_eps)?;
+
+    // Additive attention mask [batch, 1, 1, sequence]: 0 for tokens, MASK_BIAS for padding.
+    let maskf = b.op("Cast", &["attention_mask"], vec![int_attr("to", data_type::FLOAT as i64)]);
+    let mask4 = b.op("Unsqueeze", &[&maskf, "c_mask_axes"], vec![]);
+    let inv = b.op("Sub", &["c_one", &mask4], vec![]);
+    let bias = b.op("Mul", &[&inv, "c_mask_bias"], vec![]);
+
+    for l in 0..c.num_hidden_layers {
+        let p = format!("encoder.layer.{l}");
+        let heads = |b: &mut Builder, name: &str, perm: &[i64], x: &str| -> Result<String> {
+            let y = b.linear(w, x, &format!("{p}.attention.self.{name}"), h, h)?;
+            let y = b.op("Reshape", &[&y, "c_heads_shape"], vec![]);
+            Ok(b.op("Transpose", &[&y], vec![ints_attr("perm", perm)]))
+        };
+        let q = heads(b, "query", &[0, 2, 1, 3], &x)?;
+        let k = heads(b, "key", &[0, 2, 3, 1], &x)?;
+        let v = heads(b, "value", &[0, 2, 1, 3], &x)?;
+        let scores = b.op("MatMul", &[&q, &k], vec![]);
+        let scores = b.op("Div", &[&scores, "c_scale"], vec![]);
+        let scores = b.op("Add", &[&scores, &bias], vec![]);
+        let probs = b.op("Softmax", &[&scores], vec![int_attr("axis", -1)]);
+        let ctx = b.op("MatMul", &[&probs, &v], vec![]);
+        let ctx = b.op("Transpose", &[&ctx], vec![ints_attr("perm", &[0, 2, 1, 3])]);
+        let ctx = b.op("Reshape", &[&ctx, "c_hidden_shape"], vec![]);
+        let attn = b.linear(w, &ctx, &format!("{p}.attention.output.dense"), h, h)?;
+        let attn = b.op("Add", &[&attn, &x], vec![]);
+        let attn = b.layer_norm(w, &attn, &format!("{p}.attention.output.LayerNorm"), h, c.layer_norm_eps)?;
+        let inter = b.linear(w, &attn, &format!("{p}.intermediate.dense"), h, c.intermediate_size)?;
+        let inter = b.activation(&inter, &c.hidden_act);
+        let out = b.linear(w, &inter, &format!("{p}.output.dense"), c.intermediate_size, h)?;
+        let out = b.op("Add", &[&out, &attn], vec![]);
+        x = b.layer_norm(w, &out, &format!("{p}.output.LayerNorm"), h, c.layer_norm_eps)?;
+    }
+    if w.has(&format!("encoder.layer.{}.attention.self.query.weight", c.num_hidden_layers)) {
+        bail!(
+            "{}: the checkpoint has more than the {} layers config.json declares (num_hidden_layers)",
+            w.file,
+            c.num_hidden_layers
+        );
+    }
+    b.op_into("Identity", &[&x], vec![], "last_hidden_state");
+
+    let has_pooler = w.has("pooler.dense.weight");
+    if has_pooler {
+        let cls = b.op("Gather", &[&x, "c_i0"], vec![int_attr("axis", 1)]);
+        let dense = b.linear(w, &cls, "pooler.dense", h, h)?;
+        b.op_into("Tanh", &[&dense], vec![], "pooler_output");
+    }
+    Ok(GraphInfo { hidden_size: h, max_positions: c.max_position_embeddings, has_pooler })
+}
