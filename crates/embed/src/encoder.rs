@@ -42,15 +42,27 @@ pub struct Encoder {
 impl Encoder {
     pub fn open(model: &Path, pooling: Pooling, device: Device, threads: usize) -> Result<(Encoder, Vec<String>)> {
         let mut warnings = Vec::new();
-        let env = ortlib::environment(device != Device::Cpu)?;
-        let (session, used) = match device {
-            Device::Cpu => (build_session(env, model, threads, false)?, "cpu"),
-            Device::Cuda => (
+        // `auto` only looks for CUDA where an NVIDIA driver is present, so a
+        // CPU machine never fetches the (large) GPU build of ONNX Runtime.
+        let try_cuda = match device {
+            Device::Cpu => false,
+            Device::Cuda => true,
+            Device::Auto => nvidia_driver_present(),
+        };
+        if device == Device::Auto && !try_cuda {
+            let w = "warning: embed.device = \"auto\" found no NVIDIA GPU; embedding on the CPU".to_string();
+            eprintln!("{w}");
+            warnings.push(w);
+        }
+        let env = ortlib::environment(try_cuda)?;
+        let (session, used) = match (device, try_cuda) {
+            (_, false) => (build_session(env, model, threads, false)?, "cpu"),
+            (Device::Cuda, true) => (
                 build_session(env, model, threads, true)
-                    .context("device = \"cuda\" but the CUDA execution provider could not be used; use device = \"cpu\" or \"auto\"")?,
+                    .context("embed.device = \"cuda\" but the CUDA execution provider could not be used; use \"cpu\" or \"auto\"")?,
                 "cuda",
             ),
-            Device::Auto => match build_session(env, model, threads, true) {
+            (_, true) => match build_session(env, model, threads, true) {
                 Ok(s) => (s, "cuda"),
                 Err(e) => {
                     let w = format!("warning: no usable CUDA ({}); embedding on the CPU", first_line(&format!("{e:#}")));
@@ -163,6 +175,10 @@ fn hidden_size(session: &Session, output: &str) -> Result<usize> {
         Some(&h) if h > 0 => Ok(h as usize),
         _ => bail!("output {output} has no fixed hidden size (shape {dims:?})"),
     }
+}
+
+fn nvidia_driver_present() -> bool {
+    std::path::Path::new("/proc/driver/nvidia/version").exists() || std::path::Path::new("/dev/nvidia0").exists()
 }
 
 fn first_line(s: &str) -> &str {

@@ -3,5 +3,7 @@
 pub mod batching;
 pub mod encoder;
 pub mod ortlib;
+pub mod stage;
 
 pub use encoder::{Device, Encoder, Pooling};
+pub use stage::{EmbedParams, EmbedSummary, OUTPUTS, SPEED_ONLY_PARAMS, run};

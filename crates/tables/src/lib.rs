@@ -5,6 +5,8 @@
 //! timestamps, rows in the order given) so that equal content gives equal
 //! bytes and the stage runner's early cutoff works.
 
+pub mod encoded;
+pub mod features;
 mod io;
 pub mod splits;
 

@@ -1,0 +1,154 @@
+//! The embed stage: encoded splits -> feature Parquet files.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use tables::encoded::EncodedRow;
+use tables::features::FeatureTable;
+
+use crate::batching::plan;
+use crate::encoder::{Device, Encoder, Pooling};
+
+/// `[embed]` in pipeline.toml.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedParams {
+    #[serde(default = "default_pooling")]
+    pub pooling: Pooling,
+    #[serde(default = "default_device")]
+    pub device: Device,
+    /// Most padded tokens per batch (rows are sorted by length first).
+    #[serde(default = "default_batch_tokens")]
+    pub batch_tokens: usize,
+    #[serde(default = "default_batch_rows")]
+    pub max_batch_rows: usize,
+}
+
+impl Default for EmbedParams {
+    fn default() -> Self {
+        EmbedParams {
+            pooling: default_pooling(),
+            device: default_device(),
+            batch_tokens: default_batch_tokens(),
+            max_batch_rows: default_batch_rows(),
+        }
+    }
+}
+
+fn default_pooling() -> Pooling {
+    Pooling::Pooler
+}
+fn default_device() -> Device {
+    Device::Auto
+}
+fn default_batch_tokens() -> usize {
+    4096
+}
+fn default_batch_rows() -> usize {
+    256
+}
+
+/// Parameters that change only speed, never a row's features.
+pub const SPEED_ONLY_PARAMS: [&str; 2] = ["batch_tokens", "max_batch_rows"];
+
+pub const OUTPUTS: [&str; 3] = ["train.parquet", "val.parquet", "test.parquet"];
+
+#[derive(Debug, Default)]
+pub struct EmbedSummary {
+    pub notes: Vec<String>,
+    pub rows: usize,
+    pub tokens: usize,
+    pub session_seconds: f64,
+    pub embed_seconds: f64,
+    pub device: String,
+}
+
+pub fn run(
+    params: &EmbedParams,
+    encoded: [&Path; 3],
+    model: &Path,
+    out_dir: &Path,
+    provenance: tables::Provenance,
+) -> Result<EmbedSummary> {
+    if params.batch_tokens == 0 || params.max_batch_rows == 0 {
+        bail!("embed.batch_tokens and embed.max_batch_rows must be positive");
+    }
+    let splits: Vec<Vec<EncodedRow>> =
+        encoded.iter().map(|p| tables::encoded::read(p).map(|(rows, _)| rows)).collect::<Result<_>>()?;
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let started = Instant::now();
+    let (mut encoder, warnings) = Encoder::open(model, params.pooling, params.device, threads)?;
+    let mut summary = EmbedSummary {
+        session_seconds: started.elapsed().as_secs_f64(),
+        device: encoder.device.to_string(),
+        notes: warnings,
+        ..Default::default()
+    };
+    let hidden = encoder.hidden_size();
+    let provenance = provenance
+        .with("hidden_size", hidden.to_string())
+        .with("pooling", format!("{:?}", params.pooling).to_lowercase())
+        .with("device", encoder.device);
+
+    let total_rows: usize = splits.iter().map(Vec::len).sum();
+    let bar = ProgressBar::new(total_rows as u64);
+    bar.set_style(
+        ProgressStyle::with_template("embed {bar:30} {pos}/{len} rows  {per_sec}  ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let embed_started = Instant::now();
+    for (split, rows) in splits.iter().enumerate() {
+        let features = embed_rows(&mut encoder, rows, params, &bar)?;
+        summary.rows += rows.len();
+        summary.tokens += rows.iter().map(|r| r.ids.len()).sum::<usize>();
+        let table = FeatureTable {
+            row_ids: rows.iter().map(|r| r.row_id).collect(),
+            labels: rows.iter().map(|r| r.label).collect(),
+            hidden,
+            features,
+        };
+        tables::features::write(&out_dir.join(OUTPUTS[split]), &table, &provenance)?;
+    }
+    bar.finish_and_clear();
+    summary.embed_seconds = embed_started.elapsed().as_secs_f64();
+    summary.notes.push(format!(
+        "{} rows, {} tokens on {} in {:.2}s ({:.0} rows/s, {:.0} tokens/s); session created in {:.2}s; H = {hidden}, pooling {:?}",
+        summary.rows,
+        summary.tokens,
+        summary.device,
+        summary.embed_seconds,
+        summary.rows as f64 / summary.embed_seconds,
+        summary.tokens as f64 / summary.embed_seconds,
+        summary.session_seconds,
+        params.pooling
+    ));
+    Ok(summary)
+}
+
+/// Features of `rows` in their order, computed in length-sorted batches.
+pub fn embed_rows(encoder: &mut Encoder, rows: &[EncodedRow], params: &EmbedParams, bar: &ProgressBar) -> Result<Vec<f32>> {
+    let hidden = encoder.hidden_size();
+    let lengths: Vec<usize> = rows.iter().map(|r| r.ids.len()).collect();
+    let mut features = vec![0f32; rows.len() * hidden];
+    for batch in plan(&lengths, params.batch_tokens, params.max_batch_rows) {
+        let seq = batch.iter().map(|&i| lengths[i]).max().unwrap_or(1).max(1);
+        let mut ids = Vec::with_capacity(batch.len() * seq);
+        let mut mask = Vec::with_capacity(batch.len() * seq);
+        for &i in &batch {
+            let row = &rows[i].ids;
+            ids.extend(row.iter().map(|&t| t as i64));
+            ids.extend(std::iter::repeat_n(0i64, seq - row.len()));
+            mask.extend(std::iter::repeat_n(1i64, row.len()));
+            mask.extend(std::iter::repeat_n(0i64, seq - row.len()));
+        }
+        let out = encoder.embed(ids, mask, batch.len(), seq)?;
+        for (k, &i) in batch.iter().enumerate() {
+            features[i * hidden..(i + 1) * hidden].copy_from_slice(&out[k * hidden..(k + 1) * hidden]);
+        }
+        bar.inc(batch.len() as u64);
+    }
+    Ok(features)
+}

@@ -1,0 +1,75 @@
+//! `embed/{train,val,test}.parquet`: one feature vector per row.
+//!
+//! | column     | type                               |                          |
+//! |------------|------------------------------------|--------------------------|
+//! | `row_id`   | int64                              | as in the ingest split   |
+//! | `label`    | int64                              | class id                 |
+//! | `features` | fixed_size_list<float32>[H]        | pooled BERT output       |
+//!
+//! Rows in the order of the ingest split. Metadata: `stage_key`, `params`,
+//! `hidden_size`, `pooling`, `device`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, ensure};
+use arrow::array::{Array, FixedSizeListArray, Float32Array, Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema};
+
+use crate::io::{Provenance, read_batches, write_batch};
+
+pub fn schema(hidden: usize) -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("row_id", DataType::Int64, false),
+        Field::new("label", DataType::Int64, false),
+        Field::new(
+            "features",
+            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), hidden as i32),
+            false,
+        ),
+    ]))
+}
+
+/// Features of all rows, row-major [rows × hidden].
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureTable {
+    pub row_ids: Vec<i64>,
+    pub labels: Vec<i64>,
+    pub hidden: usize,
+    pub features: Vec<f32>,
+}
+
+pub fn write(path: &Path, table: &FeatureTable, provenance: &Provenance) -> Result<()> {
+    ensure!(table.features.len() == table.row_ids.len() * table.hidden, "feature matrix has the wrong size");
+    let schema = schema(table.hidden);
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let values = Arc::new(Float32Array::from(table.features.clone()));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(table.row_ids.clone())),
+            Arc::new(Int64Array::from(table.labels.clone())),
+            Arc::new(FixedSizeListArray::try_new(item, table.hidden as i32, values, None)?),
+        ],
+    )?;
+    write_batch(path, schema, batch, provenance)
+}
+
+pub fn read(path: &Path) -> Result<FeatureTable> {
+    let (batches, file_schema) = read_batches(path)?;
+    let hidden = match file_schema.field_with_name("features").map(|f| f.data_type().clone()) {
+        Ok(DataType::FixedSizeList(_, n)) => n as usize,
+        _ => anyhow::bail!("{}: no fixed-size features column; not an embed output", path.display()),
+    };
+    let mut table = FeatureTable { row_ids: Vec::new(), labels: Vec::new(), hidden, features: Vec::new() };
+    for batch in batches {
+        let ints = |i: usize| batch.column(i).as_any().downcast_ref::<Int64Array>().cloned().context("int64 column");
+        table.row_ids.extend(ints(0)?.values().iter());
+        table.labels.extend(ints(1)?.values().iter());
+        let list = batch.column(2).as_any().downcast_ref::<FixedSizeListArray>().context("features")?;
+        let values = list.values().as_any().downcast_ref::<Float32Array>().context("features items")?;
+        let start = list.offset() * hidden;
+        table.features.extend_from_slice(&values.values()[start..start + batch.num_rows() * hidden]);
+    }
+    Ok(table)
+}
