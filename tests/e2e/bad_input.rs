@@ -32,7 +32,13 @@ fn csv(text: String) -> Option<Vec<u8>> {
 fn cases() -> Vec<Case> {
     let good = rows(10, 2);
     vec![
-        Case { name: "missing file", csv: None, config: "", args: &[], expect: &["input.csv", "not found"] },
+        Case {
+            name: "missing file",
+            csv: None,
+            config: "",
+            args: &[],
+            expect: &["input.csv", "not found"],
+        },
         Case {
             name: "empty file",
             csv: Some(Vec::new()),
@@ -52,7 +58,12 @@ fn cases() -> Vec<Case> {
             csv: csv(format!("text,label\n{good}")),
             config: "",
             args: &[],
-            expect: &["input.csv:1", "no column named \"sentence\"", "\"text\"", "text_column"],
+            expect: &[
+                "input.csv:1",
+                "no column named \"sentence\"",
+                "\"text\"",
+                "text_column",
+            ],
         },
         Case {
             name: "renamed label column",
@@ -112,7 +123,11 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "class with no rows",
-            csv: csv(format!("sentence,label\n{}{}", rows(5, 1), rows(5, 1).replace(",0", ",2"))),
+            csv: csv(format!(
+                "sentence,label\n{}{}",
+                rows(5, 1),
+                rows(5, 1).replace(",0", ",2")
+            )),
             config: "",
             args: &[],
             expect: &["input.csv", "class 1", "no rows"],
@@ -126,14 +141,26 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "invalid utf-8",
-            csv: Some([b"sentence,label\nfine,0\nbad \xff\xfe bytes,1\n".as_slice(), good.as_bytes()].concat()),
+            csv: Some(
+                [
+                    b"sentence,label\nfine,0\nbad \xff\xfe bytes,1\n".as_slice(),
+                    good.as_bytes(),
+                ]
+                .concat(),
+            ),
             config: "",
             args: &[],
             expect: &["input.csv:3", "UTF-8"],
         },
         Case {
             name: "NUL byte",
-            csv: Some([b"sentence,label\nfine,0\nnul \x00 here,1\n".as_slice(), good.as_bytes()].concat()),
+            csv: Some(
+                [
+                    b"sentence,label\nfine,0\nnul \x00 here,1\n".as_slice(),
+                    good.as_bytes(),
+                ]
+                .concat(),
+            ),
             config: "",
             args: &[],
             expect: &["input.csv:3", "NUL"],
@@ -178,7 +205,7 @@ fn cases() -> Vec<Case> {
 
 fn config_for(case: &Case) -> String {
     // Tables in `case.config` must come after the plain keys.
-    format!("[ingest]\ncsv = \"data/input.csv\"\n{}", case.config)
+    format!("[ingest]\ncsv = \"data/input.csv\"\n{}{}", case.config, common::tiny_model())
 }
 
 #[test]
@@ -200,7 +227,10 @@ fn every_bad_input_fails_clearly_and_leaves_no_artifact() {
         }
         for fragment in case.expect {
             if !message.contains(fragment) {
-                failures.push(format!("{}: message lacks {fragment:?}: {message}", case.name));
+                failures.push(format!(
+                    "{}: message lacks {fragment:?}: {message}",
+                    case.name
+                ));
             }
         }
         if message.lines().count() != 1 || message.contains("panicked") {
@@ -212,13 +242,21 @@ fn every_bad_input_fails_clearly_and_leaves_no_artifact() {
         }
         // The store stays usable: fix the input, run again.
         p.write_csv(format!("sentence,label\n{}", rows(10, 2)).as_bytes());
-        p.write_config("[ingest]\ncsv = \"data/input.csv\"\n");
+        p.write_config(&format!("[ingest]\ncsv = \"data/input.csv\"\n{}", common::tiny_model()));
         let good = p.cli(&["run-pipeline"]);
         if good.code != 0 {
-            failures.push(format!("{}: the following good run failed: {}", case.name, good.stderr));
+            failures.push(format!(
+                "{}: the following good run failed: {}",
+                case.name, good.stderr
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} problems:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} problems:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -230,19 +268,33 @@ fn a_failed_run_keeps_the_previous_result() {
     p.write_csv(format!("sentence,label\n{}\"\",1\n", rows(10, 2)).as_bytes());
     assert_ne!(p.cli(&["run-pipeline"]).code, 0);
     assert_eq!(p.artifact_entries(), before);
-    assert_eq!(std::fs::read(p.path("artifacts/pipeline.lock")).unwrap(), lock);
+    assert_eq!(
+        std::fs::read(p.path("artifacts/pipeline.lock")).unwrap(),
+        lock
+    );
 }
 
 #[test]
 fn tolerated_inputs_are_read_correctly() {
     // BOM, CRLF, quoted commas/quotes/newlines, and dropped empty sentences.
-    let body = format!("\u{feff}sentence,label\r\n\"a, \"\"quoted\"\"\nline\",1\r\n \t ,0\r\n{}", rows(10, 2).replace('\n', "\r\n"));
+    let body = format!(
+        "\u{feff}sentence,label\r\n\"a, \"\"quoted\"\"\nline\",1\r\n \t ,0\r\n{}",
+        rows(10, 2).replace('\n', "\r\n")
+    );
     let p = Project::with_csv(body.as_bytes());
-    p.write_config("[ingest]\ncsv = \"data/input.csv\"\nempty_sentences = \"drop\"\n");
+    p.write_config(&format!("[ingest]\ncsv = \"data/input.csv\"\nempty_sentences = \"drop\"\n{}", common::tiny_model()));
     let run = p.cli(&["run-pipeline"]);
     run.ok();
-    assert!(run.stdout.contains("1 rows with empty sentences dropped"), "{}", run.stdout);
-    assert!(run.stdout.contains("21 rows -> train 14, val 3, test 4"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("1 rows with empty sentences dropped"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("21 rows -> train 14, val 3, test 4"),
+        "{}",
+        run.stdout
+    );
     let out = common::run_python(&[
         "-c",
         "import sys,pyarrow.parquet as pq\n\

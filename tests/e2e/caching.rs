@@ -6,9 +6,14 @@ use std::fs;
 
 use common::{Project, shared_data};
 
+const STAGES: [&str; 4] = ["ingest", "model", "encode", "embed"];
+
 fn uci_project() -> Project {
     let p = Project::empty();
-    p.write_config(&format!("[ingest]\ncsv = {:?}\nseed = 2021\n", shared_data("uci_amazon_yelp.csv").display().to_string()));
+    p.write_config(&format!(
+        "[ingest]\ncsv = {:?}\nseed = 2021\n",
+        shared_data("uci_amazon_yelp.csv").display().to_string()
+    ));
     p
 }
 
@@ -17,25 +22,44 @@ fn first_run_runs_all_second_none_change_reruns_revert_restores() {
     let p = uci_project();
     let first = p.cli(&["run-pipeline"]);
     first.ok();
-    assert_eq!(first.outcome("ingest"), "ran");
+    for stage in STAGES {
+        assert_eq!(first.outcome(stage), "ran", "{stage} on the first run");
+    }
 
     let second = p.cli(&["run-pipeline"]);
     second.ok();
-    assert_eq!(second.outcome("ingest"), "cached");
+    for stage in STAGES {
+        assert_eq!(second.outcome(stage), "cached", "{stage} on the second run");
+    }
     assert!(second.stdout.contains("0 ran"), "{}", second.stdout);
 
     let status = p.cli(&["status", "--set", "ingest.seed=7"]);
     status.ok();
-    assert!(status.stdout.contains("parameter ingest.seed changed: 2021 -> 7"), "{}", status.stdout);
+    assert!(
+        status
+            .stdout
+            .contains("parameter ingest.seed changed: 2021 -> 7"),
+        "{}",
+        status.stdout
+    );
 
     let changed = p.cli(&["run-pipeline", "--set", "ingest.seed=7"]);
     changed.ok();
-    assert_eq!(changed.outcome("ingest"), "ran");
-    assert!(changed.stdout.contains("ingest.seed changed: 2021 -> 7"), "{}", changed.stdout);
+    for stage in STAGES {
+        let expected = if stage == "model" { "cached" } else { "ran" };
+        assert_eq!(changed.outcome(stage), expected, "{stage} after an ingest change");
+    }
+    assert!(
+        changed.stdout.contains("ingest.seed changed: 2021 -> 7"),
+        "{}",
+        changed.stdout
+    );
 
     let reverted = p.cli(&["run-pipeline"]);
     reverted.ok();
-    assert_eq!(reverted.outcome("ingest"), "restored");
+    for stage in ["ingest", "encode", "embed"] {
+        assert_eq!(reverted.outcome(stage), "restored", "{stage}: reverting must be served from the store");
+    }
     let lock = fs::read_to_string(p.path("artifacts/pipeline.lock")).unwrap();
     assert!(lock.contains("seed = 2021"), "{lock}");
 }
@@ -43,25 +67,35 @@ fn first_run_runs_all_second_none_change_reruns_revert_restores() {
 #[test]
 fn status_json_and_dag_describe_the_pipeline() {
     let p = uci_project();
-    let status: serde_json::Value = serde_json::from_str(&p.cli(&["status", "--json"]).ok().stdout).unwrap();
+    let status: serde_json::Value =
+        serde_json::from_str(&p.cli(&["status", "--json"]).ok().stdout).unwrap();
     assert_eq!(status[0]["stage"], "ingest");
     assert_eq!(status[0]["outcome"], "would-run");
     assert_eq!(status[0]["reasons"][0], "no previous result");
     p.cli(&["run-pipeline"]).ok();
-    let status: serde_json::Value = serde_json::from_str(&p.cli(&["status", "--json"]).ok().stdout).unwrap();
+    let status: serde_json::Value =
+        serde_json::from_str(&p.cli(&["status", "--json"]).ok().stdout).unwrap();
     assert_eq!(status[0]["outcome"], "cached");
 
     let dag = p.cli(&["dag"]);
-    assert!(dag.ok().stdout.contains("ingest (v1)") && dag.stdout.contains("-> ingest/train.parquet"), "{}", dag.stdout);
+    assert!(
+        dag.ok().stdout.contains("ingest (v1)") && dag.stdout.contains("-> ingest/train.parquet"),
+        "{}",
+        dag.stdout
+    );
 }
 
 #[test]
 fn artifacts_flag_and_gc() {
     let p = uci_project();
     let other = p.path("elsewhere");
-    p.cli(&["run-pipeline", "--artifacts", other.to_str().unwrap()]).ok();
+    p.cli(&["run-pipeline", "--artifacts", other.to_str().unwrap()])
+        .ok();
     assert!(other.join("ingest/train.parquet").is_file());
-    assert!(!p.path("artifacts/pipeline.lock").exists(), "--artifacts must not touch the default directory");
+    assert!(
+        !p.path("artifacts/pipeline.lock").exists(),
+        "--artifacts must not touch the default directory"
+    );
 
     p.cli(&["run-pipeline"]).ok();
     p.cli(&["run-pipeline", "--set", "ingest.seed=1"]).ok();
@@ -70,8 +104,18 @@ fn artifacts_flag_and_gc() {
     let entries_before = p.artifact_entries();
     p.cli(&["gc"]).ok();
     let entries_after = p.artifact_entries();
-    assert_eq!(entries_before.len(), entries_after.len() + 1, "{entries_before:?} -> {entries_after:?}");
-    assert_eq!(p.cli(&["run-pipeline", "--set", "ingest.seed=1"]).ok().outcome("ingest"), "cached");
+    // The seed=2021 results of ingest, encode and embed; model is shared.
+    assert_eq!(
+        entries_before.len(),
+        entries_after.len() + 3,
+        "{entries_before:?} -> {entries_after:?}"
+    );
+    assert_eq!(
+        p.cli(&["run-pipeline", "--set", "ingest.seed=1"])
+            .ok()
+            .outcome("ingest"),
+        "cached"
+    );
 }
 
 #[test]
@@ -79,7 +123,13 @@ fn force_until_and_dry_run() {
     let p = uci_project();
     let dry = p.cli(&["run-pipeline", "--dry-run"]);
     assert_eq!(dry.ok().outcome("ingest"), "would run");
-    assert!(p.artifact_entries().iter().all(|e| !e.starts_with(".store/")), "{:?}", p.artifact_entries());
+    assert!(
+        p.artifact_entries()
+            .iter()
+            .all(|e| !e.starts_with(".store/")),
+        "{:?}",
+        p.artifact_entries()
+    );
 
     p.cli(&["run-pipeline", "--until", "ingest"]).ok();
     let forced = p.cli(&["run-pipeline", "--force"]);
@@ -90,10 +140,18 @@ fn force_until_and_dry_run() {
 
     let bad = p.cli(&["run-pipeline", "--until", "trian"]);
     assert_ne!(bad.code, 0);
-    assert!(bad.stderr.contains("--until") && bad.stderr.contains("unknown stage \"trian\""), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("--until") && bad.stderr.contains("unknown stage \"trian\""),
+        "{}",
+        bad.stderr
+    );
     let bad = p.cli(&["run-pipeline", "--force", "nope"]);
     assert_ne!(bad.code, 0);
-    assert!(bad.stderr.contains("--force") && bad.stderr.contains("ingest"), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("--force") && bad.stderr.contains("ingest"),
+        "{}",
+        bad.stderr
+    );
 }
 
 #[test]
@@ -101,12 +159,21 @@ fn a_second_concurrent_run_waits_or_says_why_it_cannot() {
     let p = uci_project();
     fs::create_dir_all(p.path("artifacts")).unwrap();
     // Stand in for a running pipeline: hold its lock.
-    let holder = fs::OpenOptions::new().create(true).truncate(false).write(true).open(p.path("artifacts/.lock")).unwrap();
+    let holder = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(p.path("artifacts/.lock"))
+        .unwrap();
     holder.lock().unwrap();
 
     let refused = p.cli(&["run-pipeline", "--no-wait"]);
     assert_ne!(refused.code, 0);
-    assert!(refused.stderr.contains("another pipeline run"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("another pipeline run"),
+        "{}",
+        refused.stderr
+    );
 
     let config = p.path("pipeline.toml");
     let waiting = std::process::Command::new(env!("CARGO_BIN_EXE_pipeline-cli"))
@@ -116,10 +183,38 @@ fn a_second_concurrent_run_waits_or_says_why_it_cannot() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    assert!(!p.path("artifacts/pipeline.lock").exists(), "the waiting run must not have started");
+    assert!(
+        !p.path("artifacts/pipeline.lock").exists(),
+        "the waiting run must not have started"
+    );
     holder.unlock().unwrap();
     let out = waiting.wait_with_output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("waiting"));
     assert!(p.path("artifacts/ingest/train.parquet").is_file());
+}
+
+#[test]
+fn each_parameter_reruns_exactly_its_downstream() {
+    let p = uci_project();
+    p.cli(&["run-pipeline"]).ok();
+    let cases: [(&str, &[&str]); 3] = [
+        ("encode.max_len=12", &["encode", "embed"]),
+        ("embed.pooling=\"mean\"", &["embed"]),
+        ("model.ops=\"standard\"", &["model", "embed"]),
+    ];
+    for (set, rerun) in cases {
+        p.cli(&["run-pipeline"]).ok(); // back to the baseline
+        let run = p.cli(&["run-pipeline", "--set", set]);
+        run.ok();
+        for stage in STAGES {
+            let expected = if rerun.contains(&stage) { "ran" } else { "cached" };
+            assert_eq!(run.outcome(stage), expected, "{stage} after --set {set}:\n{}", run.stdout);
+        }
+    }
+    // model.ops changes model.onnx but not tokenizer.json/model.json: encode
+    // stays cached (early cutoff on its unchanged inputs).
+    p.cli(&["run-pipeline"]).ok();
+    let speed_only = p.cli(&["run-pipeline", "--set", "embed.batch_tokens=64"]);
+    assert_eq!(speed_only.ok().outcome("embed"), "cached", "batch size never changes features");
 }

@@ -7,7 +7,10 @@ use common::{Project, run_python, shared_data};
 #[test]
 fn pyarrow_and_duckdb_read_the_splits() {
     let p = Project::empty();
-    p.write_config(&format!("[ingest]\ncsv = {:?}\n", shared_data("uci_amazon_yelp.csv").display().to_string()));
+    p.write_config(&format!(
+        "[ingest]\ncsv = {:?}\n",
+        shared_data("uci_amazon_yelp.csv").display().to_string()
+    ));
     p.cli(&["run-pipeline"]).ok();
     let dir = p.path("artifacts/ingest");
     let out = run_python(&[
@@ -31,12 +34,75 @@ print(json.dumps(res))
     let res: serde_json::Value = serde_json::from_str(&out).unwrap();
     for (split, rows) in [("train", 1400), ("val", 300), ("test", 300)] {
         let s = &res[split];
-        assert_eq!(s["schema"], serde_json::json!(["row_id:int64", "sentence:string", "label:int64"]), "{split}");
+        assert_eq!(
+            s["schema"],
+            serde_json::json!(["row_id:int64", "sentence:string", "label:int64"]),
+            "{split}"
+        );
         assert_eq!(s["rows"], rows, "{split}");
         assert_eq!(s["duckdb_rows"], rows, "{split}");
         assert_eq!(s["labels"], 2);
         assert_eq!(s["classes"], serde_json::json!(["0", "1"]));
         assert_eq!(s["has_key"], true);
         assert_eq!(s["params_seed"], 2021);
+    }
+}
+
+/// encode's token ids equal the Python `tokenizers` package's for the same
+/// tokenizer.json (truncated to max_len the same way), and the feature files
+/// open in pyarrow and duckdb with H float32 per row.
+#[test]
+fn token_ids_match_python_tokenizers_and_features_are_readable() {
+    for (csv, max_len) in [("uci_amazon_yelp.csv", "17"), ("uci_amazon_yelp.csv", "\"auto\""), ("sst2_train.csv", "17")] {
+        let p = Project::empty();
+        p.write_config(&format!(
+            "[ingest]\ncsv = {:?}\n{}\n[encode]\nmax_len = {max_len}\n",
+            shared_data(csv).display().to_string(),
+            common::tiny_model()
+        ));
+        p.cli(&["run-pipeline"]).ok();
+        let out = run_python(&[
+            "-c",
+            r#"
+import json, sys, duckdb, pyarrow.parquet as pq
+from tokenizers import Tokenizer
+a = sys.argv[1]
+tok = Tokenizer.from_file(f"{a}/model/tokenizer.json")
+tok.no_padding()
+res = {"mismatches": 0, "checked": 0}
+for s in ["train", "val", "test"]:
+    enc = pq.read_table(f"{a}/encode/{s}.parquet")
+    max_len = int(enc.schema.metadata[b"max_len"])
+    tok.enable_truncation(max_len)
+    text = {r["row_id"]: r["sentence"] for r in pq.read_table(f"{a}/ingest/{s}.parquet").to_pylist()}
+    rows = enc.to_pylist()
+    step = max(1, len(rows) // 2000)
+    for r in rows[::step]:
+        want = tok.encode(text[r["row_id"]]).ids
+        got = [i for i, m in zip(r["input_ids"], r["attention_mask"]) if m == 1]
+        res["checked"] += 1
+        res["mismatches"] += int(want != got or len(r["input_ids"]) != max_len)
+    f = pq.read_table(f"{a}/embed/{s}.parquet")
+    n = duckdb.sql(f"select count(*), min(len(features)), max(len(features)) from '{a}/embed/{s}.parquet'").fetchall()[0]
+    res[s] = {"schema": [f"{x.name}:{x.type}" for x in f.schema], "rows": f.num_rows, "duckdb": list(n),
+              "same_order": f.column("row_id").to_pylist() == enc.column("row_id").to_pylist()}
+print(json.dumps(res))
+"#,
+            p.path("artifacts").to_str().unwrap(),
+        ]);
+        let res: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(res["mismatches"], 0, "{csv} max_len={max_len}: {res}");
+        assert!(res["checked"].as_u64().unwrap() > 500, "{res}");
+        for split in ["train", "val", "test"] {
+            let s = &res[split];
+            assert_eq!(
+                s["schema"],
+                serde_json::json!(["row_id:int64", "label:int64", "features:fixed_size_list<item: float not null>[64]"]),
+                "{res}"
+            );
+            assert_eq!(s["duckdb"][0], s["rows"]);
+            assert_eq!(s["duckdb"][1], 64);
+            assert_eq!(s["same_order"], true);
+        }
     }
 }

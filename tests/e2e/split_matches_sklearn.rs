@@ -10,7 +10,7 @@ use common::{Project, py_script, run_python, shared_data};
 
 /// row_ids of each split as written by ingest, and as sklearn makes them.
 fn compare(project: &Project, csv: &Path, extra: &[&str], sklearn_args: &[&str]) {
-    let mut args = vec!["run-pipeline"];
+    let mut args = vec!["run-pipeline", "--until", "ingest"];
     args.extend_from_slice(extra);
     project.cli(&args).ok();
     let ours = run_python(&[
@@ -26,13 +26,21 @@ fn compare(project: &Project, csv: &Path, extra: &[&str], sklearn_args: &[&str])
     let ours: serde_json::Value = serde_json::from_str(&ours).unwrap();
     let theirs: serde_json::Value = serde_json::from_str(&theirs).unwrap();
     for split in ["train", "val", "test"] {
-        assert_eq!(ours[split], theirs[split], "{split} split differs from scikit-learn's for {}", csv.display());
+        assert_eq!(
+            ours[split],
+            theirs[split],
+            "{split} split differs from scikit-learn's for {}",
+            csv.display()
+        );
     }
 }
 
 fn project_for(csv: &Path) -> Project {
     let p = Project::empty();
-    p.write_config(&format!("[ingest]\ncsv = {:?}\n", csv.display().to_string()));
+    p.write_config(&format!(
+        "[ingest]\ncsv = {:?}\n",
+        csv.display().to_string()
+    ));
     p
 }
 
@@ -51,7 +59,14 @@ fn uci_split_equals_sklearn_for_several_seeds_and_fractions() {
     compare(
         &p,
         &csv,
-        &["--set", "ingest.train_fraction=0.6", "--set", "ingest.val_fraction=0.1", "--set", "ingest.test_fraction=0.3"],
+        &[
+            "--set",
+            "ingest.train_fraction=0.6",
+            "--set",
+            "ingest.val_fraction=0.1",
+            "--set",
+            "ingest.test_fraction=0.3",
+        ],
         &["--test-size", "0.4", "--second-test-size", "0.75"],
     );
 }
@@ -60,7 +75,12 @@ fn uci_split_equals_sklearn_for_several_seeds_and_fractions() {
 /// so scikit-learn breaks ties with its random generator.
 #[test]
 fn tie_breaking_multiclass_splits_equal_sklearn() {
-    let cases: [&[usize]; 4] = [&[21, 21, 21], &[13, 13, 17, 17], &[33, 12, 12, 9], &[10, 10, 10, 10, 10]];
+    let cases: [&[usize]; 4] = [
+        &[21, 21, 21],
+        &[13, 13, 17, 17],
+        &[33, 12, 12, 9],
+        &[10, 10, 10, 10, 10],
+    ];
     for (case, counts) in cases.iter().enumerate() {
         let p = Project::empty();
         let mut csv = String::from("sentence,label\n");
@@ -76,9 +96,14 @@ fn tie_breaking_multiclass_splits_equal_sklearn() {
         lines.sort_by_key(|l| (l.len() * 31 + l.as_bytes()[l.len() - 1] as usize) % 17);
         let body = format!("sentence,label\n{}\n", lines.join("\n"));
         p.write_csv(body.as_bytes());
-                p.write_config("[ingest]\ncsv = \"data/input.csv\"\n");
+        p.write_config(&format!("[ingest]\ncsv = \"data/input.csv\"\n{}", common::tiny_model()));
         for seed in ["0", "1", "2021"] {
-            compare(&p, &p.path("data/input.csv"), &["--set", &format!("ingest.seed={seed}")], &["--seed", seed]);
+            compare(
+                &p,
+                &p.path("data/input.csv"),
+                &["--set", &format!("ingest.seed={seed}")],
+                &["--seed", seed],
+            );
         }
         eprintln!("case {case} ok");
     }

@@ -40,7 +40,12 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    pub fn open(model: &Path, pooling: Pooling, device: Device, threads: usize) -> Result<(Encoder, Vec<String>)> {
+    pub fn open(
+        model: &Path,
+        pooling: Pooling,
+        device: Device,
+        threads: usize,
+    ) -> Result<(Encoder, Vec<String>)> {
         let mut warnings = Vec::new();
         // `auto` only looks for CUDA where an NVIDIA driver is present, so a
         // CPU machine never fetches the (large) GPU build of ONNX Runtime.
@@ -50,7 +55,8 @@ impl Encoder {
             Device::Auto => nvidia_driver_present(),
         };
         if device == Device::Auto && !try_cuda {
-            let w = "warning: embed.device = \"auto\" found no NVIDIA GPU; embedding on the CPU".to_string();
+            let w = "warning: embed.device = \"auto\" found no NVIDIA GPU; embedding on the CPU"
+                .to_string();
             eprintln!("{w}");
             warnings.push(w);
         }
@@ -72,18 +78,38 @@ impl Encoder {
                 }
             },
         };
-        let outputs: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
-        let needed = if pooling == Pooling::Pooler { "pooler_output" } else { "last_hidden_state" };
+        let outputs: Vec<String> = session
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
+        let needed = if pooling == Pooling::Pooler {
+            "pooler_output"
+        } else {
+            "last_hidden_state"
+        };
         if !outputs.iter().any(|o| o == needed) {
             bail!(
                 "{}: the model has no {needed} output (it has: {}); {}",
                 model.display(),
                 outputs.join(", "),
-                if pooling == Pooling::Pooler { "use embed.pooling = \"cls\" or \"mean\"" } else { "is this a BERT encoder?" }
+                if pooling == Pooling::Pooler {
+                    "use embed.pooling = \"cls\" or \"mean\""
+                } else {
+                    "is this a BERT encoder?"
+                }
             );
         }
         let hidden = hidden_size(&session, needed)?;
-        Ok((Encoder { session, pooling, hidden, device: used }, warnings))
+        Ok((
+            Encoder {
+                session,
+                pooling,
+                hidden,
+                device: used,
+            },
+            warnings,
+        ))
     }
 
     pub fn hidden_size(&self) -> usize {
@@ -92,7 +118,13 @@ impl Encoder {
 
     /// Features [batch × hidden] for one padded batch of `ids` / `mask`
     /// (row-major [batch × seq]).
-    pub fn embed(&mut self, ids: Vec<i64>, mask: Vec<i64>, batch: usize, seq: usize) -> Result<Vec<f32>> {
+    pub fn embed(
+        &mut self,
+        ids: Vec<i64>,
+        mask: Vec<i64>,
+        batch: usize,
+        seq: usize,
+    ) -> Result<Vec<f32>> {
         match self.pooling {
             Pooling::Pooler => self.run(ids, mask, batch, seq, "pooler_output"),
             Pooling::Cls => {
@@ -107,11 +139,24 @@ impl Encoder {
     }
 
     /// `last_hidden_state` [batch × seq × hidden].
-    pub fn last_hidden_state(&mut self, ids: Vec<i64>, mask: Vec<i64>, batch: usize, seq: usize) -> Result<Vec<f32>> {
+    pub fn last_hidden_state(
+        &mut self,
+        ids: Vec<i64>,
+        mask: Vec<i64>,
+        batch: usize,
+        seq: usize,
+    ) -> Result<Vec<f32>> {
         self.run(ids, mask, batch, seq, "last_hidden_state")
     }
 
-    fn run(&mut self, ids: Vec<i64>, mask: Vec<i64>, batch: usize, seq: usize, output: &str) -> Result<Vec<f32>> {
+    fn run(
+        &mut self,
+        ids: Vec<i64>,
+        mask: Vec<i64>,
+        batch: usize,
+        seq: usize,
+        output: &str,
+    ) -> Result<Vec<f32>> {
         let types = vec![0i64; batch * seq];
         let shape = [batch, seq];
         let inputs = ort::inputs![
@@ -125,7 +170,9 @@ impl Encoder {
 }
 
 fn pool_cls(states: &[f32], batch: usize, seq: usize, h: usize) -> Vec<f32> {
-    (0..batch).flat_map(|b| states[b * seq * h..b * seq * h + h].iter().copied()).collect()
+    (0..batch)
+        .flat_map(|b| states[b * seq * h..b * seq * h + h].iter().copied())
+        .collect()
 }
 
 /// Mean over positions whose mask is set (sentence-transformers' pooling).
@@ -147,7 +194,12 @@ fn pool_mean(states: &[f32], mask: &[i64], batch: usize, seq: usize, h: usize) -
     out
 }
 
-fn build_session(env: &ort::environment::Environment, model: &Path, threads: usize, cuda: bool) -> Result<Session> {
+fn build_session(
+    env: &ort::environment::Environment,
+    model: &Path,
+    threads: usize,
+    cuda: bool,
+) -> Result<Session> {
     let err = |e: ort::Error| anyhow::anyhow!("{e}");
     let mut builder = Session::builder(env)
         .map_err(err)?
@@ -160,13 +212,20 @@ fn build_session(env: &ort::environment::Environment, model: &Path, threads: usi
             .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
-    builder
-        .commit_from_file(model)
-        .map_err(|e| anyhow::anyhow!("{}: ONNX Runtime cannot load the model: {e}", model.display()))
+    builder.commit_from_file(model).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: ONNX Runtime cannot load the model: {e}",
+            model.display()
+        )
+    })
 }
 
 fn hidden_size(session: &Session, output: &str) -> Result<usize> {
-    let outlet = session.outputs().iter().find(|o| o.name() == output).unwrap();
+    let outlet = session
+        .outputs()
+        .iter()
+        .find(|o| o.name() == output)
+        .unwrap();
     let dims: Vec<i64> = match outlet.dtype() {
         ort::value::ValueType::Tensor { shape, .. } => shape.iter().copied().collect(),
         other => bail!("output {output} is {other:?}, not a tensor"),
@@ -178,7 +237,8 @@ fn hidden_size(session: &Session, output: &str) -> Result<usize> {
 }
 
 fn nvidia_driver_present() -> bool {
-    std::path::Path::new("/proc/driver/nvidia/version").exists() || std::path::Path::new("/dev/nvidia0").exists()
+    std::path::Path::new("/proc/driver/nvidia/version").exists()
+        || std::path::Path::new("/dev/nvidia0").exists()
 }
 
 fn first_line(s: &str) -> &str {

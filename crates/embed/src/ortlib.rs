@@ -19,7 +19,10 @@ pub fn library_path(gpu: bool) -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
         let p = PathBuf::from(p);
         if !p.is_file() {
-            bail!("ORT_DYLIB_PATH={} does not name a file; unset it to let the pipeline install ONNX Runtime", p.display());
+            bail!(
+                "ORT_DYLIB_PATH={} does not name a file; unset it to let the pipeline install ONNX Runtime",
+                p.display()
+            );
         }
         return Ok(p);
     }
@@ -40,31 +43,43 @@ pub fn library_path(gpu: bool) -> Result<PathBuf> {
 
 /// Unpacks the shared libraries of `onnxruntime/capi/` from the PyPI wheel.
 fn install_from_wheel(package: &str, version: &str, dir: &Path) -> Result<()> {
-    eprintln!("installing ONNX Runtime {version} ({package} from PyPI) into {}", dir.display());
+    eprintln!(
+        "installing ONNX Runtime {version} ({package} from PyPI) into {}",
+        dir.display()
+    );
     pypi::install_atomically(dir, |dest| {
         let downloads = tempfile::tempdir_in(dest)?;
         let wheel = pypi::download_wheel(&format!("{package}=={version}"), downloads.path())?;
         let n = pypi::extract(&wheel, dest, |name| {
             let file = name.strip_prefix("onnxruntime/capi/")?;
-            (file.starts_with("libonnxruntime") && file.contains(".so") && !file.contains('/')).then(|| PathBuf::from(file))
+            (file.starts_with("libonnxruntime") && file.contains(".so") && !file.contains('/'))
+                .then(|| PathBuf::from(file))
         })?;
         if n == 0 || !dest.join(format!("libonnxruntime.so.{version}")).is_file() {
-            bail!("{} has no onnxruntime/capi/libonnxruntime.so.{version}", wheel.display());
+            bail!(
+                "{} has no onnxruntime/capi/libonnxruntime.so.{version}",
+                wheel.display()
+            );
         }
         Ok(())
     })
 }
 
-static ENVIRONMENT: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();
+static ENVIRONMENT: OnceLock<std::result::Result<ort::environment::Environment, String>> =
+    OnceLock::new();
 
 /// The process-wide ONNX Runtime environment (loads the library once).
 pub fn environment(gpu: bool) -> Result<&'static ort::environment::Environment> {
     let env = ENVIRONMENT.get_or_init(|| {
         let load = || -> Result<ort::environment::Environment> {
             let path = library_path(gpu)?;
-            let builder = ort::init_from(&path)
-                .map_err(|e| anyhow::anyhow!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
-            builder.with_name("bert-sentiment").build().map_err(|e| anyhow::anyhow!("ONNX Runtime: {e}"))
+            let builder = ort::init_from(&path).map_err(|e| {
+                anyhow::anyhow!("cannot load ONNX Runtime from {}: {e}", path.display())
+            })?;
+            builder
+                .with_name("bert-sentiment")
+                .build()
+                .map_err(|e| anyhow::anyhow!("ONNX Runtime: {e}"))
         };
         load().map_err(|e| format!("{e:#}"))
     });

@@ -76,9 +76,13 @@ pub fn run(
     if params.batch_tokens == 0 || params.max_batch_rows == 0 {
         bail!("embed.batch_tokens and embed.max_batch_rows must be positive");
     }
-    let splits: Vec<Vec<EncodedRow>> =
-        encoded.iter().map(|p| tables::encoded::read(p).map(|(rows, _)| rows)).collect::<Result<_>>()?;
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let splits: Vec<Vec<EncodedRow>> = encoded
+        .iter()
+        .map(|p| tables::encoded::read(p).map(|(rows, _)| rows))
+        .collect::<Result<_>>()?;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let started = Instant::now();
     let (mut encoder, warnings) = Encoder::open(model, params.pooling, params.device, threads)?;
     let mut summary = EmbedSummary {
@@ -129,7 +133,12 @@ pub fn run(
 }
 
 /// Features of `rows` in their order, computed in length-sorted batches.
-pub fn embed_rows(encoder: &mut Encoder, rows: &[EncodedRow], params: &EmbedParams, bar: &ProgressBar) -> Result<Vec<f32>> {
+pub fn embed_rows(
+    encoder: &mut Encoder,
+    rows: &[EncodedRow],
+    params: &EmbedParams,
+    bar: &ProgressBar,
+) -> Result<Vec<f32>> {
     let hidden = encoder.hidden_size();
     let lengths: Vec<usize> = rows.iter().map(|r| r.ids.len()).collect();
     let mut features = vec![0f32; rows.len() * hidden];
@@ -146,7 +155,8 @@ pub fn embed_rows(encoder: &mut Encoder, rows: &[EncodedRow], params: &EmbedPara
         }
         let out = encoder.embed(ids, mask, batch.len(), seq)?;
         for (k, &i) in batch.iter().enumerate() {
-            features[i * hidden..(i + 1) * hidden].copy_from_slice(&out[k * hidden..(k + 1) * hidden]);
+            features[i * hidden..(i + 1) * hidden]
+                .copy_from_slice(&out[k * hidden..(k + 1) * hidden]);
         }
         bar.inc(batch.len() as u64);
     }

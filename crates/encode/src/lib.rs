@@ -22,7 +22,10 @@ pub struct EncodeParams {
 
 impl Default for EncodeParams {
     fn default() -> Self {
-        EncodeParams { max_len: default_max_len(), auto_percentile: default_percentile() }
+        EncodeParams {
+            max_len: default_max_len(),
+            auto_percentile: default_percentile(),
+        }
     }
 }
 
@@ -64,7 +67,8 @@ pub struct Tokens {
 
 impl SentenceTokenizer {
     pub fn load(path: &Path) -> Result<SentenceTokenizer> {
-        let mut plain = Tokenizer::from_file(path).map_err(|e| anyhow!("{}: not a usable tokenizer.json: {e}", path.display()))?;
+        let mut plain = Tokenizer::from_file(path)
+            .map_err(|e| anyhow!("{}: not a usable tokenizer.json: {e}", path.display()))?;
         let pad_id = plain
             .get_padding()
             .map(|p| p.pad_id)
@@ -86,22 +90,35 @@ impl SentenceTokenizer {
 
     /// Full-length token counts (for choosing `max_len`).
     pub fn lengths(&self, sentences: &[String]) -> Result<Vec<usize>> {
-        let encodings = self.plain.encode_batch(sentences.to_vec(), true).map_err(|e| anyhow!("tokenizer: {e}"))?;
+        let encodings = self
+            .plain
+            .encode_batch(sentences.to_vec(), true)
+            .map_err(|e| anyhow!("tokenizer: {e}"))?;
         Ok(encodings.iter().map(|e| e.get_ids().len()).collect())
     }
 
     /// Tokens of each sentence, truncated to `max_len` exactly as the
     /// tokenizer's own truncation does it (special tokens kept).
     pub fn encode(&self, sentences: &[String], max_len: usize) -> Result<Vec<Tokens>> {
-        let full = self.plain.encode_batch(sentences.to_vec(), true).map_err(|e| anyhow!("tokenizer: {e}"))?;
-        let long: Vec<usize> = (0..full.len()).filter(|&i| full[i].get_ids().len() > max_len).collect();
+        let full = self
+            .plain
+            .encode_batch(sentences.to_vec(), true)
+            .map_err(|e| anyhow!("tokenizer: {e}"))?;
+        let long: Vec<usize> = (0..full.len())
+            .filter(|&i| full[i].get_ids().len() > max_len)
+            .collect();
         let mut truncated = std::collections::HashMap::new();
         if !long.is_empty() {
             let mut t = self.plain.clone();
-            t.with_truncation(Some(TruncationParams { max_length: max_len, ..Default::default() }))
-                .map_err(|e| anyhow!("tokenizer truncation to {max_len}: {e}"))?;
+            t.with_truncation(Some(TruncationParams {
+                max_length: max_len,
+                ..Default::default()
+            }))
+            .map_err(|e| anyhow!("tokenizer truncation to {max_len}: {e}"))?;
             let texts: Vec<String> = long.iter().map(|&i| sentences[i].clone()).collect();
-            let enc = t.encode_batch(texts, true).map_err(|e| anyhow!("tokenizer: {e}"))?;
+            let enc = t
+                .encode_batch(texts, true)
+                .map_err(|e| anyhow!("tokenizer: {e}"))?;
             for (i, e) in long.iter().zip(enc) {
                 truncated.insert(*i, e.get_ids().to_vec());
             }
@@ -120,7 +137,11 @@ impl SentenceTokenizer {
 /// `max_len` from the parameters and the training split's token counts,
 /// capped at what the model's position embeddings allow. Returns the value
 /// and the rule that produced it (for the output metadata).
-pub fn choose_max_len(params: &EncodeParams, train_lengths: &[usize], model_max: usize) -> Result<(usize, String)> {
+pub fn choose_max_len(
+    params: &EncodeParams,
+    train_lengths: &[usize],
+    model_max: usize,
+) -> Result<(usize, String)> {
     let (len, rule) = match params.max_len {
         MaxLen::Fixed(n) => {
             if n < 2 {
@@ -141,11 +162,17 @@ pub fn choose_max_len(params: &EncodeParams, train_lengths: &[usize], model_max:
             // Nearest-rank percentile.
             let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
             let n = sorted[rank - 1].max(2);
-            (n, format!("auto: p{p} of {} training token counts = {n}", sorted.len()))
+            (
+                n,
+                format!("auto: p{p} of {} training token counts = {n}", sorted.len()),
+            )
         }
     };
     if len > model_max {
-        return Ok((model_max, format!("{rule}, capped at the model's {model_max} positions")));
+        return Ok((
+            model_max,
+            format!("{rule}, capped at the model's {model_max} positions"),
+        ));
     }
     Ok((len, rule))
 }
@@ -156,11 +183,27 @@ mod tests {
 
     #[test]
     fn auto_max_len_is_a_percentile_and_capped() {
-        let params = EncodeParams { max_len: MaxLen::Auto(AutoWord::Auto), auto_percentile: 50.0 };
+        let params = EncodeParams {
+            max_len: MaxLen::Auto(AutoWord::Auto),
+            auto_percentile: 50.0,
+        };
         assert_eq!(choose_max_len(&params, &[3, 9, 5, 7, 4], 512).unwrap().0, 5);
-        let params = EncodeParams { max_len: MaxLen::Auto(AutoWord::Auto), auto_percentile: 100.0 };
+        let params = EncodeParams {
+            max_len: MaxLen::Auto(AutoWord::Auto),
+            auto_percentile: 100.0,
+        };
         assert_eq!(choose_max_len(&params, &[3, 900], 512).unwrap().0, 512);
-        assert!(choose_max_len(&EncodeParams { max_len: MaxLen::Fixed(1), ..Default::default() }, &[], 512).is_err());
+        assert!(
+            choose_max_len(
+                &EncodeParams {
+                    max_len: MaxLen::Fixed(1),
+                    ..Default::default()
+                },
+                &[],
+                512
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -180,7 +223,12 @@ mod tests {
     }
 }
 
-pub const OUTPUTS: [&str; 4] = ["train.parquet", "val.parquet", "test.parquet", "length_histogram.parquet"];
+pub const OUTPUTS: [&str; 4] = [
+    "train.parquet",
+    "val.parquet",
+    "test.parquet",
+    "length_histogram.parquet",
+];
 
 /// What the encode stage did.
 #[derive(Debug, Default)]
@@ -200,22 +248,43 @@ pub fn run(
     provenance: tables::Provenance,
 ) -> Result<EncodeSummary> {
     let tok = SentenceTokenizer::load(tokenizer)?;
-    let tables: Vec<Vec<tables::splits::LabelledRow>> =
-        splits.iter().map(|p| tables::splits::read(p)).collect::<Result<_>>()?;
-    let sentences = |rows: &[tables::splits::LabelledRow]| rows.iter().map(|r| r.sentence.clone()).collect::<Vec<_>>();
+    let tables: Vec<Vec<tables::splits::LabelledRow>> = splits
+        .iter()
+        .map(|p| tables::splits::read(p))
+        .collect::<Result<_>>()?;
+    let sentences = |rows: &[tables::splits::LabelledRow]| {
+        rows.iter().map(|r| r.sentence.clone()).collect::<Vec<_>>()
+    };
     let train_lengths = tok.lengths(&sentences(&tables[0]))?;
     let (max_len, rule) = choose_max_len(params, &train_lengths, model_max_positions)?;
-    let provenance = provenance.with("max_len", max_len.to_string()).with("max_len_rule", rule.clone()).with("pad_id", tok.pad_id().to_string());
-    let mut summary = EncodeSummary { max_len, notes: vec![format!("max_len {max_len} ({rule})")] };
+    let provenance = provenance
+        .with("max_len", max_len.to_string())
+        .with("max_len_rule", rule.clone())
+        .with("pad_id", tok.pad_id().to_string());
+    let mut summary = EncodeSummary {
+        max_len,
+        notes: vec![format!("max_len {max_len} ({rule})")],
+    };
     for (i, rows) in tables.iter().enumerate() {
         let tokens = tok.encode(&sentences(rows), max_len)?;
         let truncated = tokens.iter().filter(|t| t.n_tokens > max_len).count();
         let encoded: Vec<tables::encoded::EncodedRow> = rows
             .iter()
             .zip(tokens)
-            .map(|(r, t)| tables::encoded::EncodedRow { row_id: r.row_id, label: r.label, ids: t.ids, n_tokens: t.n_tokens })
+            .map(|(r, t)| tables::encoded::EncodedRow {
+                row_id: r.row_id,
+                label: r.label,
+                ids: t.ids,
+                n_tokens: t.n_tokens,
+            })
             .collect();
-        tables::encoded::write(&out_dir.join(OUTPUTS[i]), &encoded, max_len, tok.pad_id(), &provenance)?;
+        tables::encoded::write(
+            &out_dir.join(OUTPUTS[i]),
+            &encoded,
+            max_len,
+            tok.pad_id(),
+            &provenance,
+        )?;
         let total: usize = encoded.iter().map(|r| r.n_tokens).sum();
         summary.notes.push(format!(
             "{}: {} rows, {total} tokens, {truncated} truncated to {max_len}",

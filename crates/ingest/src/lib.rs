@@ -32,7 +32,12 @@ pub struct IngestSummary {
 
 /// Reads `csv`, splits it and writes the three split files into `out_dir`.
 /// Nothing is written unless every check passes.
-pub fn run(params: &IngestParams, csv: &Path, out_dir: &Path, provenance: Provenance) -> Result<IngestSummary> {
+pub fn run(
+    params: &IngestParams,
+    csv: &Path,
+    out_dir: &Path,
+    provenance: Provenance,
+) -> Result<IngestSummary> {
     check_fractions(params)?;
     let table = read::read_csv(csv, params)?;
     let k = table.classes.len();
@@ -52,17 +57,34 @@ pub fn run(params: &IngestParams, csv: &Path, out_dir: &Path, provenance: Proven
     }
 
     let held_out = params.val_fraction + params.test_fraction;
-    let first = train_test_split(&labels, held_out, params.seed)
-        .map_err(|e| explain_split_error(e, csv, &table.classes, &format!("splitting off val+test ({:.0}%)", held_out * 100.0)))?;
+    let first = train_test_split(&labels, held_out, params.seed).map_err(|e| {
+        explain_split_error(
+            e,
+            csv,
+            &table.classes,
+            &format!("splitting off val+test ({:.0}%)", held_out * 100.0),
+        )
+    })?;
     let temp_labels: Vec<i64> = first.test.iter().map(|&i| labels[i]).collect();
     let second = train_test_split(&temp_labels, params.test_fraction / held_out, params.seed)
-        .map_err(|e| explain_split_error(e, csv, &table.classes, "dividing val+test into val and test"))?;
+        .map_err(|e| {
+            explain_split_error(
+                e,
+                csv,
+                &table.classes,
+                "dividing val+test into val and test",
+            )
+        })?;
 
     let pick = |positions: &mut dyn Iterator<Item = usize>| -> Vec<LabelledRow> {
         positions
             .map(|i| {
                 let r = &table.rows[i];
-                LabelledRow { row_id: r.row_id, sentence: r.sentence.clone(), label: r.label }
+                LabelledRow {
+                    row_id: r.row_id,
+                    sentence: r.sentence.clone(),
+                    label: r.label,
+                }
             })
             .collect()
     };
@@ -93,8 +115,14 @@ pub fn run(params: &IngestParams, csv: &Path, out_dir: &Path, provenance: Proven
         table.classes.join(", ")
     ));
     for (i, name) in ["train", "val", "test"].iter().enumerate() {
-        let parts: Vec<String> = summary.class_counts[i].iter().enumerate().map(|(c, n)| format!("{}={n}", table.classes[c])).collect();
-        summary.notes.push(format!("{name} per class: {}", parts.join(" ")));
+        let parts: Vec<String> = summary.class_counts[i]
+            .iter()
+            .enumerate()
+            .map(|(c, n)| format!("{}={n}", table.classes[c]))
+            .collect();
+        summary
+            .notes
+            .push(format!("{name} per class: {}", parts.join(" ")));
     }
     if table.duplicates > 0 {
         summary.notes.push(format!(
@@ -103,15 +131,24 @@ pub fn run(params: &IngestParams, csv: &Path, out_dir: &Path, provenance: Proven
         ));
     }
     if table.dropped_empty > 0 {
-        summary.notes.push(format!("{} rows with empty sentences dropped (ingest.empty_sentences = \"drop\")", table.dropped_empty));
+        summary.notes.push(format!(
+            "{} rows with empty sentences dropped (ingest.empty_sentences = \"drop\")",
+            table.dropped_empty
+        ));
     }
     Ok(summary)
 }
 
 fn check_fractions(p: &IngestParams) -> Result<()> {
-    for (name, value) in [("train_fraction", p.train_fraction), ("val_fraction", p.val_fraction), ("test_fraction", p.test_fraction)] {
+    for (name, value) in [
+        ("train_fraction", p.train_fraction),
+        ("val_fraction", p.val_fraction),
+        ("test_fraction", p.test_fraction),
+    ] {
         if !(value > 0.0 && value < 1.0) {
-            bail!("ingest.{name} = {value}; each split fraction must be between 0 and 1 (exclusive)");
+            bail!(
+                "ingest.{name} = {value}; each split fraction must be between 0 and 1 (exclusive)"
+            );
         }
     }
     let sum = p.train_fraction + p.val_fraction + p.test_fraction;
@@ -133,7 +170,11 @@ fn explain_split_error(e: SplitError, csv: &Path, classes: &[String], step: &str
             csv.display(),
             classes[class as usize]
         ),
-        SplitError::SideTooSmall { side, rows, classes: k } => anyhow::anyhow!(
+        SplitError::SideTooSmall {
+            side,
+            rows,
+            classes: k,
+        } => anyhow::anyhow!(
             "{}: too few rows to stratify: {step} gives the {side} side {rows} rows for {k} classes; add rows or change the split fractions",
             csv.display()
         ),

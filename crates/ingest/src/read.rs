@@ -32,17 +32,29 @@ pub fn read_csv(path: &Path, params: &IngestParams) -> Result<SourceTable> {
     let shown = path.display();
     let file = match File::open(path) {
         Ok(f) => f,
-        Err(e) => bail!("{shown}: cannot open the input CSV ({e}); check ingest.csv in the pipeline config"),
+        Err(e) => bail!(
+            "{shown}: cannot open the input CSV ({e}); check ingest.csv in the pipeline config"
+        ),
     };
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(file);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .from_reader(file);
     let header = match reader.byte_headers() {
         Ok(h) => h.clone(),
         Err(e) => bail!("{shown}: {}", describe_csv_error(&e)),
     };
     if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
-        bail!("{shown}: the file is empty; expected a header line `{},{}` and data rows", params.text_column, params.label_column);
+        bail!(
+            "{shown}: the file is empty; expected a header line `{},{}` and data rows",
+            params.text_column,
+            params.label_column
+        );
     }
-    let names: Vec<String> = header.iter().map(|f| String::from_utf8_lossy(f).trim().to_string()).collect();
+    let names: Vec<String> = header
+        .iter()
+        .map(|f| String::from_utf8_lossy(f).trim().to_string())
+        .collect();
     let find = |wanted: &str, key: &str| -> Result<usize> {
         names.iter().position(|n| n == wanted).ok_or_else(|| {
             anyhow::anyhow!(
@@ -80,18 +92,33 @@ pub fn read_csv(path: &Path, params: &IngestParams) -> Result<SourceTable> {
                 ),
             }
         }
-        let label = labels.parse(label_text.trim()).map_err(|problem| anyhow::anyhow!("{shown}:{line}: {problem}"))?;
-        rows.push(SourceRow { row_id: data_row, sentence: text.to_string(), label });
+        let label = labels
+            .parse(label_text.trim())
+            .map_err(|problem| anyhow::anyhow!("{shown}:{line}: {problem}"))?;
+        rows.push(SourceRow {
+            row_id: data_row,
+            sentence: text.to_string(),
+            label,
+        });
     }
     if data_row < 0 {
         bail!("{shown}: the file has a header but no data rows");
     }
     if rows.is_empty() {
-        bail!("{shown}: all {} data rows have empty sentences; nothing to train on", data_row + 1);
+        bail!(
+            "{shown}: all {} data rows have empty sentences; nothing to train on",
+            data_row + 1
+        );
     }
     let classes = labels.class_names(&rows, path)?;
     let (duplicates, conflicting_duplicates) = count_duplicates(&rows);
-    Ok(SourceTable { rows, classes, dropped_empty, duplicates, conflicting_duplicates })
+    Ok(SourceTable {
+        rows,
+        classes,
+        dropped_empty,
+        duplicates,
+        conflicting_duplicates,
+    })
 }
 
 fn field_text<'a>(bytes: &'a [u8], path: &Path, line: u64, column: &str) -> Result<&'a str> {
@@ -104,14 +131,21 @@ fn field_text<'a>(bytes: &'a [u8], path: &Path, line: u64, column: &str) -> Resu
         ),
     };
     if text.contains('\0') {
-        bail!("{}:{line}: column {column:?} contains a NUL byte; remove it (binary data is not text)", path.display());
+        bail!(
+            "{}:{line}: column {column:?} contains a NUL byte; remove it (binary data is not text)",
+            path.display()
+        );
     }
     Ok(text)
 }
 
 fn describe_csv_error(e: &csv::Error) -> String {
     match e.kind() {
-        csv::ErrorKind::UnequalLengths { pos, expected_len, len } => format!(
+        csv::ErrorKind::UnequalLengths {
+            pos,
+            expected_len,
+            len,
+        } => format!(
             "line {}: {len} fields, but the header has {expected_len}; quote fields that contain commas",
             pos.as_ref().map(|p| p.line()).unwrap_or(0)
         ),
@@ -134,14 +168,20 @@ impl LabelParser {
                     bail!("ingest.num_classes = {k}; a classifier needs at least 2 classes");
                 }
             }
-            return Ok(LabelParser::Integers { num_classes: params.num_classes });
+            return Ok(LabelParser::Integers {
+                num_classes: params.num_classes,
+            });
         }
         let mut ids: Vec<i64> = params.labels.values().copied().collect();
         ids.sort_unstable();
         ids.dedup();
         let k = params.labels.len() as i64;
         if ids.len() != params.labels.len() || ids != (0..k).collect::<Vec<_>>() {
-            bail!("ingest.labels must map each label to a distinct class id 0..{} (got {:?})", k - 1, params.labels);
+            bail!(
+                "ingest.labels must map each label to a distinct class id 0..{} (got {:?})",
+                k - 1,
+                params.labels
+            );
         }
         if k < 2 {
             bail!("ingest.labels maps only one label; a classifier needs at least 2 classes");
@@ -158,15 +198,22 @@ impl LabelParser {
                     ));
                 };
                 if id < 0 || num_classes.is_some_and(|k| id >= k) {
-                    let range = num_classes.map(|k| format!("0..{}", k - 1)).unwrap_or_else(|| "0..K-1".into());
-                    return Err(format!("label {id} is outside the known classes {range}; fix the row or ingest.num_classes"));
+                    let range = num_classes
+                        .map(|k| format!("0..{}", k - 1))
+                        .unwrap_or_else(|| "0..K-1".into());
+                    return Err(format!(
+                        "label {id} is outside the known classes {range}; fix the row or ingest.num_classes"
+                    ));
                 }
                 Ok(id)
             }
             LabelParser::Mapped(map) => map.get(text).copied().ok_or_else(|| {
                 format!(
                     "label {text:?} is not in [ingest.labels] (known: {}); add it or fix the row",
-                    map.keys().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", ")
+                    map.keys()
+                        .map(|k| format!("{k:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             }),
         }
@@ -187,7 +234,10 @@ impl LabelParser {
                 let max = rows.iter().map(|r| r.label).max().unwrap_or(0);
                 let k = num_classes.unwrap_or(max + 1);
                 if k < 2 {
-                    bail!("{}: every row has label {max}; a classifier needs at least 2 classes", path.display());
+                    bail!(
+                        "{}: every row has label {max}; a classifier needs at least 2 classes",
+                        path.display()
+                    );
                 }
                 Ok((0..k).map(|c| c.to_string()).collect())
             }

@@ -10,7 +10,11 @@ pub enum SplitError {
     /// A class has fewer than 2 rows.
     ClassTooSmall { class: i64, rows: usize },
     /// One side of the split would have fewer rows than there are classes.
-    SideTooSmall { side: &'static str, rows: usize, classes: usize },
+    SideTooSmall {
+        side: &'static str,
+        rows: usize,
+        classes: usize,
+    },
 }
 
 /// Result of one split: positions into the input, in scikit-learn's order.
@@ -38,11 +42,18 @@ pub fn train_test_split(y: &[i64], test_fraction: f64, seed: u32) -> Result<Spli
     }
     let counts: Vec<u64> = class_indices.iter().map(|v| v.len() as u64).collect();
     if let Some((c, rows)) = counts.iter().enumerate().find(|(_, n)| **n < 2) {
-        return Err(SplitError::ClassTooSmall { class: classes[c], rows: *rows as usize });
+        return Err(SplitError::ClassTooSmall {
+            class: classes[c],
+            rows: *rows as usize,
+        });
     }
     for (side, rows) in [("train", n_train), ("test", n_test)] {
         if rows < classes.len() {
-            return Err(SplitError::SideTooSmall { side, rows, classes: classes.len() });
+            return Err(SplitError::SideTooSmall {
+                side,
+                rows,
+                classes: classes.len(),
+            });
         }
     }
 
@@ -69,16 +80,25 @@ pub fn train_test_split(y: &[i64], test_fraction: f64, seed: u32) -> Result<Spli
 /// class counts, remainders handed out largest first, ties broken by `rng`.
 fn approximate_mode(class_counts: &[u64], n_draws: u64, rng: &mut LegacyRandomState) -> Vec<u64> {
     let total: u64 = class_counts.iter().sum();
-    let continuous: Vec<f64> = class_counts.iter().map(|&c| c as f64 / total as f64 * n_draws as f64).collect();
+    let continuous: Vec<f64> = class_counts
+        .iter()
+        .map(|&c| c as f64 / total as f64 * n_draws as f64)
+        .collect();
     let mut floored: Vec<f64> = continuous.iter().map(|c| c.floor()).collect();
     let mut need_to_add = (n_draws as f64 - floored.iter().sum::<f64>()) as i64;
     if need_to_add > 0 {
-        let remainder: Vec<f64> = continuous.iter().zip(&floored).map(|(c, f)| c - f).collect();
+        let remainder: Vec<f64> = continuous
+            .iter()
+            .zip(&floored)
+            .map(|(c, f)| c - f)
+            .collect();
         let mut values = remainder.clone();
         values.sort_by(|a, b| b.partial_cmp(a).unwrap());
         values.dedup();
         for value in values {
-            let inds: Vec<usize> = (0..remainder.len()).filter(|&i| remainder[i] == value).collect();
+            let inds: Vec<usize> = (0..remainder.len())
+                .filter(|&i| remainder[i] == value)
+                .collect();
             let add_now = inds.len().min(need_to_add as usize);
             for i in rng.choice_without_replacement(&inds, add_now) {
                 floored[i] += 1.0;
@@ -109,10 +129,27 @@ mod tests {
 
     #[test]
     fn per_class_proportions_are_kept() {
-        let y: Vec<i64> = (0..1000).map(|i| if i < 100 { 2 } else if i < 400 { 0 } else { 1 }).collect();
+        let y: Vec<i64> = (0..1000)
+            .map(|i| {
+                if i < 100 {
+                    2
+                } else if i < 400 {
+                    0
+                } else {
+                    1
+                }
+            })
+            .collect();
         let split = train_test_split(&y, 0.3, 7).unwrap();
         let count = |rows: &[usize], c: i64| rows.iter().filter(|&&i| y[i] == c).count();
-        assert_eq!([count(&split.test, 0), count(&split.test, 1), count(&split.test, 2)], [90, 180, 30]);
+        assert_eq!(
+            [
+                count(&split.test, 0),
+                count(&split.test, 1),
+                count(&split.test, 2)
+            ],
+            [90, 180, 30]
+        );
     }
 
     #[test]
@@ -123,7 +160,11 @@ mod tests {
         );
         assert_eq!(
             train_test_split(&[0, 0, 1, 1, 2, 2], 0.1, 1),
-            Err(SplitError::SideTooSmall { side: "test", rows: 1, classes: 3 })
+            Err(SplitError::SideTooSmall {
+                side: "test",
+                rows: 1,
+                classes: 3
+            })
         );
     }
 

@@ -42,26 +42,45 @@ fn default_position_type() -> String {
 
 impl BertConfig {
     pub fn load(path: &Path) -> Result<BertConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let config: BertConfig = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not a BERT config.json (needs hidden_size, num_hidden_layers, ...)", path.display()))?;
-        config.check().with_context(|| format!("{}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let config: BertConfig = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{}: not a BERT config.json (needs hidden_size, num_hidden_layers, ...)",
+                path.display()
+            )
+        })?;
+        config
+            .check()
+            .with_context(|| format!("{}", path.display()))?;
         Ok(config)
     }
 
     fn check(&self) -> Result<()> {
-        if self.hidden_size == 0 || self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.hidden_size == 0
+            || self.num_attention_heads == 0
+            || self.hidden_size % self.num_attention_heads != 0
+        {
             bail!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size,
                 self.num_attention_heads
             );
         }
-        if !matches!(self.hidden_act.as_str(), "gelu" | "gelu_new" | "gelu_pytorch_tanh" | "relu") {
-            bail!("hidden_act {:?} is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)", self.hidden_act);
+        if !matches!(
+            self.hidden_act.as_str(),
+            "gelu" | "gelu_new" | "gelu_pytorch_tanh" | "relu"
+        ) {
+            bail!(
+                "hidden_act {:?} is not supported (gelu, gelu_new, gelu_pytorch_tanh, relu)",
+                self.hidden_act
+            );
         }
         if self.position_embedding_type != "absolute" {
-            bail!("position_embedding_type {:?} is not supported (absolute)", self.position_embedding_type);
+            bail!(
+                "position_embedding_type {:?} is not supported (absolute)",
+                self.position_embedding_type
+            );
         }
         Ok(())
     }

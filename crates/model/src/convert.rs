@@ -20,6 +20,19 @@ use crate::onnx_proto::*;
 /// Added to attention scores at padded positions (fits fp16 too).
 const MASK_BIAS: f32 = -10000.0;
 pub const OPSET: i64 = 17;
+const MS_DOMAIN: &str = "com.microsoft";
+
+/// Which operators the graph is written with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ops {
+    /// ONNX Runtime's fused transformer kernels (com.microsoft Attention,
+    /// SkipLayerNormalization, BiasGelu): what its own transformer
+    /// optimiser produces, and much faster. ONNX Runtime only.
+    Fused,
+    /// Standard ONNX opset 17 only: portable to any runtime.
+    Standard,
+}
 
 /// What the converted graph offers, saved beside it as model.json.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -30,14 +43,15 @@ pub struct GraphInfo {
 }
 
 /// Converts `model.safetensors` + `config.json` to ONNX bytes.
-pub fn convert(config_path: &Path, weights_path: &Path) -> Result<(Vec<u8>, GraphInfo)> {
+pub fn convert(config_path: &Path, weights_path: &Path, ops: Ops) -> Result<(Vec<u8>, GraphInfo)> {
     let config = BertConfig::load(config_path)?;
-    let bytes = std::fs::read(weights_path).with_context(|| format!("cannot read {}", weights_path.display()))?;
+    let bytes = std::fs::read(weights_path)
+        .with_context(|| format!("cannot read {}", weights_path.display()))?;
     let tensors = SafeTensors::deserialize(&bytes)
         .with_context(|| format!("{} is not a safetensors file", weights_path.display()))?;
     let weights = Weights::new(&tensors, weights_path)?;
     let mut b = Builder::default();
-    let info = build_bert(&mut b, &config, &weights)?;
+    let info = build_bert(&mut b, &config, &weights, ops)?;
     let model = b.finish(&config, info.has_pooler);
     Ok((model.encode_to_vec(), info))
 }
@@ -54,15 +68,24 @@ impl<'a> Weights<'a> {
     fn new(tensors: &'a SafeTensors<'a>, path: &Path) -> Result<Weights<'a>> {
         let file = path.display().to_string();
         for prefix in ["", "bert.", "model."] {
-            if tensors.tensor(&format!("{prefix}embeddings.word_embeddings.weight")).is_ok() {
-                return Ok(Weights { tensors, prefix, file });
+            if tensors
+                .tensor(&format!("{prefix}embeddings.word_embeddings.weight"))
+                .is_ok()
+            {
+                return Ok(Weights {
+                    tensors,
+                    prefix,
+                    file,
+                });
             }
         }
         bail!("{file}: no embeddings.word_embeddings.weight; is this a BERT checkpoint?")
     }
 
     fn has(&self, name: &str) -> bool {
-        self.candidates(name).iter().any(|n| self.tensors.tensor(n).is_ok())
+        self.candidates(name)
+            .iter()
+            .any(|n| self.tensors.tensor(n).is_ok())
     }
 
     fn candidates(&self, name: &str) -> Vec<String> {
@@ -94,10 +117,22 @@ impl<'a> Weights<'a> {
         }
         let data = view.data();
         Ok(match view.dtype() {
-            Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            Dtype::F16 => data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            Dtype::BF16 => data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            other => bail!("{}: {name} has dtype {other:?}; expected F32, F16 or BF16", self.file),
+            Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => data
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => data
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            other => bail!(
+                "{}: {name} has dtype {other:?}; expected F32, F16 or BF16",
+                self.file
+            ),
         })
     }
 
@@ -122,13 +157,28 @@ struct Builder {
 }
 
 fn int_attr(name: &str, i: i64) -> AttributeProto {
-    AttributeProto { name: name.into(), i, r#type: attribute_type::INT, ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        i,
+        r#type: attribute_type::INT,
+        ..Default::default()
+    }
 }
 fn ints_attr(name: &str, ints: &[i64]) -> AttributeProto {
-    AttributeProto { name: name.into(), ints: ints.to_vec(), r#type: attribute_type::INTS, ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        ints: ints.to_vec(),
+        r#type: attribute_type::INTS,
+        ..Default::default()
+    }
 }
 fn float_attr(name: &str, f: f32) -> AttributeProto {
-    AttributeProto { name: name.into(), f, r#type: attribute_type::FLOAT, ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        f,
+        r#type: attribute_type::FLOAT,
+        ..Default::default()
+    }
 }
 
 impl Builder {
@@ -138,7 +188,20 @@ impl Builder {
         self.op_into(op, inputs, attrs, &out)
     }
 
-    fn op_into(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>, out: &str) -> String {
+    /// An operator of ONNX Runtime's contrib domain (`com.microsoft`).
+    fn ms_op(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
+        let out = self.op(op, inputs, attrs);
+        self.nodes.last_mut().unwrap().domain = MS_DOMAIN.into();
+        out
+    }
+
+    fn op_into(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+        out: &str,
+    ) -> String {
         self.nodes.push(NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
             output: vec![out.to_string()],
@@ -172,7 +235,14 @@ impl Builder {
         name.into()
     }
 
-    fn linear(&mut self, w: &Weights, x: &str, name: &str, in_dim: usize, out_dim: usize) -> Result<String> {
+    fn linear(
+        &mut self,
+        w: &Weights,
+        x: &str,
+        name: &str,
+        in_dim: usize,
+        out_dim: usize,
+    ) -> Result<String> {
         let wt = w.linear_t(&format!("{name}.weight"), out_dim, in_dim)?;
         let bias = w.get(&format!("{name}.bias"), &[out_dim])?;
         let wn = self.f32_init(&format!("{name}.weight_t"), &[in_dim, out_dim], &wt);
@@ -181,12 +251,59 @@ impl Builder {
         Ok(self.op("Add", &[&mm, &bn], vec![]))
     }
 
-    fn layer_norm(&mut self, w: &Weights, x: &str, name: &str, h: usize, eps: f64) -> Result<String> {
+    fn matmul_no_bias(
+        &mut self,
+        w: &Weights,
+        x: &str,
+        name: &str,
+        in_dim: usize,
+        out_dim: usize,
+    ) -> Result<String> {
+        let wt = w.linear_t(&format!("{name}.weight"), out_dim, in_dim)?;
+        let wn = self.f32_init(&format!("{name}.weight_t"), &[in_dim, out_dim], &wt);
+        Ok(self.op("MatMul", &[x, &wn], vec![]))
+    }
+
+    /// LayerNorm(x + skip + `{prefix}.dense.bias`) with `{prefix}.LayerNorm`.
+    fn skip_layer_norm(
+        &mut self,
+        w: &Weights,
+        x: &str,
+        skip: &str,
+        prefix: &str,
+        h: usize,
+        eps: f64,
+    ) -> Result<String> {
+        let g = w.get(&format!("{prefix}.LayerNorm.weight"), &[h])?;
+        let beta = w.get(&format!("{prefix}.LayerNorm.bias"), &[h])?;
+        let bias = w.get(&format!("{prefix}.dense.bias"), &[h])?;
+        let g = self.f32_init(&format!("{prefix}.LayerNorm.weight"), &[h], &g);
+        let beta = self.f32_init(&format!("{prefix}.LayerNorm.bias"), &[h], &beta);
+        let bias = self.f32_init(&format!("{prefix}.dense.bias"), &[h], &bias);
+        Ok(self.ms_op(
+            "SkipLayerNormalization",
+            &[x, skip, &g, &beta, &bias],
+            vec![float_attr("epsilon", eps as f32)],
+        ))
+    }
+
+    fn layer_norm(
+        &mut self,
+        w: &Weights,
+        x: &str,
+        name: &str,
+        h: usize,
+        eps: f64,
+    ) -> Result<String> {
         let g = w.get(&format!("{name}.weight"), &[h])?;
         let bias = w.get(&format!("{name}.bias"), &[h])?;
         let gn = self.f32_init(&format!("{name}.weight"), &[h], &g);
         let bn = self.f32_init(&format!("{name}.bias"), &[h], &bias);
-        Ok(self.op("LayerNormalization", &[x, &gn, &bn], vec![int_attr("axis", -1), float_attr("epsilon", eps as f32)]))
+        Ok(self.op(
+            "LayerNormalization",
+            &[x, &gn, &bn],
+            vec![int_attr("axis", -1), float_attr("epsilon", eps as f32)],
+        ))
     }
 
     fn activation(&mut self, x: &str, act: &str) -> String {
@@ -215,23 +332,41 @@ impl Builder {
         }
     }
 
-    fn finish(self, config: &BertConfig, has_pooler: bool) -> ModelProto {
-        let dim = |p: &str| Dimension { value: Some(DimValue::Param(p.into())) };
-        let fixed = |v: usize| Dimension { value: Some(DimValue::Value(v as i64)) };
+    fn finish(mut self, config: &BertConfig, has_pooler: bool) -> ModelProto {
+        // Shared constants are declared up front; keep only those some node reads.
+        let used: std::collections::HashSet<&String> = self.nodes.iter().flat_map(|n| n.input.iter()).collect();
+        let initializers = std::mem::take(&mut self.initializers);
+        self.initializers = initializers.into_iter().filter(|t| used.contains(&t.name)).collect();
+        let dim = |p: &str| Dimension {
+            value: Some(DimValue::Param(p.into())),
+        };
+        let fixed = |v: usize| Dimension {
+            value: Some(DimValue::Value(v as i64)),
+        };
         let value_info = |name: &str, elem: i32, dims: Vec<Dimension>| ValueInfoProto {
             name: name.into(),
             r#type: Some(TypeProto {
-                tensor_type: Some(TensorTypeProto { elem_type: elem, shape: Some(TensorShapeProto { dim: dims }) }),
+                tensor_type: Some(TensorTypeProto {
+                    elem_type: elem,
+                    shape: Some(TensorShapeProto { dim: dims }),
+                }),
             }),
         };
         let inputs = ["input_ids", "attention_mask", "token_type_ids"]
             .iter()
             .map(|n| value_info(n, data_type::INT64, vec![dim("batch"), dim("sequence")]))
             .collect();
-        let mut outputs =
-            vec![value_info("last_hidden_state", data_type::FLOAT, vec![dim("batch"), dim("sequence"), fixed(config.hidden_size)])];
+        let mut outputs = vec![value_info(
+            "last_hidden_state",
+            data_type::FLOAT,
+            vec![dim("batch"), dim("sequence"), fixed(config.hidden_size)],
+        )];
         if has_pooler {
-            outputs.push(value_info("pooler_output", data_type::FLOAT, vec![dim("batch"), fixed(config.hidden_size)]));
+            outputs.push(value_info(
+                "pooler_output",
+                data_type::FLOAT,
+                vec![dim("batch"), fixed(config.hidden_size)],
+            ));
         }
         ModelProto {
             ir_version: 8,
@@ -245,7 +380,16 @@ impl Builder {
                 input: inputs,
                 output: outputs,
             }),
-            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
+            opset_import: vec![
+                OperatorSetIdProto {
+                    domain: String::new(),
+                    version: OPSET,
+                },
+                OperatorSetIdProto {
+                    domain: MS_DOMAIN.into(),
+                    version: 1,
+                },
+            ],
             metadata_props: vec![StringStringEntryProto {
                 key: "config".into(),
                 value: serde_json::to_string(config).unwrap_or_default(),
@@ -254,28 +398,54 @@ impl Builder {
     }
 }
 
-fn build_bert(b: &mut Builder, c: &BertConfig, w: &Weights) -> Result<GraphInfo> {
+fn build_bert(b: &mut Builder, c: &BertConfig, w: &Weights, ops: Ops) -> Result<GraphInfo> {
     let h = c.hidden_size;
     b.f32_init("c_one", &[], &[1.0]);
     b.f32_init("c_half", &[], &[0.5]);
     b.f32_init("c_sqrt2", &[], &[std::f32::consts::SQRT_2]);
     b.f32_init("c_gelu_k", &[], &[0.044715]);
-    b.f32_init("c_sqrt_2_pi", &[], &[(2.0f64 / std::f64::consts::PI).sqrt() as f32]);
+    b.f32_init(
+        "c_sqrt_2_pi",
+        &[],
+        &[(2.0f64 / std::f64::consts::PI).sqrt() as f32],
+    );
     b.f32_init("c_mask_bias", &[], &[MASK_BIAS]);
     b.f32_init("c_scale", &[], &[(c.head_dim() as f64).sqrt() as f32]);
     b.i64_init("c_i0", &[], &[0]);
     b.i64_init("c_i1", &[], &[1]);
     b.i64_init("c_mask_axes", &[2], &[1, 2]);
-    b.i64_init("c_heads_shape", &[4], &[0, 0, c.num_attention_heads as i64, c.head_dim() as i64]);
+    b.i64_init(
+        "c_heads_shape",
+        &[4],
+        &[0, 0, c.num_attention_heads as i64, c.head_dim() as i64],
+    );
     b.i64_init("c_hidden_shape", &[3], &[0, 0, h as i64]);
 
     // Embeddings.
     let word = w.get("embeddings.word_embeddings.weight", &[c.vocab_size, h])?;
-    let pos = w.get("embeddings.position_embeddings.weight", &[c.max_position_embeddings, h])?;
-    let types = w.get("embeddings.token_type_embeddings.weight", &[c.type_vocab_size, h])?;
-    let word = b.f32_init("embeddings.word_embeddings.weight", &[c.vocab_size, h], &word);
-    let pos = b.f32_init("embeddings.position_embeddings.weight", &[c.max_position_embeddings, h], &pos);
-    let types = b.f32_init("embeddings.token_type_embeddings.weight", &[c.type_vocab_size, h], &types);
+    let pos = w.get(
+        "embeddings.position_embeddings.weight",
+        &[c.max_position_embeddings, h],
+    )?;
+    let types = w.get(
+        "embeddings.token_type_embeddings.weight",
+        &[c.type_vocab_size, h],
+    )?;
+    let word = b.f32_init(
+        "embeddings.word_embeddings.weight",
+        &[c.vocab_size, h],
+        &word,
+    );
+    let pos = b.f32_init(
+        "embeddings.position_embeddings.weight",
+        &[c.max_position_embeddings, h],
+        &pos,
+    );
+    let types = b.f32_init(
+        "embeddings.token_type_embeddings.weight",
+        &[c.type_vocab_size, h],
+        &types,
+    );
     let we = b.op("Gather", &[&word, "input_ids"], vec![]);
     let shape = b.op("Shape", &["input_ids"], vec![]);
     let seq = b.op("Gather", &[&shape, "c_i1"], vec![int_attr("axis", 0)]);
@@ -287,38 +457,30 @@ fn build_bert(b: &mut Builder, c: &BertConfig, w: &Weights) -> Result<GraphInfo>
     let mut x = b.layer_norm(w, &sum, "embeddings.LayerNorm", h, c.layer_norm_eps)?;
 
     // Additive attention mask [batch, 1, 1, sequence]: 0 for tokens, MASK_BIAS for padding.
-    let maskf = b.op("Cast", &["attention_mask"], vec![int_attr("to", data_type::FLOAT as i64)]);
+    let maskf = b.op(
+        "Cast",
+        &["attention_mask"],
+        vec![int_attr("to", data_type::FLOAT as i64)],
+    );
     let mask4 = b.op("Unsqueeze", &[&maskf, "c_mask_axes"], vec![]);
     let inv = b.op("Sub", &["c_one", &mask4], vec![]);
     let bias = b.op("Mul", &[&inv, "c_mask_bias"], vec![]);
 
+    let mask_i32 = b.op(
+        "Cast",
+        &["attention_mask"],
+        vec![int_attr("to", data_type::INT32 as i64)],
+    );
     for l in 0..c.num_hidden_layers {
-        let p = format!("encoder.layer.{l}");
-        let heads = |b: &mut Builder, name: &str, perm: &[i64], x: &str| -> Result<String> {
-            let y = b.linear(w, x, &format!("{p}.attention.self.{name}"), h, h)?;
-            let y = b.op("Reshape", &[&y, "c_heads_shape"], vec![]);
-            Ok(b.op("Transpose", &[&y], vec![ints_attr("perm", perm)]))
+        x = match ops {
+            Ops::Standard => standard_layer(b, c, w, l, &x, &bias)?,
+            Ops::Fused => fused_layer(b, c, w, l, &x, &mask_i32)?,
         };
-        let q = heads(b, "query", &[0, 2, 1, 3], &x)?;
-        let k = heads(b, "key", &[0, 2, 3, 1], &x)?;
-        let v = heads(b, "value", &[0, 2, 1, 3], &x)?;
-        let scores = b.op("MatMul", &[&q, &k], vec![]);
-        let scores = b.op("Div", &[&scores, "c_scale"], vec![]);
-        let scores = b.op("Add", &[&scores, &bias], vec![]);
-        let probs = b.op("Softmax", &[&scores], vec![int_attr("axis", -1)]);
-        let ctx = b.op("MatMul", &[&probs, &v], vec![]);
-        let ctx = b.op("Transpose", &[&ctx], vec![ints_attr("perm", &[0, 2, 1, 3])]);
-        let ctx = b.op("Reshape", &[&ctx, "c_hidden_shape"], vec![]);
-        let attn = b.linear(w, &ctx, &format!("{p}.attention.output.dense"), h, h)?;
-        let attn = b.op("Add", &[&attn, &x], vec![]);
-        let attn = b.layer_norm(w, &attn, &format!("{p}.attention.output.LayerNorm"), h, c.layer_norm_eps)?;
-        let inter = b.linear(w, &attn, &format!("{p}.intermediate.dense"), h, c.intermediate_size)?;
-        let inter = b.activation(&inter, &c.hidden_act);
-        let out = b.linear(w, &inter, &format!("{p}.output.dense"), c.intermediate_size, h)?;
-        let out = b.op("Add", &[&out, &attn], vec![]);
-        x = b.layer_norm(w, &out, &format!("{p}.output.LayerNorm"), h, c.layer_norm_eps)?;
     }
-    if w.has(&format!("encoder.layer.{}.attention.self.query.weight", c.num_hidden_layers)) {
+    if w.has(&format!(
+        "encoder.layer.{}.attention.self.query.weight",
+        c.num_hidden_layers
+    )) {
         bail!(
             "{}: the checkpoint has more than the {} layers config.json declares (num_hidden_layers)",
             w.file,
@@ -333,5 +495,150 @@ fn build_bert(b: &mut Builder, c: &BertConfig, w: &Weights) -> Result<GraphInfo>
         let dense = b.linear(w, &cls, "pooler.dense", h, h)?;
         b.op_into("Tanh", &[&dense], vec![], "pooler_output");
     }
-    Ok(GraphInfo { hidden_size: h, max_positions: c.max_position_embeddings, has_pooler })
+    Ok(GraphInfo {
+        hidden_size: h,
+        max_positions: c.max_position_embeddings,
+        has_pooler,
+    })
+}
+
+/// One encoder layer in standard ONNX operators (transformers' eager math).
+fn standard_layer(
+    b: &mut Builder,
+    c: &BertConfig,
+    w: &Weights,
+    l: usize,
+    x: &str,
+    bias: &str,
+) -> Result<String> {
+    let h = c.hidden_size;
+    let p = format!("encoder.layer.{l}");
+    let heads = |b: &mut Builder, name: &str, perm: &[i64], x: &str| -> Result<String> {
+        let y = b.linear(w, x, &format!("{p}.attention.self.{name}"), h, h)?;
+        let y = b.op("Reshape", &[&y, "c_heads_shape"], vec![]);
+        Ok(b.op("Transpose", &[&y], vec![ints_attr("perm", perm)]))
+    };
+    let q = heads(b, "query", &[0, 2, 1, 3], x)?;
+    let k = heads(b, "key", &[0, 2, 3, 1], x)?;
+    let v = heads(b, "value", &[0, 2, 1, 3], x)?;
+    let scores = b.op("MatMul", &[&q, &k], vec![]);
+    let scores = b.op("Div", &[&scores, "c_scale"], vec![]);
+    let scores = b.op("Add", &[&scores, bias], vec![]);
+    let probs = b.op("Softmax", &[&scores], vec![int_attr("axis", -1)]);
+    let ctx = b.op("MatMul", &[&probs, &v], vec![]);
+    let ctx = b.op("Transpose", &[&ctx], vec![ints_attr("perm", &[0, 2, 1, 3])]);
+    let ctx = b.op("Reshape", &[&ctx, "c_hidden_shape"], vec![]);
+    let attn = b.linear(w, &ctx, &format!("{p}.attention.output.dense"), h, h)?;
+    let attn = b.op("Add", &[&attn, &x], vec![]);
+    let attn = b.layer_norm(
+        w,
+        &attn,
+        &format!("{p}.attention.output.LayerNorm"),
+        h,
+        c.layer_norm_eps,
+    )?;
+    let inter = b.linear(
+        w,
+        &attn,
+        &format!("{p}.intermediate.dense"),
+        h,
+        c.intermediate_size,
+    )?;
+    let inter = b.activation(&inter, &c.hidden_act);
+    let out = b.linear(
+        w,
+        &inter,
+        &format!("{p}.output.dense"),
+        c.intermediate_size,
+        h,
+    )?;
+    let out = b.op("Add", &[&out, &attn], vec![]);
+    b.layer_norm(
+        w,
+        &out,
+        &format!("{p}.output.LayerNorm"),
+        h,
+        c.layer_norm_eps,
+    )
+}
+
+/// One encoder layer with ONNX Runtime's fused kernels: packed-QKV
+/// Attention (raw 0/1 mask, padded keys get -10000 as in the standard
+/// graph), SkipLayerNormalization (bias + residual + LayerNorm in one),
+/// BiasGelu.
+fn fused_layer(
+    b: &mut Builder,
+    c: &BertConfig,
+    w: &Weights,
+    l: usize,
+    x: &str,
+    mask_i32: &str,
+) -> Result<String> {
+    let h = c.hidden_size;
+    let p = format!("encoder.layer.{l}");
+    let mut qkv_w = vec![0f32; h * 3 * h];
+    let mut qkv_b = Vec::with_capacity(3 * h);
+    for (k, name) in ["query", "key", "value"].iter().enumerate() {
+        let wt = w.linear_t(&format!("{p}.attention.self.{name}.weight"), h, h)?;
+        for i in 0..h {
+            qkv_w[i * 3 * h + k * h..i * 3 * h + (k + 1) * h]
+                .copy_from_slice(&wt[i * h..(i + 1) * h]);
+        }
+        qkv_b.extend(w.get(&format!("{p}.attention.self.{name}.bias"), &[h])?);
+    }
+    let qkv_w = b.f32_init(&format!("{p}.attention.qkv.weight_t"), &[h, 3 * h], &qkv_w);
+    let qkv_b = b.f32_init(&format!("{p}.attention.qkv.bias"), &[3 * h], &qkv_b);
+    let ctx = b.ms_op(
+        "Attention",
+        &[x, &qkv_w, &qkv_b, mask_i32],
+        vec![
+            int_attr("num_heads", c.num_attention_heads as i64),
+            float_attr("mask_filter_value", MASK_BIAS),
+        ],
+    );
+    let attn = b.matmul_no_bias(w, &ctx, &format!("{p}.attention.output.dense"), h, h)?;
+    let attn = b.skip_layer_norm(
+        w,
+        &attn,
+        x,
+        &format!("{p}.attention.output"),
+        h,
+        c.layer_norm_eps,
+    )?;
+    let inter = if c.hidden_act == "gelu" {
+        let mm = b.matmul_no_bias(
+            w,
+            &attn,
+            &format!("{p}.intermediate.dense"),
+            h,
+            c.intermediate_size,
+        )?;
+        let bias = w.get(
+            &format!("{p}.intermediate.dense.bias"),
+            &[c.intermediate_size],
+        )?;
+        let bias = b.f32_init(
+            &format!("{p}.intermediate.dense.bias"),
+            &[c.intermediate_size],
+            &bias,
+        );
+        b.ms_op("BiasGelu", &[&mm, &bias], vec![])
+    } else {
+        let y = b.linear(
+            w,
+            &attn,
+            &format!("{p}.intermediate.dense"),
+            h,
+            c.intermediate_size,
+        )?;
+        b.activation(&y, &c.hidden_act)
+    };
+    let out = b.matmul_no_bias(
+        w,
+        &inter,
+        &format!("{p}.output.dense"),
+        c.intermediate_size,
+        h,
+    )?;
+    b.skip_layer_norm(w, &out, &attn, &format!("{p}.output"), h, c.layer_norm_eps)
 }

@@ -8,6 +8,6 @@ pub mod prepare;
 pub mod pypi;
 pub mod source;
 
-pub use convert::{GraphInfo, convert};
+pub use convert::{GraphInfo, Ops, convert};
 pub use prepare::{OUTPUTS, prepare};
 pub use source::{ModelFiles, ModelSource, Weights};

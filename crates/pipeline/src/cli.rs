@@ -11,7 +11,10 @@ use runner::{Force, Outcome, RunOptions, StageReport};
 use crate::config;
 
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", about = "Sentiment classifier on frozen BERT features: a cached pipeline")]
+#[command(
+    name = "cargo xtask",
+    about = "Sentiment classifier on frozen BERT features: a cached pipeline"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -103,13 +106,25 @@ pub fn execute(cli: &Cli) -> Result<ExitCode> {
     let ctx = context(&cli.global)?;
     let pipeline = crate::build_pipeline(&ctx.loaded)?;
     match &cli.command {
-        Command::RunPipeline { force, until, dry_run, verify, no_wait } => {
+        Command::RunPipeline {
+            force,
+            until,
+            dry_run,
+            verify,
+            no_wait,
+        } => {
             let force = match force {
                 None => Force::None,
                 Some(None) => Force::All,
                 Some(Some(stage)) => Force::Stages(vec![stage.clone()]),
             };
-            let options = RunOptions { force, until: until.clone(), dry_run: *dry_run, verify: *verify, wait_for_lock: !no_wait };
+            let options = RunOptions {
+                force,
+                until: until.clone(),
+                dry_run: *dry_run,
+                verify: *verify,
+                wait_for_lock: !no_wait,
+            };
             pipeline.check_options(&options)?;
             let started = Instant::now();
             let reports = pipeline.run(&ctx.artifacts, &options, &mut |r| print_report(r))?;
@@ -124,7 +139,11 @@ pub fn execute(cli: &Cli) -> Result<ExitCode> {
             );
         }
         Command::Status { json, verify } => {
-            let options = RunOptions { dry_run: true, verify: *verify, ..RunOptions::default() };
+            let options = RunOptions {
+                dry_run: true,
+                verify: *verify,
+                ..RunOptions::default()
+            };
             let reports = pipeline.run(&ctx.artifacts, &options, &mut |_| {})?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&reports)?);
@@ -143,17 +162,34 @@ pub fn execute(cli: &Cli) -> Result<ExitCode> {
             let removed = pipeline.gc(&ctx.artifacts, *dry_run)?;
             let total: u64 = removed.iter().map(|(_, bytes)| bytes).sum();
             for (path, bytes) in &removed {
-                println!("{} {} ({bytes} bytes)", if *dry_run { "would remove" } else { "removed" }, path.display());
+                println!(
+                    "{} {} ({bytes} bytes)",
+                    if *dry_run { "would remove" } else { "removed" },
+                    path.display()
+                );
             }
-            println!("gc: {} entries, {total} bytes{}", removed.len(), if *dry_run { " (dry run)" } else { "" });
+            println!(
+                "gc: {} entries, {total} bytes{}",
+                removed.len(),
+                if *dry_run { " (dry run)" } else { "" }
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn print_report(r: &StageReport) {
-    let why = if r.reasons.is_empty() { String::new() } else { format!("  ({})", r.reasons.join("; ")) };
-    println!("{:<8} {:<13} {:>7.2}s{why}", r.stage, r.outcome.label(), r.seconds);
+    let why = if r.reasons.is_empty() {
+        String::new()
+    } else {
+        format!("  ({})", r.reasons.join("; "))
+    };
+    println!(
+        "{:<8} {:<13} {:>7.2}s{why}",
+        r.stage,
+        r.outcome.label(),
+        r.seconds
+    );
     for note in &r.notes {
         println!("           {note}");
     }

@@ -26,11 +26,22 @@ pub struct ModelParams {
     /// hf:<repo>[@revision], pypi:<package>[==version], dir:<path> or onnx:<path>.
     #[serde(default = "default_model_source")]
     pub source: String,
+    /// Operators of the converted graph: "fused" (ONNX Runtime's transformer
+    /// kernels) or "standard" (plain ONNX opset 17).
+    #[serde(default = "default_ops")]
+    pub ops: model::Ops,
+}
+
+fn default_ops() -> model::Ops {
+    model::Ops::Fused
 }
 
 impl Default for ModelParams {
     fn default() -> Self {
-        ModelParams { source: default_model_source() }
+        ModelParams {
+            source: default_model_source(),
+            ops: default_ops(),
+        }
     }
 }
 
@@ -63,13 +74,20 @@ pub fn find_default() -> Result<PathBuf> {
             return Ok(candidate);
         }
     }
-    bail!("no pipeline.toml in {} or any parent directory; pass --config FILE", cwd.display())
+    bail!(
+        "no pipeline.toml in {} or any parent directory; pass --config FILE",
+        cwd.display()
+    )
 }
 
 pub fn load(path: &Path, overrides: &[String]) -> Result<Loaded> {
     let path = std::path::absolute(path)?;
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read the pipeline config {}; pass --config FILE", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read the pipeline config {}; pass --config FILE",
+            path.display()
+        )
+    })?;
     // Parse the file as written first, so that its errors carry line numbers.
     let _: PipelineConfig = toml::from_str(&text).map_err(|e| located(&path, &text, &e))?;
     let mut table: toml::Table = toml::from_str(&text)?;
@@ -77,11 +95,19 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Loaded> {
         apply_override(&mut table, assignment)?;
     }
     let mut config: PipelineConfig = table.try_into().map_err(|e| {
-        anyhow::anyhow!("{} with --set {}: {e}", path.display(), overrides.join(" --set "))
+        anyhow::anyhow!(
+            "{} with --set {}: {e}",
+            path.display(),
+            overrides.join(" --set ")
+        )
     })?;
     let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     config.ingest.csv = dir.join(&config.ingest.csv);
-    config.model.source.parse::<model::ModelSource>().map_err(|e| anyhow::anyhow!("{}: [model] source: {e:#}", path.display()))?;
+    config
+        .model
+        .source
+        .parse::<model::ModelSource>()
+        .map_err(|e| anyhow::anyhow!("{}: [model] source: {e:#}", path.display()))?;
     Ok(Loaded { path, config })
 }
 
@@ -94,7 +120,10 @@ fn located(path: &Path, text: &str, e: &toml::de::Error) -> anyhow::Error {
             let line = before.matches('\n').count() + 1;
             let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
             let source_line = text.lines().nth(line - 1).unwrap_or("").trim();
-            anyhow::anyhow!("{}:{line}:{column}: {message} (in `{source_line}`)", path.display())
+            anyhow::anyhow!(
+                "{}:{line}:{column}: {message} (in `{source_line}`)",
+                path.display()
+            )
         }
         None => anyhow::anyhow!("{}: {message}", path.display()),
     }
@@ -115,8 +144,12 @@ fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
     };
     let mut node = table;
     for part in &parts[..parts.len() - 1] {
-        let entry = node.entry(part.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
-        node = entry.as_table_mut().with_context(|| format!("--set {assignment:?}: {part} is not a table"))?;
+        let entry = node
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        node = entry
+            .as_table_mut()
+            .with_context(|| format!("--set {assignment:?}: {part} is not a table"))?;
     }
     node.insert(parts[parts.len() - 1].to_string(), value);
     Ok(())
@@ -136,9 +169,16 @@ mod tests {
     fn overrides_apply_and_paths_resolve_against_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = write(dir.path(), "[ingest]\ncsv = \"data/x.csv\"\nseed = 1\n");
-        let loaded = load(&p, &["ingest.seed=7".into(), "ingest.empty_sentences=drop".into()]).unwrap();
+        let loaded = load(
+            &p,
+            &["ingest.seed=7".into(), "ingest.empty_sentences=drop".into()],
+        )
+        .unwrap();
         assert_eq!(loaded.config.ingest.seed, 7);
-        assert_eq!(loaded.config.ingest.empty_sentences, ingest::EmptySentences::Drop);
+        assert_eq!(
+            loaded.config.ingest.empty_sentences,
+            ingest::EmptySentences::Drop
+        );
         assert_eq!(loaded.config.ingest.csv, dir.path().join("data/x.csv"));
     }
 
@@ -147,15 +187,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = write(dir.path(), "[ingest]\ncsv = \"x.csv\"\nsed = 1\n");
         let msg = format!("{:#}", load(&p, &[]).unwrap_err());
-        assert!(msg.contains("pipeline.toml:3:1") && msg.contains("sed"), "{msg}");
+        assert!(
+            msg.contains("pipeline.toml:3:1") && msg.contains("sed"),
+            "{msg}"
+        );
 
         let p = write(dir.path(), "[ingest]\ncsv = \"x.csv\"\nseed = \"abc\"\n");
         let msg = format!("{:#}", load(&p, &[]).unwrap_err());
-        assert!(msg.contains("pipeline.toml:3:8") && msg.contains("seed"), "{msg}");
+        assert!(
+            msg.contains("pipeline.toml:3:8") && msg.contains("seed"),
+            "{msg}"
+        );
 
         let p = write(dir.path(), "[ingest]\ncsv = \"x.csv\"\n");
         let msg = format!("{:#}", load(&p, &["ingest.sede=3".into()]).unwrap_err());
-        assert!(msg.contains("--set ingest.sede=3") && msg.contains("sede"), "{msg}");
+        assert!(
+            msg.contains("--set ingest.sede=3") && msg.contains("sede"),
+            "{msg}"
+        );
         let msg = format!("{:#}", load(&p, &["seed".into()]).unwrap_err());
         assert!(msg.contains("expected STAGE.KEY=VALUE"), "{msg}");
     }

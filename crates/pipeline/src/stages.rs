@@ -15,15 +15,27 @@ pub fn build_pipeline(loaded: &Loaded) -> Result<Pipeline> {
     let source: model::ModelSource = config.model.source.parse()?;
     let files = source.resolve(loaded.dir())?;
     Pipeline::new(vec![
-        Box::new(IngestStage { params: config.ingest.clone() }),
-        Box::new(ModelStage { source: config.model.source.clone(), files }),
-        Box::new(EncodeStage { params: config.encode.clone() }),
-        Box::new(EmbedStage { params: config.embed.clone() }),
+        Box::new(IngestStage {
+            params: config.ingest.clone(),
+        }),
+        Box::new(ModelStage {
+            params: config.model.clone(),
+            files,
+        }),
+        Box::new(EncodeStage {
+            params: config.encode.clone(),
+        }),
+        Box::new(EmbedStage {
+            params: config.embed.clone(),
+        }),
     ])
 }
 
 fn split_inputs(stage: &str) -> Vec<Input> {
-    ["train.parquet", "val.parquet", "test.parquet"].iter().map(|f| Input::stage(stage, f)).collect()
+    ["train.parquet", "val.parquet", "test.parquet"]
+        .iter()
+        .map(|f| Input::stage(stage, f))
+        .collect()
 }
 
 fn split_paths<'a>(ctx: &'a RunContext, stage: &str) -> [&'a std::path::Path; 3] {
@@ -71,7 +83,12 @@ impl Stage for IngestStage {
         names(&ingest::OUTPUTS)
     }
     fn run(&self, ctx: &mut RunContext) -> Result<()> {
-        let summary = ingest::run(&self.params, ctx.input("csv"), ctx.out_dir(), provenance(ctx))?;
+        let summary = ingest::run(
+            &self.params,
+            ctx.input("csv"),
+            ctx.out_dir(),
+            provenance(ctx),
+        )?;
         for note in summary.notes {
             ctx.note(note);
         }
@@ -82,7 +99,7 @@ impl Stage for IngestStage {
 /// Model files -> model.onnx (converted from safetensors in Rust, or taken
 /// as given), tokenizer.json, model.json.
 struct ModelStage {
-    source: String,
+    params: crate::config::ModelParams,
     files: model::ModelFiles,
 }
 
@@ -94,7 +111,7 @@ impl Stage for ModelStage {
         1
     }
     fn params(&self) -> Value {
-        serde_json::json!({ "source": self.source })
+        key_params(&self.params, &[])
     }
     fn inputs(&self) -> Vec<Input> {
         let mut inputs = vec![Input::file("tokenizer.json", &self.files.tokenizer)];
@@ -111,10 +128,10 @@ impl Stage for ModelStage {
         names(&model::OUTPUTS)
     }
     fn run(&self, ctx: &mut RunContext) -> Result<()> {
-        let info = model::prepare(&self.files, ctx.out_dir())?;
+        let info = model::prepare(&self.files, self.params.ops, ctx.out_dir())?;
         ctx.note(format!(
             "{}: hidden size {}, {} positions, pooler output {}",
-            self.source,
+            self.params.source,
             info.hidden_size,
             info.max_positions,
             if info.has_pooler { "yes" } else { "no" }
@@ -147,7 +164,8 @@ impl Stage for EncodeStage {
         names(&encode::OUTPUTS)
     }
     fn run(&self, ctx: &mut RunContext) -> Result<()> {
-        let info: model::GraphInfo = serde_json::from_slice(&std::fs::read(ctx.input("model/model.json"))?)?;
+        let info: model::GraphInfo =
+            serde_json::from_slice(&std::fs::read(ctx.input("model/model.json"))?)?;
         let summary = encode::run(
             &self.params,
             split_paths(ctx, "ingest"),
@@ -184,8 +202,13 @@ impl Stage for EmbedStage {
         names(&embed::OUTPUTS)
     }
     fn run(&self, ctx: &mut RunContext) -> Result<()> {
-        let summary =
-            embed::run(&self.params, split_paths(ctx, "encode"), ctx.input("model/model.onnx"), ctx.out_dir(), provenance(ctx))?;
+        let summary = embed::run(
+            &self.params,
+            split_paths(ctx, "encode"),
+            ctx.input("model/model.onnx"),
+            ctx.out_dir(),
+            provenance(ctx),
+        )?;
         summary.notes.into_iter().for_each(|n| ctx.note(n));
         Ok(())
     }

@@ -18,11 +18,14 @@ use crate::fsutil::write_atomic;
 
 /// Hex blake3 of a file's bytes.
 pub fn hash_file(path: &Path) -> Result<String> {
-    let mut file = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut file =
+        fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -81,7 +84,13 @@ impl DigestCache {
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default();
-        DigestCache { path, entries, verify, dirty: false, hashed_files: 0 }
+        DigestCache {
+            path,
+            entries,
+            verify,
+            dirty: false,
+            hashed_files: 0,
+        }
     }
 
     /// Digest of `path`, from the memo when the file's identity is unchanged.
@@ -102,7 +111,13 @@ impl DigestCache {
         // remembered under its new identity with the old content's digest.
         let after = Identity::of(&fs::metadata(&abs)?);
         if after == identity {
-            self.entries.insert(abs, Memo { identity, digest: digest.clone() });
+            self.entries.insert(
+                abs,
+                Memo {
+                    identity,
+                    digest: digest.clone(),
+                },
+            );
             self.dirty = true;
         }
         Ok(digest)
@@ -112,7 +127,13 @@ impl DigestCache {
     pub fn remember(&mut self, path: &Path, digest: &str) -> Result<()> {
         let abs = absolute(path)?;
         let identity = Identity::of(&fs::metadata(&abs)?);
-        self.entries.insert(abs, Memo { identity, digest: digest.to_string() });
+        self.entries.insert(
+            abs,
+            Memo {
+                identity,
+                digest: digest.to_string(),
+            },
+        );
         self.dirty = true;
         Ok(())
     }
@@ -152,7 +173,10 @@ mod tests {
         let first = cache.digest(&file).unwrap();
         assert_eq!(first, hash_bytes(b"hello"));
         assert_eq!(cache.digest(&file).unwrap(), first);
-        assert_eq!(cache.hashed_files, 1, "second lookup must come from the memo");
+        assert_eq!(
+            cache.hashed_files, 1,
+            "second lookup must come from the memo"
+        );
         cache.save().unwrap();
 
         // Survives a reload.

@@ -19,13 +19,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn tempfile_in(dir: &Path, target: &Path) -> Result<(std::path::PathBuf, fs::File)> {
-    let stem = target.file_name().and_then(|s| s.to_str()).unwrap_or("file");
+    let stem = target
+        .file_name()
+        .and_then(|s| s.to_str())
+        .unwrap_or("file");
     for attempt in 0..100u32 {
         let candidate = dir.join(format!(".{stem}.tmp-{}-{attempt}", std::process::id()));
-        match fs::OpenOptions::new().write(true).create_new(true).open(&candidate) {
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&candidate)
+        {
             Ok(file) => return Ok((candidate, file)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e).with_context(|| format!("cannot create {}", candidate.display())),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot create {}", candidate.display()));
+            }
         }
     }
     anyhow::bail!("cannot create a temporary file in {}", dir.display())
@@ -44,7 +53,10 @@ pub fn replace_symlink(target: &Path, link: &Path) -> Result<()> {
             );
         }
     }
-    let name = link.file_name().and_then(|s| s.to_str()).context("bad link name")?;
+    let name = link
+        .file_name()
+        .and_then(|s| s.to_str())
+        .context("bad link name")?;
     let tmp = link.with_file_name(format!(".{name}.link-{}", std::process::id()));
     let _ = fs::remove_file(&tmp);
     std::os::unix::fs::symlink(target, &tmp)
@@ -55,7 +67,9 @@ pub fn replace_symlink(target: &Path, link: &Path) -> Result<()> {
 
 /// Total size in bytes of the files under `dir`.
 pub fn dir_size(dir: &Path) -> u64 {
-    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
     entries
         .flatten()
         .map(|e| match e.file_type() {

@@ -7,7 +7,12 @@ use serde_json::Value;
 use crate::digest::hash_bytes;
 
 /// blake3 over (name, code version, canonical params, input digests).
-pub fn stage_key(name: &str, version: u32, params: &Value, input_digests: &BTreeMap<String, String>) -> String {
+pub fn stage_key(
+    name: &str,
+    version: u32,
+    params: &Value,
+    input_digests: &BTreeMap<String, String>,
+) -> String {
     let mut doc = String::new();
     doc.push_str("stage-key-v1\n");
     doc.push_str(&canonical_json(&Value::String(name.to_string())));
@@ -30,8 +35,11 @@ pub fn stage_key(name: &str, version: u32, params: &Value, input_digests: &BTree
 pub fn canonical(value: &Value) -> Value {
     match value {
         Value::Object(map) => {
-            let sorted: BTreeMap<&String, Value> =
-                map.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, canonical(v))).collect();
+            let sorted: BTreeMap<&String, Value> = map
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, canonical(v)))
+                .collect();
             Value::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect())
         }
         Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
@@ -51,7 +59,14 @@ pub fn canonical_json(value: &Value) -> String {
                 .collect();
             format!("{{{}}}", members.join(","))
         }
-        Value::Array(items) => format!("[{}]", items.iter().map(canonical_json).collect::<Vec<_>>().join(",")),
+        Value::Array(items) => format!(
+            "[{}]",
+            items
+                .iter()
+                .map(canonical_json)
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
         other => other.to_string(),
     }
 }
@@ -79,7 +94,12 @@ mod tests {
     #[test]
     fn key_ignores_member_order_and_nulls() {
         let inputs = BTreeMap::from([("csv".to_string(), "abc".to_string())]);
-        let a = stage_key("ingest", 1, &json!({"seed": 1, "frac": 0.7, "x": null}), &inputs);
+        let a = stage_key(
+            "ingest",
+            1,
+            &json!({"seed": 1, "frac": 0.7, "x": null}),
+            &inputs,
+        );
         let b = stage_key("ingest", 1, &json!({"frac": 0.7, "seed": 1}), &inputs);
         assert_eq!(a, b);
     }
@@ -98,7 +118,14 @@ mod tests {
     #[test]
     fn flatten_names_nested_parameters() {
         let mut out = BTreeMap::new();
-        flatten("ingest", &json!({"labels": {"neg": 0}, "seed": 3}), &mut out);
-        assert_eq!(out.keys().collect::<Vec<_>>(), ["ingest.labels.neg", "ingest.seed"]);
+        flatten(
+            "ingest",
+            &json!({"labels": {"neg": 0}, "seed": 3}),
+            &mut out,
+        );
+        assert_eq!(
+            out.keys().collect::<Vec<_>>(),
+            ["ingest.labels.neg", "ingest.seed"]
+        );
     }
 }

@@ -92,9 +92,15 @@ impl Pipeline {
                 bail!("two stages are named {:?}", stage.name());
             }
             for output in stage.outputs() {
-                let plain = Path::new(&output).file_name().map(|f| f == output.as_str()).unwrap_or(false);
+                let plain = Path::new(&output)
+                    .file_name()
+                    .map(|f| f == output.as_str())
+                    .unwrap_or(false);
                 if !plain || output.starts_with('.') || is_manifest(&output) {
-                    bail!("stage {} declares output {output:?}; outputs must be plain file names", stage.name());
+                    bail!(
+                        "stage {} declares output {output:?}; outputs must be plain file names",
+                        stage.name()
+                    );
                 }
             }
         }
@@ -103,10 +109,18 @@ impl Pipeline {
             for input in stage.inputs() {
                 if let Input::Stage { stage: up, output } = &input {
                     let Some(&j) = by_name.get(up) else {
-                        bail!("stage {} reads {}, but there is no stage {up:?}", stage.name(), input.name());
+                        bail!(
+                            "stage {} reads {}, but there is no stage {up:?}",
+                            stage.name(),
+                            input.name()
+                        );
                     };
                     if !stages[j].outputs().contains(output) {
-                        bail!("stage {} reads {}, which stage {up} does not declare", stage.name(), input.name());
+                        bail!(
+                            "stage {} reads {}, which stage {up} does not declare",
+                            stage.name(),
+                            input.name()
+                        );
                     }
                     deps[i].push(j);
                 }
@@ -115,13 +129,21 @@ impl Pipeline {
         let mut order = Vec::new();
         let mut placed = vec![false; stages.len()];
         while order.len() < stages.len() {
-            let next = (0..stages.len()).find(|&i| !placed[i] && deps[i].iter().all(|&d| placed[d]));
-            let Some(i) = next else { bail!("the stages form a cycle") };
+            let next =
+                (0..stages.len()).find(|&i| !placed[i] && deps[i].iter().all(|&d| placed[d]));
+            let Some(i) = next else {
+                bail!("the stages form a cycle")
+            };
             placed[i] = true;
             order.push(i);
         }
         let mut slots: Vec<Option<Box<dyn Stage>>> = stages.into_iter().map(Some).collect();
-        Ok(Pipeline { stages: order.into_iter().map(|i| slots[i].take().unwrap()).collect() })
+        Ok(Pipeline {
+            stages: order
+                .into_iter()
+                .map(|i| slots[i].take().unwrap())
+                .collect(),
+        })
     }
 
     pub fn stage_names(&self) -> Vec<&str> {
@@ -129,9 +151,15 @@ impl Pipeline {
     }
 
     fn index_of(&self, name: &str) -> Result<usize> {
-        self.stages.iter().position(|s| s.name() == name).with_context(|| {
-            format!("unknown stage {name:?}; the stages are: {}", self.stage_names().join(", "))
-        })
+        self.stages
+            .iter()
+            .position(|s| s.name() == name)
+            .with_context(|| {
+                format!(
+                    "unknown stage {name:?}; the stages are: {}",
+                    self.stage_names().join(", ")
+                )
+            })
     }
 
     /// `name` and everything upstream of it, in order.
@@ -159,8 +187,12 @@ impl Pipeline {
             out.push_str(&format!("{} (v{})\n", stage.name(), stage.version()));
             for input in stage.inputs() {
                 match input {
-                    Input::Stage { stage: up, output } => out.push_str(&format!("  <- {up}/{output}\n")),
-                    Input::File { name, path } => out.push_str(&format!("  <- {name}: {}\n", path.display())),
+                    Input::Stage { stage: up, output } => {
+                        out.push_str(&format!("  <- {up}/{output}\n"))
+                    }
+                    Input::File { name, path } => {
+                        out.push_str(&format!("  <- {name}: {}\n", path.display()))
+                    }
                 }
             }
             for output in stage.outputs() {
@@ -192,7 +224,11 @@ impl Pipeline {
         on_report: &mut dyn FnMut(&StageReport),
     ) -> Result<Vec<StageReport>> {
         self.check_options(options)?;
-        let _lock = if options.dry_run { None } else { Some(RunLock::acquire(artifacts, options.wait_for_lock)?) };
+        let _lock = if options.dry_run {
+            None
+        } else {
+            Some(RunLock::acquire(artifacts, options.wait_for_lock)?)
+        };
         let store = Store::open(artifacts)?;
         if !options.dry_run {
             // Scratch left by a killed run: never trusted, safe to drop now
@@ -248,7 +284,10 @@ impl Pipeline {
         let mut pending_upstream = Vec::new();
         for input in stage.inputs() {
             match &input {
-                Input::File { name: input_name, path } => {
+                Input::File {
+                    name: input_name,
+                    path,
+                } => {
                     if !path.is_file() {
                         bail!(
                             "{name}: input {input_name} not found: {} (check `{name}` in the pipeline config)",
@@ -257,12 +296,24 @@ impl Pipeline {
                     }
                     let digest = digests.digest(path)?;
                     let shown = path.display().to_string();
-                    records.insert(input.name(), InputRecord { digest, path: Some(shown) });
+                    records.insert(
+                        input.name(),
+                        InputRecord {
+                            digest,
+                            path: Some(shown),
+                        },
+                    );
                     paths.insert(input.name(), path.clone());
                 }
                 Input::Stage { stage: up, output } => match current.get(up) {
                     Some(m) => {
-                        records.insert(input.name(), InputRecord { digest: m.outputs[output].digest.clone(), path: None });
+                        records.insert(
+                            input.name(),
+                            InputRecord {
+                                digest: m.outputs[output].digest.clone(),
+                                path: None,
+                            },
+                        );
                         paths.insert(input.name(), store.entry_dir(up, &m.key).join(output));
                     }
                     None => {
@@ -275,13 +326,18 @@ impl Pipeline {
         }
         if !pending_upstream.is_empty() {
             // Only in dry runs: upstream would run, so our inputs are unknown.
-            let reasons = pending_upstream.iter().map(|up| format!("upstream {up} would run first")).collect();
+            let reasons = pending_upstream
+                .iter()
+                .map(|up| format!("upstream {up} would run first"))
+                .collect();
             let report = report(name, Outcome::WouldRun, reasons, started, None, Vec::new());
             return Ok((report, None));
         }
 
-        let input_digests: BTreeMap<String, String> =
-            records.iter().map(|(k, r)| (k.clone(), r.digest.clone())).collect();
+        let input_digests: BTreeMap<String, String> = records
+            .iter()
+            .map(|(k, r)| (k.clone(), r.digest.clone()))
+            .collect();
         let key = stage_key(name, stage.version(), &params, &input_digests);
         let forced = match &options.force {
             Force::None => false,
@@ -300,7 +356,11 @@ impl Pipeline {
                         (false, true) => Outcome::WouldRestore,
                         (false, false) => Outcome::Restored,
                     };
-                    let why = if is_current { Vec::new() } else { explain(name, previous.as_ref(), stage.version(), &params, &records) };
+                    let why = if is_current {
+                        Vec::new()
+                    } else {
+                        explain(name, previous.as_ref(), stage.version(), &params, &records)
+                    };
                     if !options.dry_run {
                         store.point_current(name, &key)?;
                         if !is_current {
@@ -316,17 +376,35 @@ impl Pipeline {
         } else {
             reasons.push("forced".to_string());
         }
-        reasons.extend(explain(name, previous.as_ref(), stage.version(), &params, &records));
+        reasons.extend(explain(
+            name,
+            previous.as_ref(),
+            stage.version(),
+            &params,
+            &records,
+        ));
         if reasons.is_empty() {
             reasons.push("its stored result is missing".to_string());
         }
         if options.dry_run {
-            return Ok((report(name, Outcome::WouldRun, reasons, started, Some(key), Vec::new()), None));
+            return Ok((
+                report(
+                    name,
+                    Outcome::WouldRun,
+                    reasons,
+                    started,
+                    Some(key),
+                    Vec::new(),
+                ),
+                None,
+            ));
         }
 
         // Run into scratch; only a complete, verified result is committed.
         let scratch = store.scratch_dir(name)?;
-        let outcome = execute(stage, &key, &params, paths, &scratch, &records, digests, store, started);
+        let outcome = execute(
+            stage, &key, &params, paths, &scratch, &records, digests, store, started,
+        );
         let manifest = match outcome {
             Ok(m) => m,
             Err(e) => {
@@ -338,7 +416,10 @@ impl Pipeline {
         lock.stages.insert(name.to_string(), manifest.clone());
         lock.save(&store.lock_file_path())?;
         let notes = manifest.notes.clone();
-        Ok((report(name, Outcome::Ran, reasons, started, Some(key), notes), Some(manifest)))
+        Ok((
+            report(name, Outcome::Ran, reasons, started, Some(key), notes),
+            Some(manifest),
+        ))
     }
 
     /// Removes store entries that the lock file does not reference, and
@@ -349,7 +430,11 @@ impl Pipeline {
         let lock = LockFile::load(&store.lock_file_path())?;
         let mut doomed = Vec::new();
         for (stage, key) in store.entries() {
-            let referenced = lock.stages.get(&stage).map(|m| m.key == key).unwrap_or(false);
+            let referenced = lock
+                .stages
+                .get(&stage)
+                .map(|m| m.key == key)
+                .unwrap_or(false);
             if !referenced {
                 doomed.push(store.entry_dir(&stage, &key));
             }
@@ -359,7 +444,8 @@ impl Pipeline {
         for path in doomed {
             let size = crate::fsutil::dir_size(&path);
             if !dry_run {
-                fs::remove_dir_all(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+                fs::remove_dir_all(&path)
+                    .with_context(|| format!("cannot remove {}", path.display()))?;
             }
             removed.push((path, size));
         }
@@ -386,12 +472,21 @@ fn execute(
         if record.path.is_none() {
             let actual = digests.digest(&paths[input])?;
             if actual != record.digest {
-                bail!("{name}: stored input {input} no longer matches its digest; run again with --verify to recompute it");
+                bail!(
+                    "{name}: stored input {input} no longer matches its digest; run again with --verify to recompute it"
+                );
             }
         }
     }
-    let mut ctx = RunContext::new(key.to_string(), params.clone(), paths, scratch.to_path_buf());
-    stage.run(&mut ctx).with_context(|| format!("stage {name} failed"))?;
+    let mut ctx = RunContext::new(
+        key.to_string(),
+        params.clone(),
+        paths,
+        scratch.to_path_buf(),
+    );
+    stage
+        .run(&mut ctx)
+        .with_context(|| format!("stage {name} failed"))?;
 
     let declared = stage.outputs();
     let mut outputs = BTreeMap::new();
@@ -401,7 +496,13 @@ fn execute(
             bail!("stage {name} finished without writing its declared output {output}");
         }
         let digest = crate::digest::hash_file(&path)?;
-        outputs.insert(output.clone(), OutputRecord { digest, bytes: fs::metadata(&path)?.len() });
+        outputs.insert(
+            output.clone(),
+            OutputRecord {
+                digest,
+                bytes: fs::metadata(&path)?.len(),
+            },
+        );
     }
     for entry in fs::read_dir(scratch)? {
         let file = entry?.file_name().to_string_lossy().into_owned();
@@ -436,7 +537,9 @@ fn explain(
     params: &Value,
     inputs: &BTreeMap<String, InputRecord>,
 ) -> Vec<String> {
-    let Some(prev) = previous else { return vec!["no previous result".to_string()] };
+    let Some(prev) = previous else {
+        return vec!["no previous result".to_string()];
+    };
     let mut reasons = Vec::new();
     if prev.version != version {
         reasons.push(format!("code version {} -> {version}", prev.version));
@@ -472,8 +575,22 @@ fn explain(
     reasons
 }
 
-fn report(stage: &str, outcome: Outcome, reasons: Vec<String>, started: Instant, key: Option<String>, notes: Vec<String>) -> StageReport {
-    StageReport { stage: stage.to_string(), outcome, reasons, seconds: round_ms(started.elapsed().as_secs_f64()), key, notes }
+fn report(
+    stage: &str,
+    outcome: Outcome,
+    reasons: Vec<String>,
+    started: Instant,
+    key: Option<String>,
+    notes: Vec<String>,
+) -> StageReport {
+    StageReport {
+        stage: stage.to_string(),
+        outcome,
+        reasons,
+        seconds: round_ms(started.elapsed().as_secs_f64()),
+        key,
+        notes,
+    }
 }
 
 fn round_ms(seconds: f64) -> f64 {

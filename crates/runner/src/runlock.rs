@@ -15,7 +15,8 @@ pub struct RunLock {
 impl RunLock {
     /// Takes the lock, waiting for a concurrent run after saying so.
     pub fn acquire(artifacts: &Path, wait: bool) -> Result<RunLock> {
-        fs::create_dir_all(artifacts).with_context(|| format!("cannot create {}", artifacts.display()))?;
+        fs::create_dir_all(artifacts)
+            .with_context(|| format!("cannot create {}", artifacts.display()))?;
         let path = artifacts.join(".lock");
         let mut file = fs::OpenOptions::new()
             .read(true)
@@ -39,9 +40,12 @@ impl RunLock {
                     "waiting: another pipeline run (pid {holder}) holds {}; this run continues when it finishes",
                     path.display()
                 );
-                file.lock().with_context(|| format!("cannot lock {}", path.display()))?;
+                file.lock()
+                    .with_context(|| format!("cannot lock {}", path.display()))?;
             }
-            Err(TryLockError::Error(e)) => return Err(e).with_context(|| format!("cannot lock {}", path.display())),
+            Err(TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+            }
         }
         file.set_len(0)?;
         write!(file, "{}", std::process::id())?;

@@ -17,11 +17,17 @@ pub enum Input {
 
 impl Input {
     pub fn stage(stage: &str, output: &str) -> Input {
-        Input::Stage { stage: stage.to_string(), output: output.to_string() }
+        Input::Stage {
+            stage: stage.to_string(),
+            output: output.to_string(),
+        }
     }
 
     pub fn file(name: &str, path: impl Into<PathBuf>) -> Input {
-        Input::File { name: name.to_string(), path: path.into() }
+        Input::File {
+            name: name.to_string(),
+            path: path.into(),
+        }
     }
 
     /// Name under which the input is recorded and looked up: `stage/output`
@@ -59,8 +65,19 @@ pub struct RunContext {
 }
 
 impl RunContext {
-    pub(crate) fn new(key: String, params: Value, inputs: BTreeMap<String, PathBuf>, out_dir: PathBuf) -> Self {
-        RunContext { key, params, inputs, out_dir, notes: Vec::new() }
+    pub(crate) fn new(
+        key: String,
+        params: Value,
+        inputs: BTreeMap<String, PathBuf>,
+        out_dir: PathBuf,
+    ) -> Self {
+        RunContext {
+            key,
+            params,
+            inputs,
+            out_dir,
+            notes: Vec::new(),
+        }
     }
 
     /// The stage key (hex blake3), for provenance metadata inside outputs.

@@ -34,7 +34,9 @@ impl std::fmt::Display for Damage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Damage::Missing(name) => write!(f, "stored output {name} is missing"),
-            Damage::Modified(name) => write!(f, "stored output {name} no longer matches its digest"),
+            Damage::Modified(name) => {
+                write!(f, "stored output {name} no longer matches its digest")
+            }
         }
     }
 }
@@ -45,7 +47,9 @@ impl Store {
             fs::create_dir_all(root.join(sub))
                 .with_context(|| format!("cannot create {}", root.join(sub).display()))?;
         }
-        Ok(Store { root: root.to_path_buf() })
+        Ok(Store {
+            root: root.to_path_buf(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -75,7 +79,10 @@ impl Store {
         let mut damage = Vec::new();
         for (name, record) in &manifest.outputs {
             let path = dir.join(name);
-            if fs::symlink_metadata(&path).map(|m| !m.is_file()).unwrap_or(true) {
+            if fs::symlink_metadata(&path)
+                .map(|m| !m.is_file())
+                .unwrap_or(true)
+            {
                 damage.push(Damage::Missing(name.clone()));
                 continue;
             }
@@ -95,7 +102,9 @@ impl Store {
             match fs::create_dir(&dir) {
                 Ok(()) => return Ok(dir),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot create {}", dir.display()));
+                }
             }
         }
         bail!("cannot create a scratch directory under {}", base.display())
@@ -137,11 +146,18 @@ impl Store {
     /// Keys of all committed entries, per stage.
     pub fn entries(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        let Ok(stages) = fs::read_dir(self.root.join(".store")) else { return out };
+        let Ok(stages) = fs::read_dir(self.root.join(".store")) else {
+            return out;
+        };
         for stage in stages.flatten() {
-            let Ok(keys) = fs::read_dir(stage.path()) else { continue };
+            let Ok(keys) = fs::read_dir(stage.path()) else {
+                continue;
+            };
             for key in keys.flatten() {
-                out.push((stage.file_name().to_string_lossy().into_owned(), key.file_name().to_string_lossy().into_owned()));
+                out.push((
+                    stage.file_name().to_string_lossy().into_owned(),
+                    key.file_name().to_string_lossy().into_owned(),
+                ));
             }
         }
         out.sort();

@@ -37,17 +37,36 @@ pub fn schema(max_len: usize) -> Arc<Schema> {
     Arc::new(Schema::new(vec![
         Field::new("row_id", DataType::Int64, false),
         Field::new("label", DataType::Int64, false),
-        Field::new("input_ids", DataType::FixedSizeList(item(DataType::Int32), max_len as i32), false),
-        Field::new("attention_mask", DataType::FixedSizeList(item(DataType::Int8), max_len as i32), false),
+        Field::new(
+            "input_ids",
+            DataType::FixedSizeList(item(DataType::Int32), max_len as i32),
+            false,
+        ),
+        Field::new(
+            "attention_mask",
+            DataType::FixedSizeList(item(DataType::Int8), max_len as i32),
+            false,
+        ),
         Field::new("n_tokens", DataType::Int32, false),
     ]))
 }
 
-pub fn write(path: &Path, rows: &[EncodedRow], max_len: usize, pad_id: u32, provenance: &Provenance) -> Result<()> {
+pub fn write(
+    path: &Path,
+    rows: &[EncodedRow],
+    max_len: usize,
+    pad_id: u32,
+    provenance: &Provenance,
+) -> Result<()> {
     let mut ids = Vec::with_capacity(rows.len() * max_len);
     let mut mask = Vec::with_capacity(rows.len() * max_len);
     for r in rows {
-        ensure!(r.ids.len() <= max_len, "row {} has {} ids > max_len {max_len}", r.row_id, r.ids.len());
+        ensure!(
+            r.ids.len() <= max_len,
+            "row {} has {} ids > max_len {max_len}",
+            r.row_id,
+            r.ids.len()
+        );
         ids.extend(r.ids.iter().map(|&i| i as i32));
         ids.extend(std::iter::repeat_n(pad_id as i32, max_len - r.ids.len()));
         mask.extend(std::iter::repeat_n(1i8, r.ids.len()));
@@ -60,9 +79,21 @@ pub fn write(path: &Path, rows: &[EncodedRow], max_len: usize, pad_id: u32, prov
         vec![
             Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.row_id))),
             Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.label))),
-            Arc::new(FixedSizeListArray::try_new(item(DataType::Int32), max_len as i32, Arc::new(Int32Array::from(ids)), None)?),
-            Arc::new(FixedSizeListArray::try_new(item(DataType::Int8), max_len as i32, Arc::new(Int8Array::from(mask)), None)?),
-            Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.n_tokens as i32))),
+            Arc::new(FixedSizeListArray::try_new(
+                item(DataType::Int32),
+                max_len as i32,
+                Arc::new(Int32Array::from(ids)),
+                None,
+            )?),
+            Arc::new(FixedSizeListArray::try_new(
+                item(DataType::Int8),
+                max_len as i32,
+                Arc::new(Int8Array::from(mask)),
+                None,
+            )?),
+            Arc::new(Int32Array::from_iter_values(
+                rows.iter().map(|r| r.n_tokens as i32),
+            )),
         ],
     )?;
     write_batch(path, schema, batch, provenance)
@@ -71,25 +102,66 @@ pub fn write(path: &Path, rows: &[EncodedRow], max_len: usize, pad_id: u32, prov
 /// Rows with ids unpadded again (cut at the attention mask).
 pub fn read(path: &Path) -> Result<(Vec<EncodedRow>, usize)> {
     let (batches, file_schema) = read_batches(path)?;
-    let max_len = match file_schema.field_with_name("input_ids").map(|f| f.data_type().clone()) {
+    let max_len = match file_schema
+        .field_with_name("input_ids")
+        .map(|f| f.data_type().clone())
+    {
         Ok(DataType::FixedSizeList(_, n)) => n as usize,
-        _ => anyhow::bail!("{}: no fixed-size input_ids column; not an encode output", path.display()),
+        _ => anyhow::bail!(
+            "{}: no fixed-size input_ids column; not an encode output",
+            path.display()
+        ),
     };
-    ensure!(file_schema.fields() == schema(max_len).fields(), "{}: unexpected encode schema", path.display());
+    ensure!(
+        file_schema.fields() == schema(max_len).fields(),
+        "{}: unexpected encode schema",
+        path.display()
+    );
     let mut rows = Vec::new();
     for batch in batches {
-        let ints64 = |i: usize| batch.column(i).as_any().downcast_ref::<Int64Array>().cloned().context("int64 column");
+        let ints64 = |i: usize| {
+            batch
+                .column(i)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .cloned()
+                .context("int64 column")
+        };
         let (row_ids, labels) = (ints64(0)?, ints64(1)?);
-        let list = |i: usize| batch.column(i).as_any().downcast_ref::<FixedSizeListArray>().cloned().context("list column");
+        let list = |i: usize| {
+            batch
+                .column(i)
+                .as_any()
+                .downcast_ref::<FixedSizeListArray>()
+                .cloned()
+                .context("list column")
+        };
         let ids_list = list(2)?;
         let mask_list = list(3)?;
-        let ids = ids_list.values().as_any().downcast_ref::<Int32Array>().context("input_ids items")?.clone();
-        let mask = mask_list.values().as_any().downcast_ref::<Int8Array>().context("attention_mask items")?.clone();
-        let n_tokens = batch.column(4).as_any().downcast_ref::<Int32Array>().context("n_tokens")?.clone();
+        let ids = ids_list
+            .values()
+            .as_any()
+            .downcast_ref::<Int32Array>()
+            .context("input_ids items")?
+            .clone();
+        let mask = mask_list
+            .values()
+            .as_any()
+            .downcast_ref::<Int8Array>()
+            .context("attention_mask items")?
+            .clone();
+        let n_tokens = batch
+            .column(4)
+            .as_any()
+            .downcast_ref::<Int32Array>()
+            .context("n_tokens")?
+            .clone();
         let offset = ids_list.offset() * max_len;
         for i in 0..batch.num_rows() {
             let start = offset + i * max_len;
-            let len = (0..max_len).take_while(|&j| mask.value(start + j) == 1).count();
+            let len = (0..max_len)
+                .take_while(|&j| mask.value(start + j) == 1)
+                .count();
             rows.push(EncodedRow {
                 row_id: row_ids.value(i),
                 label: labels.value(i),
@@ -102,17 +174,28 @@ pub fn read(path: &Path) -> Result<(Vec<EncodedRow>, usize)> {
 }
 
 pub fn histogram_schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![Field::new("n_tokens", DataType::Int32, false), Field::new("rows", DataType::Int64, false)]))
+    Arc::new(Schema::new(vec![
+        Field::new("n_tokens", DataType::Int32, false),
+        Field::new("rows", DataType::Int64, false),
+    ]))
 }
 
 /// (token count, rows) pairs, ascending by token count.
-pub fn write_histogram(path: &Path, counts: &[(usize, usize)], provenance: &Provenance) -> Result<()> {
+pub fn write_histogram(
+    path: &Path,
+    counts: &[(usize, usize)],
+    provenance: &Provenance,
+) -> Result<()> {
     let schema = histogram_schema();
     let batch = RecordBatch::try_new(
         schema.clone(),
         vec![
-            Arc::new(Int32Array::from_iter_values(counts.iter().map(|c| c.0 as i32))),
-            Arc::new(Int64Array::from_iter_values(counts.iter().map(|c| c.1 as i64))),
+            Arc::new(Int32Array::from_iter_values(
+                counts.iter().map(|c| c.0 as i32),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                counts.iter().map(|c| c.1 as i64),
+            )),
         ],
     )?;
     write_batch(path, schema, batch, provenance)

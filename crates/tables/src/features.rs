@@ -24,7 +24,10 @@ pub fn schema(hidden: usize) -> Arc<Schema> {
         Field::new("label", DataType::Int64, false),
         Field::new(
             "features",
-            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), hidden as i32),
+            DataType::FixedSizeList(
+                Arc::new(Field::new("item", DataType::Float32, false)),
+                hidden as i32,
+            ),
             false,
         ),
     ]))
@@ -40,7 +43,10 @@ pub struct FeatureTable {
 }
 
 pub fn write(path: &Path, table: &FeatureTable, provenance: &Provenance) -> Result<()> {
-    ensure!(table.features.len() == table.row_ids.len() * table.hidden, "feature matrix has the wrong size");
+    ensure!(
+        table.features.len() == table.row_ids.len() * table.hidden,
+        "feature matrix has the wrong size"
+    );
     let schema = schema(table.hidden);
     let item = Arc::new(Field::new("item", DataType::Float32, false));
     let values = Arc::new(Float32Array::from(table.features.clone()));
@@ -49,7 +55,12 @@ pub fn write(path: &Path, table: &FeatureTable, provenance: &Provenance) -> Resu
         vec![
             Arc::new(Int64Array::from(table.row_ids.clone())),
             Arc::new(Int64Array::from(table.labels.clone())),
-            Arc::new(FixedSizeListArray::try_new(item, table.hidden as i32, values, None)?),
+            Arc::new(FixedSizeListArray::try_new(
+                item,
+                table.hidden as i32,
+                values,
+                None,
+            )?),
         ],
     )?;
     write_batch(path, schema, batch, provenance)
@@ -57,19 +68,47 @@ pub fn write(path: &Path, table: &FeatureTable, provenance: &Provenance) -> Resu
 
 pub fn read(path: &Path) -> Result<FeatureTable> {
     let (batches, file_schema) = read_batches(path)?;
-    let hidden = match file_schema.field_with_name("features").map(|f| f.data_type().clone()) {
+    let hidden = match file_schema
+        .field_with_name("features")
+        .map(|f| f.data_type().clone())
+    {
         Ok(DataType::FixedSizeList(_, n)) => n as usize,
-        _ => anyhow::bail!("{}: no fixed-size features column; not an embed output", path.display()),
+        _ => anyhow::bail!(
+            "{}: no fixed-size features column; not an embed output",
+            path.display()
+        ),
     };
-    let mut table = FeatureTable { row_ids: Vec::new(), labels: Vec::new(), hidden, features: Vec::new() };
+    let mut table = FeatureTable {
+        row_ids: Vec::new(),
+        labels: Vec::new(),
+        hidden,
+        features: Vec::new(),
+    };
     for batch in batches {
-        let ints = |i: usize| batch.column(i).as_any().downcast_ref::<Int64Array>().cloned().context("int64 column");
+        let ints = |i: usize| {
+            batch
+                .column(i)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .cloned()
+                .context("int64 column")
+        };
         table.row_ids.extend(ints(0)?.values().iter());
         table.labels.extend(ints(1)?.values().iter());
-        let list = batch.column(2).as_any().downcast_ref::<FixedSizeListArray>().context("features")?;
-        let values = list.values().as_any().downcast_ref::<Float32Array>().context("features items")?;
+        let list = batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<FixedSizeListArray>()
+            .context("features")?;
+        let values = list
+            .values()
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .context("features items")?;
         let start = list.offset() * hidden;
-        table.features.extend_from_slice(&values.values()[start..start + batch.num_rows() * hidden]);
+        table
+            .features
+            .extend_from_slice(&values.values()[start..start + batch.num_rows() * hidden]);
     }
     Ok(table)
 }

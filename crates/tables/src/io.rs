@@ -26,7 +26,12 @@ pub struct Provenance {
 impl Provenance {
     /// The stage key and canonical parameters (JSON) of the producing stage.
     pub fn stage(key: &str, params_json: &str) -> Provenance {
-        Provenance { entries: vec![("stage_key".into(), key.into()), ("params".into(), params_json.into())] }
+        Provenance {
+            entries: vec![
+                ("stage_key".into(), key.into()),
+                ("params".into(), params_json.into()),
+            ],
+        }
     }
 
     pub fn with(mut self, key: &str, value: impl Into<String>) -> Provenance {
@@ -35,11 +40,20 @@ impl Provenance {
     }
 }
 
-pub(crate) fn write_batch(path: &Path, schema: Arc<Schema>, batch: RecordBatch, provenance: &Provenance) -> Result<()> {
+pub(crate) fn write_batch(
+    path: &Path,
+    schema: Arc<Schema>,
+    batch: RecordBatch,
+    provenance: &Provenance,
+) -> Result<()> {
     // Provenance goes both into the Parquet key-value metadata (duckdb's
     // `parquet_kv_metadata`, [`read_metadata`]) and into the Arrow schema
     // (pyarrow's `read_table().schema.metadata` shows only that one).
-    let kv = provenance.entries.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())).collect();
+    let kv = provenance
+        .entries
+        .iter()
+        .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+        .collect();
     let metadata: HashMap<String, String> = provenance.entries.iter().cloned().collect();
     let schema = Arc::new(schema.as_ref().clone().with_metadata(metadata));
     let batch = batch.with_schema(schema.clone())?;
@@ -61,7 +75,9 @@ pub(crate) fn read_batches(path: &Path) -> Result<(Vec<RecordBatch>, Arc<Schema>
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
     let schema = builder.schema().clone();
-    let batches = builder.build()?.collect::<std::result::Result<Vec<_>, _>>()?;
+    let batches = builder
+        .build()?
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok((batches, schema))
 }
 
@@ -74,6 +90,10 @@ pub fn read_metadata(path: &Path) -> Result<Vec<(String, String)>> {
         .metadata()
         .file_metadata()
         .key_value_metadata()
-        .map(|kvs| kvs.iter().map(|kv| (kv.key.clone(), kv.value.clone().unwrap_or_default())).collect())
+        .map(|kvs| {
+            kvs.iter()
+                .map(|kv| (kv.key.clone(), kv.value.clone().unwrap_or_default()))
+                .collect()
+        })
         .unwrap_or_default())
 }

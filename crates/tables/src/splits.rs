@@ -39,7 +39,9 @@ pub fn write(path: &Path, rows: &[LabelledRow], provenance: &Provenance) -> Resu
         schema.clone(),
         vec![
             Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.row_id))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.sentence.as_str()))),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.sentence.as_str()),
+            )),
             Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.label))),
         ],
     )?;
@@ -57,13 +59,26 @@ pub fn read(path: &Path) -> Result<Vec<LabelledRow>> {
     for batch in batches {
         let col = |i: usize| batch.column(i).clone();
         let ids = col(0);
-        let ids = ids.as_any().downcast_ref::<Int64Array>().context("row_id")?;
+        let ids = ids
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .context("row_id")?;
         let sentences = col(1);
-        let sentences = sentences.as_any().downcast_ref::<StringArray>().context("sentence")?;
+        let sentences = sentences
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .context("sentence")?;
         let labels = col(2);
-        let labels = labels.as_any().downcast_ref::<Int64Array>().context("label")?;
+        let labels = labels
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .context("label")?;
         for i in 0..batch.num_rows() {
-            rows.push(LabelledRow { row_id: ids.value(i), sentence: sentences.value(i).to_string(), label: labels.value(i) });
+            rows.push(LabelledRow {
+                row_id: ids.value(i),
+                sentence: sentences.value(i).to_string(),
+                label: labels.value(i),
+            });
         }
         debug_assert_eq!(ids.null_count(), 0);
     }
@@ -78,15 +93,27 @@ mod tests {
     fn round_trip_is_lossless_and_deterministic() {
         let dir = tempfile::tempdir().unwrap();
         let rows = vec![
-            LabelledRow { row_id: 3, sentence: "great, \"really\"\nfun".into(), label: 1 },
-            LabelledRow { row_id: 0, sentence: "ünïcödé".into(), label: 0 },
+            LabelledRow {
+                row_id: 3,
+                sentence: "great, \"really\"\nfun".into(),
+                label: 1,
+            },
+            LabelledRow {
+                row_id: 0,
+                sentence: "ünïcödé".into(),
+                label: 0,
+            },
         ];
         let prov = Provenance::stage("abc", "{}").with("classes", "[\"neg\",\"pos\"]");
         let (a, b) = (dir.path().join("a.parquet"), dir.path().join("b.parquet"));
         write(&a, &rows, &prov).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(1100));
         write(&b, &rows, &prov).unwrap();
-        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "bytes must not depend on time");
+        assert_eq!(
+            std::fs::read(&a).unwrap(),
+            std::fs::read(&b).unwrap(),
+            "bytes must not depend on time"
+        );
         assert_eq!(read(&a).unwrap(), rows);
         let meta = crate::read_metadata(&a).unwrap();
         assert!(meta.contains(&("stage_key".into(), "abc".into())));

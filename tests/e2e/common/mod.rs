@@ -19,7 +19,11 @@ pub struct Run {
 
 impl Run {
     pub fn ok(&self) -> &Self {
-        assert_eq!(self.code, 0, "command failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "command failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
     /// The outcome column of the stage's line in run-pipeline output.
@@ -39,7 +43,7 @@ impl Project {
     pub fn with_csv(csv_text: &[u8]) -> Project {
         let p = Project::empty();
         p.write_csv(csv_text);
-        p.write_config("[ingest]\ncsv = \"data/input.csv\"\n");
+        p.write_config(&format!("[ingest]\ncsv = \"data/input.csv\"\n{}", tiny_model()));
         p
     }
 
@@ -63,9 +67,15 @@ impl Project {
 
     /// Runs the CLI with `--config <project>/pipeline.toml`.
     pub fn cli(&self, args: &[&str]) -> Run {
+        self.cli_env(args, &[])
+    }
+
+    /// [`Project::cli`] with extra environment variables.
+    pub fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let config = self.path("pipeline.toml");
         let out: Output = Command::new(env!("CARGO_BIN_EXE_pipeline-cli"))
             .args(args)
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(&config)
             .current_dir(self.dir.path())
@@ -86,7 +96,11 @@ impl Project {
         if let Ok(rd) = fs::read_dir(root.join(".store")) {
             for stage in rd.flatten() {
                 for key in fs::read_dir(stage.path()).unwrap().flatten() {
-                    out.push(format!(".store/{}/{}", stage.file_name().to_string_lossy(), key.file_name().to_string_lossy()));
+                    out.push(format!(
+                        ".store/{}/{}",
+                        stage.file_name().to_string_lossy(),
+                        key.file_name().to_string_lossy()
+                    ));
                 }
             }
         }
@@ -99,17 +113,34 @@ impl Project {
             }
         }
         if let Ok(rd) = fs::read_dir(root.join(".tmp")) {
-            out.extend(rd.flatten().map(|e| format!(".tmp/{}", e.file_name().to_string_lossy())));
+            out.extend(
+                rd.flatten()
+                    .map(|e| format!(".tmp/{}", e.file_name().to_string_lossy())),
+            );
         }
         out.sort();
         out
     }
 }
 
+/// `[model]` for the tiny random BERT of ../shared/models: a real
+/// conversion and real embeddings, in a fraction of a second.
+pub fn tiny_model() -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/bert-tiny-random");
+    assert!(dir.is_dir(), "{} is missing: the tests need ../shared beside the checkout", dir.display());
+    format!("\n[model]\nsource = \"dir:{}\"\n", dir.canonicalize().unwrap().display())
+}
+
 /// A file of ../shared/data (the real datasets every machine and CI has).
 pub fn shared_data(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data").join(name);
-    assert!(path.is_file(), "{} is missing: the tests need ../shared/data beside the checkout", path.display());
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data")
+        .join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: the tests need ../shared/data beside the checkout",
+        path.display()
+    );
     path.canonicalize().unwrap()
 }
 
@@ -121,7 +152,11 @@ pub fn python() -> Command {
 
 /// Runs a Python script from tests/py (or inline with `-c`) and returns stdout.
 pub fn run_python(args: &[&str]) -> String {
-    let out = python().args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().expect("spawn python");
+    let out = python()
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("spawn python");
     assert!(
         out.status.success(),
         "python {args:?} failed (run the suite with `cargo xtask test`, which installs the oracles):\n{}",
@@ -131,5 +166,9 @@ pub fn run_python(args: &[&str]) -> String {
 }
 
 pub fn py_script(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("py").join(name).display().to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("py")
+        .join(name)
+        .display()
+        .to_string()
 }

@@ -1,0 +1,115 @@
+//! Model sources end to end: `hf:` against a local server that speaks the
+//! hub's protocol (HF_ENDPOINT), its offline cache (HF_HUB_OFFLINE), and
+//! `dir:` / `onnx:` giving the same converted model.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Child;
+
+use common::{Project, py_script, shared_data};
+
+struct FakeHub {
+    child: Child,
+    url: String,
+}
+
+impl Drop for FakeHub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Serves `root/<org>/<repo>/<files>` in the hub's URL layout.
+fn fake_hub(root: &Path) -> FakeHub {
+    let port_file = root.join("port");
+    let child = common::python().arg(py_script("fake_hub.py")).arg(root).arg(&port_file).spawn().expect("start fake hub");
+    for _ in 0..100 {
+        if let Ok(port) = fs::read_to_string(&port_file) {
+            return FakeHub { child, url: format!("http://127.0.0.1:{port}") };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("the fake hub did not start");
+}
+
+fn tiny_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/bert-tiny-random").canonicalize().unwrap()
+}
+
+fn project(source: &str) -> Project {
+    let p = Project::empty();
+    p.write_config(&format!(
+        "[ingest]\ncsv = {:?}\n\n[model]\nsource = {source:?}\n",
+        shared_data("uci_amazon_yelp.csv").display().to_string()
+    ));
+    p
+}
+
+fn model_onnx(p: &Project) -> Vec<u8> {
+    fs::read(p.path("artifacts/model/model.onnx")).unwrap()
+}
+
+#[test]
+fn hub_source_downloads_converts_and_works_offline() {
+    let hub_root = tempfile::tempdir().unwrap();
+    let repo = hub_root.path().join("test-org/tiny-bert");
+    fs::create_dir_all(&repo).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        fs::copy(tiny_dir().join(f), repo.join(f)).unwrap();
+    }
+    let hub = fake_hub(hub_root.path());
+    let hf_home = tempfile::tempdir().unwrap();
+    let home = hf_home.path().to_str().unwrap();
+
+    let p = project("hf:test-org/tiny-bert");
+    let run = p.cli_env(&["run-pipeline", "--until", "model"], &[("HF_ENDPOINT", &hub.url), ("HF_HOME", home)]);
+    assert_eq!(run.ok().outcome("model"), "ran");
+
+    // Same weights through dir: give the same graph, byte for byte.
+    let local = project(&format!("dir:{}", tiny_dir().display()));
+    local.cli(&["run-pipeline", "--until", "model"]).ok();
+    assert_eq!(model_onnx(&p), model_onnx(&local));
+
+    // Offline: served from HF_HOME's cache with the hub gone.
+    drop(hub);
+    let offline = project("hf:test-org/tiny-bert");
+    let run = offline.cli_env(&["run-pipeline", "--until", "model"], &[("HF_HUB_OFFLINE", "1"), ("HF_HOME", home)]);
+    assert_eq!(run.ok().outcome("model"), "ran");
+    assert_eq!(model_onnx(&offline), model_onnx(&local));
+
+    let missing = project("hf:test-org/no-such-model");
+    let run = missing.cli_env(&["status"], &[("HF_HUB_OFFLINE", "1"), ("HF_HOME", home)]);
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("hf:test-org/no-such-model") && run.stderr.contains("HF_HUB_OFFLINE"), "{}", run.stderr);
+}
+
+#[test]
+fn onnx_source_uses_a_ready_graph() {
+    // The PyTorch export of the tiny model, used as given.
+    let p = project(&format!("onnx:{}", tiny_dir().display()));
+    p.cli(&["run-pipeline"]).ok();
+    assert_eq!(model_onnx(&p), fs::read(tiny_dir().join("model.onnx")).unwrap());
+    let info: serde_json::Value = serde_json::from_slice(&fs::read(p.path("artifacts/model/model.json")).unwrap()).unwrap();
+    assert_eq!(info["hidden_size"], 64);
+    assert_eq!(info["has_pooler"], true);
+    assert!(p.path("artifacts/embed/train.parquet").is_file());
+}
+
+#[test]
+fn bad_model_sources_are_clear_errors() {
+    let cases = [
+        ("bert-base-uncased", "expected hf:<repo>"),
+        ("dir:/nonexistent/model", "config.json is missing"),
+        ("onnx:/nonexistent/model", "model.onnx is missing"),
+    ];
+    for (source, expect) in cases {
+        let p = project(source);
+        let run = p.cli(&["run-pipeline"]);
+        assert_ne!(run.code, 0, "{source}");
+        assert!(run.stderr.contains(expect), "{source}: {}", run.stderr);
+        assert!(p.artifact_entries().is_empty(), "{source}: {:?}", p.artifact_entries());
+    }
+}
