@@ -113,3 +113,23 @@ fn bad_model_sources_are_clear_errors() {
         assert!(p.artifact_entries().is_empty(), "{source}: {:?}", p.artifact_entries());
     }
 }
+
+/// `device = "cuda"` where CUDA cannot run is an error that says so, not a
+/// silent fall-back to the CPU; `auto` falls back with a visible warning.
+#[test]
+fn cuda_device_fails_clearly_without_cuda() {
+    let p = Project::with_csv(shared_data_text("uci_amazon_yelp.csv").as_bytes());
+    p.cli(&["run-pipeline", "--set", "embed.device=\"cpu\""]).ok();
+    // The CPU build of ONNX Runtime the first run installed: its CUDA
+    // provider cannot register on any machine.
+    let lib = model::pypi::cache_dir().join("onnxruntime-1.32.0/libonnxruntime.so.1.32.0");
+    let lib = std::env::var("ORT_DYLIB_PATH").unwrap_or_else(|_| lib.display().to_string());
+    let run = p.cli_env(&["run-pipeline", "--set", "embed.device=\"cuda\""], &[("ORT_DYLIB_PATH", &lib)]);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert!(run.stderr.contains("CUDA execution provider could not be used"), "{}", run.stderr);
+    assert_eq!(fs::read_dir(p.path("artifacts/.store/embed")).unwrap().count(), 1, "no new embed result");
+}
+
+fn shared_data_text(name: &str) -> String {
+    fs::read_to_string(shared_data(name)).unwrap()
+}

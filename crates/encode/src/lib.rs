@@ -88,48 +88,32 @@ impl SentenceTokenizer {
         self.plain.get_vocab_size(true)
     }
 
-    /// Full-length token counts (for choosing `max_len`).
-    pub fn lengths(&self, sentences: &[String]) -> Result<Vec<usize>> {
-        let encodings = self
-            .plain
-            .encode_batch(sentences.to_vec(), true)
-            .map_err(|e| anyhow!("tokenizer: {e}"))?;
-        Ok(encodings.iter().map(|e| e.get_ids().len()).collect())
+    /// Full-length ids of each sentence (special tokens included).
+    pub fn tokenize(&self, sentences: &[String]) -> Result<Vec<Vec<u32>>> {
+        let encodings = self.plain.encode_batch(sentences.to_vec(), true).map_err(|e| anyhow!("tokenizer: {e}"))?;
+        Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
     }
 
-    /// Tokens of each sentence, truncated to `max_len` exactly as the
-    /// tokenizer's own truncation does it (special tokens kept).
-    pub fn encode(&self, sentences: &[String], max_len: usize) -> Result<Vec<Tokens>> {
-        let full = self
-            .plain
-            .encode_batch(sentences.to_vec(), true)
-            .map_err(|e| anyhow!("tokenizer: {e}"))?;
-        let long: Vec<usize> = (0..full.len())
-            .filter(|&i| full[i].get_ids().len() > max_len)
-            .collect();
+    /// `full` (from [`Self::tokenize`]) cut to `max_len` exactly as the
+    /// tokenizer's own truncation does it (special tokens kept): sentences
+    /// that are too long are encoded again with truncation on.
+    pub fn truncate(&self, sentences: &[String], full: Vec<Vec<u32>>, max_len: usize) -> Result<Vec<Tokens>> {
+        let long: Vec<usize> = (0..full.len()).filter(|&i| full[i].len() > max_len).collect();
         let mut truncated = std::collections::HashMap::new();
         if !long.is_empty() {
             let mut t = self.plain.clone();
-            t.with_truncation(Some(TruncationParams {
-                max_length: max_len,
-                ..Default::default()
-            }))
-            .map_err(|e| anyhow!("tokenizer truncation to {max_len}: {e}"))?;
+            t.with_truncation(Some(TruncationParams { max_length: max_len, ..Default::default() }))
+                .map_err(|e| anyhow!("tokenizer truncation to {max_len}: {e}"))?;
             let texts: Vec<String> = long.iter().map(|&i| sentences[i].clone()).collect();
-            let enc = t
-                .encode_batch(texts, true)
-                .map_err(|e| anyhow!("tokenizer: {e}"))?;
+            let enc = t.encode_batch(texts, true).map_err(|e| anyhow!("tokenizer: {e}"))?;
             for (i, e) in long.iter().zip(enc) {
                 truncated.insert(*i, e.get_ids().to_vec());
             }
         }
         Ok(full
-            .iter()
+            .into_iter()
             .enumerate()
-            .map(|(i, e)| Tokens {
-                n_tokens: e.get_ids().len(),
-                ids: truncated.remove(&i).unwrap_or_else(|| e.get_ids().to_vec()),
-            })
+            .map(|(i, ids)| Tokens { n_tokens: ids.len(), ids: truncated.remove(&i).unwrap_or(ids) })
             .collect())
     }
 }
@@ -255,7 +239,9 @@ pub fn run(
     let sentences = |rows: &[tables::splits::LabelledRow]| {
         rows.iter().map(|r| r.sentence.clone()).collect::<Vec<_>>()
     };
-    let train_lengths = tok.lengths(&sentences(&tables[0]))?;
+    let texts: Vec<Vec<String>> = tables.iter().map(|rows| sentences(rows)).collect();
+    let full: Vec<Vec<Vec<u32>>> = texts.iter().map(|t| tok.tokenize(t)).collect::<Result<_>>()?;
+    let train_lengths: Vec<usize> = full[0].iter().map(Vec::len).collect();
     let (max_len, rule) = choose_max_len(params, &train_lengths, model_max_positions)?;
     let provenance = provenance
         .with("max_len", max_len.to_string())
@@ -265,8 +251,8 @@ pub fn run(
         max_len,
         notes: vec![format!("max_len {max_len} ({rule})")],
     };
-    for (i, rows) in tables.iter().enumerate() {
-        let tokens = tok.encode(&sentences(rows), max_len)?;
+    for (i, (rows, full)) in tables.iter().zip(full).enumerate() {
+        let tokens = tok.truncate(&texts[i], full, max_len)?;
         let truncated = tokens.iter().filter(|t| t.n_tokens > max_len).count();
         let encoded: Vec<tables::encoded::EncodedRow> = rows
             .iter()
