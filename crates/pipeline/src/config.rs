@@ -17,6 +17,8 @@ pub struct PipelineConfig {
     pub encode: encode::EncodeParams,
     #[serde(default)]
     pub embed: embed::EmbedParams,
+    #[serde(default)]
+    pub head: head::HeadParams,
 }
 
 /// `[model]`: where the BERT model comes from.

@@ -28,6 +28,10 @@ pub fn build_pipeline(loaded: &Loaded) -> Result<Pipeline> {
         Box::new(EmbedStage {
             params: config.embed.clone(),
         }),
+        Box::new(HeadStage {
+            params: config.head.clone(),
+        }),
+        Box::new(ReportStage),
     ])
 }
 
@@ -210,6 +214,75 @@ impl Stage for EmbedStage {
             provenance(ctx),
         )?;
         summary.notes.into_iter().for_each(|n| ctx.note(n));
+        Ok(())
+    }
+}
+
+struct HeadStage {
+    params: head::HeadParams,
+}
+
+impl Stage for HeadStage {
+    fn name(&self) -> &str {
+        "head"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn params(&self) -> Value {
+        key_params(&self.params, &[])
+    }
+    fn inputs(&self) -> Vec<Input> {
+        let mut inputs = split_inputs("embed");
+        // The class list (its metadata) fixes K even if a class is absent from a split.
+        inputs.push(Input::stage("ingest", "train.parquet"));
+        inputs
+    }
+    fn outputs(&self) -> Vec<String> {
+        names(&head::OUTPUTS)
+    }
+    fn run(&self, ctx: &mut RunContext) -> Result<()> {
+        let classes = class_names(ctx)?;
+        let notes = head::run(&self.params, split_paths(ctx, "embed"), classes.len(), ctx.out_dir(), provenance(ctx))?;
+        notes.into_iter().for_each(|n| ctx.note(n));
+        Ok(())
+    }
+}
+
+/// Class names (index = class id) from the ingest split's metadata.
+fn class_names(ctx: &RunContext) -> Result<Vec<String>> {
+    let meta = tables::read_metadata(ctx.input("ingest/train.parquet"))?;
+    meta.iter()
+        .find(|(k, _)| k == "classes")
+        .map(|(_, v)| serde_json::from_str(v))
+        .transpose()?
+        .ok_or_else(|| anyhow::anyhow!("ingest/train.parquet has no classes metadata"))
+}
+
+/// Test predictions -> scikit-learn-format classification report, metrics.json.
+struct ReportStage;
+
+impl Stage for ReportStage {
+    fn name(&self) -> &str {
+        "report"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn params(&self) -> Value {
+        serde_json::json!({})
+    }
+    fn inputs(&self) -> Vec<Input> {
+        vec![Input::stage("head", "test_predictions.parquet"), Input::stage("ingest", "train.parquet")]
+    }
+    fn outputs(&self) -> Vec<String> {
+        names(&report::OUTPUTS)
+    }
+    fn run(&self, ctx: &mut RunContext) -> Result<()> {
+        let classes = class_names(ctx)?;
+        let (labels, preds) = tables::training::read_predictions(ctx.input("head/test_predictions.parquet"))?;
+        let text = report::run(&labels, &preds, &classes, ctx.out_dir())?;
+        ctx.note(format!("test split classification report:\n{}", text.trim_end()));
         Ok(())
     }
 }

@@ -9,5 +9,6 @@ pub mod encoded;
 pub mod features;
 mod io;
 pub mod splits;
+pub mod training;
 
 pub use io::{Provenance, read_metadata};

@@ -1,0 +1,212 @@
+//! The training loop.
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+use tables::features::FeatureTable;
+
+use crate::model::{Head, HeadShape};
+
+/// `[head]` in pipeline.toml.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadParams {
+    #[serde(default = "d_lr")]
+    pub learning_rate: f64,
+    #[serde(default = "d_epochs")]
+    pub epochs: usize,
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    #[serde(default = "d_hidden")]
+    pub hidden: usize,
+    #[serde(default = "d_dropout")]
+    pub dropout: f64,
+    /// AdamW's decoupled weight decay (the tutorial's transformers AdamW: 0).
+    #[serde(default)]
+    pub weight_decay: f64,
+    #[serde(default = "d_clip")]
+    pub clip_grad_norm: f64,
+    #[serde(default = "d_seed")]
+    pub seed: u64,
+    #[serde(default)]
+    pub backend: Backend,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// burn's flex backend: pure-Rust CPU, deterministic for a seed.
+    #[default]
+    Cpu,
+    /// burn-wgpu (build with the `wgpu` feature).
+    Wgpu,
+}
+
+fn d_lr() -> f64 {
+    1e-5
+}
+fn d_epochs() -> usize {
+    10
+}
+fn d_batch() -> usize {
+    32
+}
+fn d_hidden() -> usize {
+    512
+}
+fn d_dropout() -> f64 {
+    0.2
+}
+fn d_clip() -> f64 {
+    1.0
+}
+fn d_seed() -> u64 {
+    2021
+}
+
+impl Default for HeadParams {
+    fn default() -> Self {
+        serde_json::from_str("{}").expect("defaults")
+    }
+}
+
+/// One epoch's figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Epoch {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub val_accuracy: f64,
+    pub seconds: f64,
+}
+
+pub struct TrainSummary {
+    pub history: Vec<Epoch>,
+    pub best_epoch: usize,
+    /// Test-split class probabilities, row-major [rows × classes].
+    pub test_probabilities: Vec<f32>,
+    pub head: Head,
+    pub shape: HeadShape,
+}
+
+/// scikit-learn's `compute_class_weight('balanced')`: n / (K · count_k).
+pub fn class_weights(labels: &[i64], classes: usize) -> Result<Vec<f32>> {
+    let mut counts = vec![0usize; classes];
+    for &l in labels {
+        if l < 0 || l as usize >= classes {
+            bail!("label {l} outside 0..{}", classes - 1);
+        }
+        counts[l as usize] += 1;
+    }
+    if let Some(k) = counts.iter().position(|&c| c == 0) {
+        bail!("class {k} has no training rows; class weights are undefined");
+    }
+    let n = labels.len() as f64;
+    Ok(counts.iter().map(|&c| (n / (classes as f64 * c as f64)) as f32).collect())
+}
+
+fn device(backend: Backend) -> Result<Device> {
+    match backend {
+        Backend::Cpu => Ok(Device::flex()),
+        #[cfg(feature = "wgpu")]
+        Backend::Wgpu => Ok(Device::wgpu(Default::default())),
+        #[cfg(not(feature = "wgpu"))]
+        Backend::Wgpu => bail!("head.backend = \"wgpu\" needs a build with the `wgpu` feature (cargo xtask ... built with --features head/wgpu)"),
+    }
+}
+
+fn batch_tensor(table: &FeatureTable, rows: &[usize], device: &Device) -> (Tensor<2>, Tensor<1, Int>) {
+    let h = table.hidden;
+    let mut x = Vec::with_capacity(rows.len() * h);
+    for &r in rows {
+        x.extend_from_slice(&table.features[r * h..(r + 1) * h]);
+    }
+    let y: Vec<i64> = rows.iter().map(|&r| table.labels[r]).collect();
+    (
+        Tensor::from_data(TensorData::new(x, [rows.len(), h]), device),
+        Tensor::from_data(TensorData::new(y, [rows.len()]), device),
+    )
+}
+
+/// Trains on `train`, selects by `val` loss, predicts `test`.
+pub fn train(params: &HeadParams, classes: usize, train: &FeatureTable, val: &FeatureTable, test: &FeatureTable, progress: &indicatif::ProgressBar) -> Result<TrainSummary> {
+    if params.batch_size == 0 || params.epochs == 0 {
+        bail!("head.batch_size and head.epochs must be positive");
+    }
+    let base = device(params.backend)?;
+    base.seed(params.seed);
+    let ad = base.clone().autodiff();
+    let shape = HeadShape { input: train.hidden, hidden: params.hidden, classes };
+    let mut head = Head::new(shape, params.dropout, &ad);
+    let weights = class_weights(&train.labels, classes)?;
+    let loss_fn = CrossEntropyLossConfig::new().with_weights(Some(weights.clone())).init(&ad);
+    let val_loss_fn = CrossEntropyLossConfig::new().with_weights(Some(weights.clone())).init(&base);
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(params.weight_decay as f32)
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(params.clip_grad_norm as f32)))
+        .init();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(params.seed);
+    let mut order: Vec<usize> = (0..train.labels.len()).collect();
+    let mut history = Vec::new();
+    let mut best: Option<(f64, usize, Head)> = None;
+    progress.set_length((params.epochs * train.labels.len().div_ceil(params.batch_size)) as u64);
+    for epoch in 1..=params.epochs {
+        let started = Instant::now();
+        order.shuffle(&mut rng);
+        let mut total = 0.0;
+        let mut batches = 0;
+        for rows in order.chunks(params.batch_size) {
+            let (x, y) = batch_tensor(train, rows, &ad);
+            // The head outputs log-probabilities; cross-entropy over them is the NLL.
+            let loss = loss_fn.forward(head.forward(x), y);
+            total += loss.clone().into_scalar::<f32>() as f64;
+            batches += 1;
+            let grads = GradientsParams::from_grads(loss.backward(), &head);
+            head = optim.step(params.learning_rate, head, grads);
+            progress.inc(1);
+        }
+        let eval = head.valid();
+        let (val_loss, val_accuracy, _) = evaluate(&eval, &val_loss_fn, &weights, val, &base);
+        history.push(Epoch { epoch, train_loss: total / batches as f64, val_loss, val_accuracy, seconds: started.elapsed().as_secs_f64() });
+        if best.as_ref().is_none_or(|(b, _, _)| val_loss < *b) {
+            best = Some((val_loss, epoch, eval));
+        }
+    }
+    let (_, best_epoch, best_head) = best.expect("at least one epoch");
+    let (_, _, test_probabilities) = evaluate(&best_head, &val_loss_fn, &weights, test, &base);
+    Ok(TrainSummary { history, best_epoch, test_probabilities, head: best_head, shape })
+}
+
+/// (class-weighted NLL, accuracy, probabilities) over a whole split: the
+/// weighted mean over all rows, Σ w_y·nll / Σ w_y, as PyTorch's NLLLoss.
+fn evaluate(head: &Head, loss_fn: &burn::nn::loss::CrossEntropyLoss, weights: &[f32], table: &FeatureTable, device: &Device) -> (f64, f64, Vec<f32>) {
+    let rows: Vec<usize> = (0..table.labels.len()).collect();
+    let mut loss_sum = 0.0;
+    let mut weight_sum = 0.0;
+    let mut correct = 0usize;
+    let mut probs = Vec::new();
+    for chunk in rows.chunks(1024) {
+        let (x, y) = batch_tensor(table, chunk, device);
+        let logp = head.forward(x);
+        let w: f64 = chunk.iter().map(|&r| weights[table.labels[r] as usize] as f64).sum();
+        loss_sum += loss_fn.forward(logp.clone(), y).into_scalar::<f32>() as f64 * w;
+        weight_sum += w;
+        let p: Vec<f32> = logp.exp().into_data().try_to_vec::<f32>().expect("f32 probabilities");
+        let k = p.len() / chunk.len();
+        for (i, &r) in chunk.iter().enumerate() {
+            let row = &p[i * k..(i + 1) * k];
+            let pred = (0..k).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap_or(0);
+            correct += usize::from(pred as i64 == table.labels[r]);
+        }
+        probs.extend(p);
+    }
+    (loss_sum / weight_sum.max(1.0), correct as f64 / table.labels.len().max(1) as f64, probs)
+}
+

@@ -1,0 +1,94 @@
+//! `head/history.parquet` and `head/test_predictions.parquet`.
+//!
+//! history: `epoch` int32, `train_loss` float64, `val_loss` float64,
+//! `val_accuracy` float64, `seconds` float64; metadata `best_epoch`.
+//!
+//! test_predictions: `row_id` int64, `label` int64, `pred` int64,
+//! `probabilities` fixed_size_list<float32>[K] (class order = class ids);
+//! rows in the order of the test split. Metadata `classes`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Result;
+use arrow::array::{FixedSizeListArray, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema};
+
+use crate::io::{Provenance, write_batch};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochRow {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub val_accuracy: f64,
+    pub seconds: f64,
+}
+
+pub fn write_history(path: &Path, rows: &[EpochRow], provenance: &Provenance) -> Result<()> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("epoch", DataType::Int32, false),
+        Field::new("train_loss", DataType::Float64, false),
+        Field::new("val_loss", DataType::Float64, false),
+        Field::new("val_accuracy", DataType::Float64, false),
+        Field::new("seconds", DataType::Float64, false),
+    ]));
+    let f64s = |f: fn(&EpochRow) -> f64| Arc::new(Float64Array::from_iter_values(rows.iter().map(f)));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.epoch as i32))),
+            f64s(|r| r.train_loss),
+            f64s(|r| r.val_loss),
+            f64s(|r| r.val_accuracy),
+            f64s(|r| r.seconds),
+        ],
+    )?;
+    write_batch(path, schema, batch, provenance)
+}
+
+pub fn write_predictions(
+    path: &Path,
+    row_ids: &[i64],
+    labels: &[i64],
+    probabilities: &[f32],
+    classes: usize,
+    provenance: &Provenance,
+) -> Result<()> {
+    let preds: Vec<i64> = probabilities
+        .chunks(classes)
+        .map(|p| (0..classes).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(0) as i64)
+        .collect();
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("row_id", DataType::Int64, false),
+        Field::new("label", DataType::Int64, false),
+        Field::new("pred", DataType::Int64, false),
+        Field::new("probabilities", DataType::FixedSizeList(item.clone(), classes as i32), false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(row_ids.to_vec())),
+            Arc::new(Int64Array::from(labels.to_vec())),
+            Arc::new(Int64Array::from(preds)),
+            Arc::new(FixedSizeListArray::try_new(item, classes as i32, Arc::new(Float32Array::from(probabilities.to_vec())), None)?),
+        ],
+    )?;
+    write_batch(path, schema, batch, provenance)
+}
+
+/// (labels, preds) of a test_predictions file.
+pub fn read_predictions(path: &Path) -> Result<(Vec<i64>, Vec<i64>)> {
+    let (batches, _) = crate::io::read_batches(path)?;
+    let (mut labels, mut preds) = (Vec::new(), Vec::new());
+    for batch in batches {
+        let col = |name: &str| -> Result<Int64Array> {
+            let c = batch.column_by_name(name).ok_or_else(|| anyhow::anyhow!("{}: no {name} column", path.display()))?;
+            c.as_any().downcast_ref::<Int64Array>().cloned().ok_or_else(|| anyhow::anyhow!("{name} is not int64"))
+        };
+        labels.extend(col("label")?.values().iter());
+        preds.extend(col("pred")?.values().iter());
+    }
+    Ok((labels, preds))
+}
