@@ -205,7 +205,11 @@ fn cases() -> Vec<Case> {
 
 fn config_for(case: &Case) -> String {
     // Tables in `case.config` must come after the plain keys.
-    format!("[ingest]\ncsv = \"data/input.csv\"\n{}{}", case.config, common::tiny_model())
+    format!(
+        "[ingest]\ncsv = \"data/input.csv\"\n{}{}",
+        case.config,
+        common::tiny_model()
+    )
 }
 
 #[test]
@@ -242,7 +246,10 @@ fn every_bad_input_fails_clearly_and_leaves_no_artifact() {
         }
         // The store stays usable: fix the input, run again.
         p.write_csv(format!("sentence,label\n{}", rows(10, 2)).as_bytes());
-        p.write_config(&format!("[ingest]\ncsv = \"data/input.csv\"\n{}", common::tiny_model()));
+        p.write_config(&format!(
+            "[ingest]\ncsv = \"data/input.csv\"\n{}",
+            common::tiny_model()
+        ));
         let good = p.cli(&["run-pipeline"]);
         if good.code != 0 {
             failures.push(format!(
@@ -282,7 +289,10 @@ fn tolerated_inputs_are_read_correctly() {
         rows(10, 2).replace('\n', "\r\n")
     );
     let p = Project::with_csv(body.as_bytes());
-    p.write_config(&format!("[ingest]\ncsv = \"data/input.csv\"\nempty_sentences = \"drop\"\n{}", common::tiny_model()));
+    p.write_config(&format!(
+        "[ingest]\ncsv = \"data/input.csv\"\nempty_sentences = \"drop\"\n{}",
+        common::tiny_model()
+    ));
     let run = p.cli(&["run-pipeline"]);
     run.ok();
     assert!(

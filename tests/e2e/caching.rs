@@ -6,7 +6,7 @@ use std::fs;
 
 use common::{Project, shared_data};
 
-const STAGES: [&str; 4] = ["ingest", "model", "encode", "embed"];
+const STAGES: [&str; 6] = ["ingest", "model", "encode", "embed", "head", "report"];
 
 fn uci_project() -> Project {
     let p = Project::empty();
@@ -47,7 +47,11 @@ fn first_run_runs_all_second_none_change_reruns_revert_restores() {
     changed.ok();
     for stage in STAGES {
         let expected = if stage == "model" { "cached" } else { "ran" };
-        assert_eq!(changed.outcome(stage), expected, "{stage} after an ingest change");
+        assert_eq!(
+            changed.outcome(stage),
+            expected,
+            "{stage} after an ingest change"
+        );
     }
     assert!(
         changed.stdout.contains("ingest.seed changed: 2021 -> 7"),
@@ -57,8 +61,12 @@ fn first_run_runs_all_second_none_change_reruns_revert_restores() {
 
     let reverted = p.cli(&["run-pipeline"]);
     reverted.ok();
-    for stage in ["ingest", "encode", "embed"] {
-        assert_eq!(reverted.outcome(stage), "restored", "{stage}: reverting must be served from the store");
+    for stage in ["ingest", "encode", "embed", "head", "report"] {
+        assert_eq!(
+            reverted.outcome(stage),
+            "restored",
+            "{stage}: reverting must be served from the store"
+        );
     }
     let lock = fs::read_to_string(p.path("artifacts/pipeline.lock")).unwrap();
     assert!(lock.contains("seed = 2021"), "{lock}");
@@ -104,10 +112,10 @@ fn artifacts_flag_and_gc() {
     let entries_before = p.artifact_entries();
     p.cli(&["gc"]).ok();
     let entries_after = p.artifact_entries();
-    // The seed=2021 results of ingest, encode and embed; model is shared.
+    // The seed=2021 results of ingest, encode, embed, head, report; model is shared.
     assert_eq!(
         entries_before.len(),
-        entries_after.len() + 3,
+        entries_after.len() + 5,
         "{entries_before:?} -> {entries_after:?}"
     );
     assert_eq!(
@@ -198,23 +206,40 @@ fn a_second_concurrent_run_waits_or_says_why_it_cannot() {
 fn each_parameter_reruns_exactly_its_downstream() {
     let p = uci_project();
     p.cli(&["run-pipeline"]).ok();
-    let cases: [(&str, &[&str]); 3] = [
-        ("encode.max_len=12", &["encode", "embed"]),
-        ("embed.pooling=\"mean\"", &["embed"]),
-        ("model.ops=\"standard\"", &["model", "embed"]),
+    let cases: [(&str, &[&str]); 4] = [
+        ("encode.max_len=12", &["encode", "embed", "head", "report"]),
+        ("embed.pooling=\"mean\"", &["embed", "head", "report"]),
+        (
+            "model.ops=\"standard\"",
+            &["model", "embed", "head", "report"],
+        ),
+        ("head.epochs=2", &["head", "report"]),
     ];
     for (set, rerun) in cases {
         p.cli(&["run-pipeline"]).ok(); // back to the baseline
         let run = p.cli(&["run-pipeline", "--set", set]);
         run.ok();
         for stage in STAGES {
-            let expected = if rerun.contains(&stage) { "ran" } else { "cached" };
-            assert_eq!(run.outcome(stage), expected, "{stage} after --set {set}:\n{}", run.stdout);
+            let expected = if rerun.contains(&stage) {
+                "ran"
+            } else {
+                "cached"
+            };
+            assert_eq!(
+                run.outcome(stage),
+                expected,
+                "{stage} after --set {set}:\n{}",
+                run.stdout
+            );
         }
     }
     // model.ops changes model.onnx but not tokenizer.json/model.json: encode
     // stays cached (early cutoff on its unchanged inputs).
     p.cli(&["run-pipeline"]).ok();
     let speed_only = p.cli(&["run-pipeline", "--set", "embed.batch_tokens=64"]);
-    assert_eq!(speed_only.ok().outcome("embed"), "cached", "batch size never changes features");
+    assert_eq!(
+        speed_only.ok().outcome("embed"),
+        "cached",
+        "batch size never changes features"
+    );
 }

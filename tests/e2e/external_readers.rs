@@ -53,7 +53,11 @@ print(json.dumps(res))
 /// open in pyarrow and duckdb with H float32 per row.
 #[test]
 fn token_ids_match_python_tokenizers_and_features_are_readable() {
-    for (csv, max_len) in [("uci_amazon_yelp.csv", "17"), ("uci_amazon_yelp.csv", "\"auto\""), ("sst2_train.csv", "17")] {
+    for (csv, max_len) in [
+        ("uci_amazon_yelp.csv", "17"),
+        ("uci_amazon_yelp.csv", "\"auto\""),
+        ("sst2_train.csv", "17"),
+    ] {
         let p = Project::empty();
         p.write_config(&format!(
             "[ingest]\ncsv = {:?}\n{}\n[encode]\nmax_len = {max_len}\n",
@@ -97,7 +101,11 @@ print(json.dumps(res))
             let s = &res[split];
             assert_eq!(
                 s["schema"],
-                serde_json::json!(["row_id:int64", "label:int64", "features:fixed_size_list<item: float not null>[64]"]),
+                serde_json::json!([
+                    "row_id:int64",
+                    "label:int64",
+                    "features:fixed_size_list<item: float not null>[64]"
+                ]),
                 "{res}"
             );
             assert_eq!(s["duckdb"][0], s["rows"]);
@@ -105,4 +113,51 @@ print(json.dumps(res))
             assert_eq!(s["same_order"], true);
         }
     }
+}
+
+/// The pipeline's report file is scikit-learn's classification_report of
+/// its own test predictions, byte for byte; history and predictions open in
+/// pyarrow with the documented shape.
+#[test]
+fn report_equals_sklearn_on_the_pipelines_predictions() {
+    let p = Project::empty();
+    p.write_config(&format!(
+        "[ingest]\ncsv = {:?}\n{}\n[head]\nlearning_rate = 0.001\nepochs = 3\n",
+        shared_data("uci_amazon_yelp.csv").display().to_string(),
+        common::tiny_model()
+    ));
+    p.cli(&["run-pipeline"]).ok();
+    let out = run_python(&[
+        "-c",
+        r#"
+import json, sys, warnings, pyarrow.parquet as pq
+from sklearn.metrics import classification_report
+warnings.simplefilter("ignore")
+a = sys.argv[1]
+pred = pq.read_table(f"{a}/head/test_predictions.parquet").to_pydict()
+classes = json.loads(pq.read_table(f"{a}/ingest/train.parquet").schema.metadata[b"classes"])
+want = classification_report(pred["label"], pred["pred"], labels=list(range(len(classes))), target_names=classes)
+got = open(f"{a}/report/classification_report.txt").read()
+hist = pq.read_table(f"{a}/head/history.parquet")
+probs_ok = all(abs(sum(p) - 1) < 1e-4 and max(range(len(p)), key=p.__getitem__) == q for p, q in zip(pred["probabilities"], pred["pred"]))
+print(json.dumps({"equal": want == got, "want": want, "got": got, "epochs": hist.num_rows,
+                  "columns": hist.column_names, "rows": len(pred["row_id"]), "probs_ok": probs_ok}))
+"#,
+        p.path("artifacts").to_str().unwrap(),
+    ]);
+    let res: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        res["equal"],
+        true,
+        "{}\nvs\n{}",
+        res["got"].as_str().unwrap(),
+        res["want"].as_str().unwrap()
+    );
+    assert_eq!(res["epochs"], 3);
+    assert_eq!(
+        res["columns"],
+        serde_json::json!(["epoch", "train_loss", "val_loss", "val_accuracy", "seconds"])
+    );
+    assert_eq!(res["rows"], 300);
+    assert_eq!(res["probs_ok"], true);
 }

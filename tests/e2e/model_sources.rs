@@ -25,10 +25,18 @@ impl Drop for FakeHub {
 /// Serves `root/<org>/<repo>/<files>` in the hub's URL layout.
 fn fake_hub(root: &Path) -> FakeHub {
     let port_file = root.join("port");
-    let child = common::python().arg(py_script("fake_hub.py")).arg(root).arg(&port_file).spawn().expect("start fake hub");
+    let child = common::python()
+        .arg(py_script("fake_hub.py"))
+        .arg(root)
+        .arg(&port_file)
+        .spawn()
+        .expect("start fake hub");
     for _ in 0..100 {
         if let Ok(port) = fs::read_to_string(&port_file) {
-            return FakeHub { child, url: format!("http://127.0.0.1:{port}") };
+            return FakeHub {
+                child,
+                url: format!("http://127.0.0.1:{port}"),
+            };
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
@@ -36,7 +44,10 @@ fn fake_hub(root: &Path) -> FakeHub {
 }
 
 fn tiny_dir() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/bert-tiny-random").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/models/bert-tiny-random")
+        .canonicalize()
+        .unwrap()
 }
 
 fn project(source: &str) -> Project {
@@ -65,7 +76,10 @@ fn hub_source_downloads_converts_and_works_offline() {
     let home = hf_home.path().to_str().unwrap();
 
     let p = project("hf:test-org/tiny-bert");
-    let run = p.cli_env(&["run-pipeline", "--until", "model"], &[("HF_ENDPOINT", &hub.url), ("HF_HOME", home)]);
+    let run = p.cli_env(
+        &["run-pipeline", "--until", "model"],
+        &[("HF_ENDPOINT", &hub.url), ("HF_HOME", home)],
+    );
     assert_eq!(run.ok().outcome("model"), "ran");
 
     // Same weights through dir: give the same graph, byte for byte.
@@ -76,14 +90,21 @@ fn hub_source_downloads_converts_and_works_offline() {
     // Offline: served from HF_HOME's cache with the hub gone.
     drop(hub);
     let offline = project("hf:test-org/tiny-bert");
-    let run = offline.cli_env(&["run-pipeline", "--until", "model"], &[("HF_HUB_OFFLINE", "1"), ("HF_HOME", home)]);
+    let run = offline.cli_env(
+        &["run-pipeline", "--until", "model"],
+        &[("HF_HUB_OFFLINE", "1"), ("HF_HOME", home)],
+    );
     assert_eq!(run.ok().outcome("model"), "ran");
     assert_eq!(model_onnx(&offline), model_onnx(&local));
 
     let missing = project("hf:test-org/no-such-model");
     let run = missing.cli_env(&["status"], &[("HF_HUB_OFFLINE", "1"), ("HF_HOME", home)]);
     assert_ne!(run.code, 0);
-    assert!(run.stderr.contains("hf:test-org/no-such-model") && run.stderr.contains("HF_HUB_OFFLINE"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("hf:test-org/no-such-model") && run.stderr.contains("HF_HUB_OFFLINE"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -91,8 +112,12 @@ fn onnx_source_uses_a_ready_graph() {
     // The PyTorch export of the tiny model, used as given.
     let p = project(&format!("onnx:{}", tiny_dir().display()));
     p.cli(&["run-pipeline"]).ok();
-    assert_eq!(model_onnx(&p), fs::read(tiny_dir().join("model.onnx")).unwrap());
-    let info: serde_json::Value = serde_json::from_slice(&fs::read(p.path("artifacts/model/model.json")).unwrap()).unwrap();
+    assert_eq!(
+        model_onnx(&p),
+        fs::read(tiny_dir().join("model.onnx")).unwrap()
+    );
+    let info: serde_json::Value =
+        serde_json::from_slice(&fs::read(p.path("artifacts/model/model.json")).unwrap()).unwrap();
     assert_eq!(info["hidden_size"], 64);
     assert_eq!(info["has_pooler"], true);
     assert!(p.path("artifacts/embed/train.parquet").is_file());
@@ -110,7 +135,11 @@ fn bad_model_sources_are_clear_errors() {
         let run = p.cli(&["run-pipeline"]);
         assert_ne!(run.code, 0, "{source}");
         assert!(run.stderr.contains(expect), "{source}: {}", run.stderr);
-        assert!(p.artifact_entries().is_empty(), "{source}: {:?}", p.artifact_entries());
+        assert!(
+            p.artifact_entries().is_empty(),
+            "{source}: {:?}",
+            p.artifact_entries()
+        );
     }
 }
 
@@ -119,15 +148,30 @@ fn bad_model_sources_are_clear_errors() {
 #[test]
 fn cuda_device_fails_clearly_without_cuda() {
     let p = Project::with_csv(shared_data_text("uci_amazon_yelp.csv").as_bytes());
-    p.cli(&["run-pipeline", "--set", "embed.device=\"cpu\""]).ok();
+    p.cli(&["run-pipeline", "--set", "embed.device=\"cpu\""])
+        .ok();
     // The CPU build of ONNX Runtime the first run installed: its CUDA
     // provider cannot register on any machine.
     let lib = model::pypi::cache_dir().join("onnxruntime-1.32.0/libonnxruntime.so.1.32.0");
     let lib = std::env::var("ORT_DYLIB_PATH").unwrap_or_else(|_| lib.display().to_string());
-    let run = p.cli_env(&["run-pipeline", "--set", "embed.device=\"cuda\""], &[("ORT_DYLIB_PATH", &lib)]);
+    let run = p.cli_env(
+        &["run-pipeline", "--set", "embed.device=\"cuda\""],
+        &[("ORT_DYLIB_PATH", &lib)],
+    );
     assert_ne!(run.code, 0, "{}", run.stdout);
-    assert!(run.stderr.contains("CUDA execution provider could not be used"), "{}", run.stderr);
-    assert_eq!(fs::read_dir(p.path("artifacts/.store/embed")).unwrap().count(), 1, "no new embed result");
+    assert!(
+        run.stderr
+            .contains("CUDA execution provider could not be used"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        fs::read_dir(p.path("artifacts/.store/embed"))
+            .unwrap()
+            .count(),
+        1,
+        "no new embed result"
+    );
 }
 
 fn shared_data_text(name: &str) -> String {

@@ -96,7 +96,10 @@ fn tie_breaking_multiclass_splits_equal_sklearn() {
         lines.sort_by_key(|l| (l.len() * 31 + l.as_bytes()[l.len() - 1] as usize) % 17);
         let body = format!("sentence,label\n{}\n", lines.join("\n"));
         p.write_csv(body.as_bytes());
-        p.write_config(&format!("[ingest]\ncsv = \"data/input.csv\"\n{}", common::tiny_model()));
+        p.write_config(&format!(
+            "[ingest]\ncsv = \"data/input.csv\"\n{}",
+            common::tiny_model()
+        ));
         for seed in ["0", "1", "2021"] {
             compare(
                 &p,

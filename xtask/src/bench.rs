@@ -38,8 +38,15 @@ pub fn run(args: &[String]) -> Result<()> {
     let csv_abs = std::path::absolute(&csv)?.display().to_string();
     let text = text.replace("csv = \"data/reviews.csv\"", &format!("csv = {csv_abs:?}"));
     std::fs::write(&config, text)?;
-    let rows = std::fs::read_to_string(&csv)?.lines().count().saturating_sub(1);
-    println!("benchmark: {} ({rows} data rows), {} CPU threads", csv.display(), std::thread::available_parallelism()?);
+    let rows = std::fs::read_to_string(&csv)?
+        .lines()
+        .count()
+        .saturating_sub(1);
+    println!(
+        "benchmark: {} ({rows} data rows), {} CPU threads",
+        csv.display(),
+        std::thread::available_parallelism()?
+    );
     println!("{PYTORCH_REFERENCE}");
 
     let mut sets: Vec<String> = overrides.clone();
@@ -67,7 +74,11 @@ fn print_stage_times(artifacts_parent: &Path) -> Result<()> {
     let lock = LockFile::load(&artifacts_parent.join("artifacts/pipeline.lock"))?;
     for (name, m) in &lock.stages {
         println!("  {name:<7} {:>8.2} s", m.duration_s);
-        for note in m.notes.iter().filter(|n| n.contains("/s") || n.contains("max_len")) {
+        for note in m
+            .notes
+            .iter()
+            .filter(|n| n.contains("/s") || n.contains("max_len"))
+        {
             println!("          {note}");
         }
     }
@@ -77,7 +88,10 @@ fn print_stage_times(artifacts_parent: &Path) -> Result<()> {
 fn default_csv() -> Result<PathBuf> {
     let csv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/sst2_train.csv");
     if !csv.is_file() {
-        bail!("{} not found; pass a CSV: cargo xtask bench FILE", csv.display());
+        bail!(
+            "{} not found; pass a CSV: cargo xtask bench FILE",
+            csv.display()
+        );
     }
     Ok(csv)
 }

@@ -188,7 +188,12 @@ fn features_do_not_depend_on_batching() {
     let r = load_reference(&dir.join("reference.safetensors"));
     let out = tempfile::tempdir().unwrap();
     let onnx = out.path().join("model.onnx");
-    let (bytes, _) = model::convert(&dir.join("config.json"), &dir.join("model.safetensors"), model::Ops::Fused).unwrap();
+    let (bytes, _) = model::convert(
+        &dir.join("config.json"),
+        &dir.join("model.safetensors"),
+        model::Ops::Fused,
+    )
+    .unwrap();
     std::fs::write(&onnx, bytes).unwrap();
     let rows: Vec<tables::encoded::EncodedRow> = (0..r.rows)
         .map(|b| {
@@ -196,7 +201,10 @@ fn features_do_not_depend_on_batching() {
             tables::encoded::EncodedRow {
                 row_id: b as i64,
                 label: 0,
-                ids: r.ids[b * r.seq..b * r.seq + len].iter().map(|&i| i as u32).collect(),
+                ids: r.ids[b * r.seq..b * r.seq + len]
+                    .iter()
+                    .map(|&i| i as u32)
+                    .collect(),
                 n_tokens: len,
             }
         })
@@ -205,13 +213,20 @@ fn features_do_not_depend_on_batching() {
         let (mut enc, _) = Encoder::open(&onnx, pooling, Device::Cpu, 2).unwrap();
         let bar = indicatif::ProgressBar::hidden();
         let run = |enc: &mut Encoder, tokens: usize, rows_per_batch: usize| {
-            let params = embed::EmbedParams { batch_tokens: tokens, max_batch_rows: rows_per_batch, ..Default::default() };
+            let params = embed::EmbedParams {
+                batch_tokens: tokens,
+                max_batch_rows: rows_per_batch,
+                ..Default::default()
+            };
             embed::stage::embed_rows(enc, &rows, &params, &bar).unwrap()
         };
         let one_batch = run(&mut enc, 100_000, 1000);
         for (tokens, per_batch) in [(1, 1), (40, 3), (64, 5)] {
             let d = max_abs_diff(&one_batch, &run(&mut enc, tokens, per_batch));
-            assert!(d <= 1e-5, "{pooling:?}: batching ({tokens} tokens, {per_batch} rows) changes features by {d}");
+            assert!(
+                d <= 1e-5,
+                "{pooling:?}: batching ({tokens} tokens, {per_batch} rows) changes features by {d}"
+            );
         }
     }
 }
@@ -222,18 +237,27 @@ fn pooler_without_pooler_weights_is_a_clear_error() {
     let dir = shared_models().join("bert-tiny-random");
     let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    let kept: Vec<(String, safetensors::tensor::TensorView)> =
-        st.tensors().into_iter().filter(|(name, _)| !name.starts_with("pooler.")).collect();
+    let kept: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with("pooler."))
+        .collect();
     let out = tempfile::tempdir().unwrap();
     let weights = out.path().join("model.safetensors");
     safetensors::serialize_to_file(kept, None, &weights).unwrap();
-    let (onnx_bytes, info) = model::convert(&dir.join("config.json"), &weights, model::Ops::Fused).unwrap();
+    let (onnx_bytes, info) =
+        model::convert(&dir.join("config.json"), &weights, model::Ops::Fused).unwrap();
     assert!(!info.has_pooler);
     let onnx = out.path().join("model.onnx");
     std::fs::write(&onnx, onnx_bytes).unwrap();
-    let err = Encoder::open(&onnx, Pooling::Pooler, Device::Cpu, 1).err().expect("pooler must be refused");
+    let err = Encoder::open(&onnx, Pooling::Pooler, Device::Cpu, 1)
+        .err()
+        .expect("pooler must be refused");
     let msg = format!("{err:#}");
-    assert!(msg.contains("no pooler_output") && msg.contains("\"cls\" or \"mean\""), "{msg}");
+    assert!(
+        msg.contains("no pooler_output") && msg.contains("\"cls\" or \"mean\""),
+        "{msg}"
+    );
     assert!(Encoder::open(&onnx, Pooling::Mean, Device::Cpu, 1).is_ok());
 }
 
@@ -242,9 +266,19 @@ fn pooler_without_pooler_weights_is_a_clear_error() {
 fn wrong_hidden_size_in_config_is_a_clear_error() {
     let dir = shared_models().join("bert-tiny-random");
     let out = tempfile::tempdir().unwrap();
-    let config = std::fs::read_to_string(dir.join("config.json")).unwrap().replace("\"hidden_size\": 64", "\"hidden_size\": 128");
+    let config = std::fs::read_to_string(dir.join("config.json"))
+        .unwrap()
+        .replace("\"hidden_size\": 64", "\"hidden_size\": 128");
     std::fs::write(out.path().join("config.json"), config).unwrap();
-    let err = model::convert(&out.path().join("config.json"), &dir.join("model.safetensors"), model::Ops::Fused).unwrap_err();
+    let err = model::convert(
+        &out.path().join("config.json"),
+        &dir.join("model.safetensors"),
+        model::Ops::Fused,
+    )
+    .unwrap_err();
     let msg = format!("{err:#}");
-    assert!(msg.contains("model.safetensors") && msg.contains("config.json implies"), "{msg}");
+    assert!(
+        msg.contains("model.safetensors") && msg.contains("config.json implies"),
+        "{msg}"
+    );
 }

@@ -90,22 +90,40 @@ impl SentenceTokenizer {
 
     /// Full-length ids of each sentence (special tokens included).
     pub fn tokenize(&self, sentences: &[String]) -> Result<Vec<Vec<u32>>> {
-        let encodings = self.plain.encode_batch(sentences.to_vec(), true).map_err(|e| anyhow!("tokenizer: {e}"))?;
-        Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
+        let encodings = self
+            .plain
+            .encode_batch(sentences.to_vec(), true)
+            .map_err(|e| anyhow!("tokenizer: {e}"))?;
+        Ok(encodings
+            .into_iter()
+            .map(|e| e.get_ids().to_vec())
+            .collect())
     }
 
     /// `full` (from [`Self::tokenize`]) cut to `max_len` exactly as the
     /// tokenizer's own truncation does it (special tokens kept): sentences
     /// that are too long are encoded again with truncation on.
-    pub fn truncate(&self, sentences: &[String], full: Vec<Vec<u32>>, max_len: usize) -> Result<Vec<Tokens>> {
-        let long: Vec<usize> = (0..full.len()).filter(|&i| full[i].len() > max_len).collect();
+    pub fn truncate(
+        &self,
+        sentences: &[String],
+        full: Vec<Vec<u32>>,
+        max_len: usize,
+    ) -> Result<Vec<Tokens>> {
+        let long: Vec<usize> = (0..full.len())
+            .filter(|&i| full[i].len() > max_len)
+            .collect();
         let mut truncated = std::collections::HashMap::new();
         if !long.is_empty() {
             let mut t = self.plain.clone();
-            t.with_truncation(Some(TruncationParams { max_length: max_len, ..Default::default() }))
-                .map_err(|e| anyhow!("tokenizer truncation to {max_len}: {e}"))?;
+            t.with_truncation(Some(TruncationParams {
+                max_length: max_len,
+                ..Default::default()
+            }))
+            .map_err(|e| anyhow!("tokenizer truncation to {max_len}: {e}"))?;
             let texts: Vec<String> = long.iter().map(|&i| sentences[i].clone()).collect();
-            let enc = t.encode_batch(texts, true).map_err(|e| anyhow!("tokenizer: {e}"))?;
+            let enc = t
+                .encode_batch(texts, true)
+                .map_err(|e| anyhow!("tokenizer: {e}"))?;
             for (i, e) in long.iter().zip(enc) {
                 truncated.insert(*i, e.get_ids().to_vec());
             }
@@ -113,7 +131,10 @@ impl SentenceTokenizer {
         Ok(full
             .into_iter()
             .enumerate()
-            .map(|(i, ids)| Tokens { n_tokens: ids.len(), ids: truncated.remove(&i).unwrap_or(ids) })
+            .map(|(i, ids)| Tokens {
+                n_tokens: ids.len(),
+                ids: truncated.remove(&i).unwrap_or(ids),
+            })
             .collect())
     }
 }
@@ -240,7 +261,10 @@ pub fn run(
         rows.iter().map(|r| r.sentence.clone()).collect::<Vec<_>>()
     };
     let texts: Vec<Vec<String>> = tables.iter().map(|rows| sentences(rows)).collect();
-    let full: Vec<Vec<Vec<u32>>> = texts.iter().map(|t| tok.tokenize(t)).collect::<Result<_>>()?;
+    let full: Vec<Vec<Vec<u32>>> = texts
+        .iter()
+        .map(|t| tok.tokenize(t))
+        .collect::<Result<_>>()?;
     let train_lengths: Vec<usize> = full[0].iter().map(Vec::len).collect();
     let (max_len, rule) = choose_max_len(params, &train_lengths, model_max_positions)?;
     let provenance = provenance

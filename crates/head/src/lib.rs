@@ -9,22 +9,36 @@ mod train;
 pub use model::{Head, HeadShape};
 pub use train::{Backend, HeadParams, TrainSummary, class_weights, train};
 
-pub const OUTPUTS: [&str; 3] = ["head.safetensors", "history.parquet", "test_predictions.parquet"];
+pub const OUTPUTS: [&str; 3] = [
+    "head.safetensors",
+    "history.parquet",
+    "test_predictions.parquet",
+];
 
 /// The head stage: feature splits -> trained head, history, test predictions.
-pub fn run(params: &HeadParams, features: [&std::path::Path; 3], classes: usize, out_dir: &std::path::Path, provenance: tables::Provenance) -> anyhow::Result<Vec<String>> {
+pub fn run(
+    params: &HeadParams,
+    features: [&std::path::Path; 3],
+    classes: usize,
+    out_dir: &std::path::Path,
+    provenance: tables::Provenance,
+) -> anyhow::Result<Vec<String>> {
     let [train_t, val_t, test_t] = features.map(tables::features::read);
     let (train_t, val_t, test_t) = (train_t?, val_t?, test_t?);
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("head {bar:30} {pos}/{len} steps  {per_sec}  ETA {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "head {bar:30} {pos}/{len} steps  {per_sec}  ETA {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let started = std::time::Instant::now();
     let summary = train::train(params, classes, &train_t, &val_t, &test_t, &bar)?;
     bar.finish_and_clear();
     let provenance = provenance.with("best_epoch", summary.best_epoch.to_string());
-    summary.head.save(&out_dir.join(OUTPUTS[0]), summary.shape)?;
+    summary
+        .head
+        .save(&out_dir.join(OUTPUTS[0]), summary.shape)?;
     let history: Vec<tables::training::EpochRow> = summary
         .history
         .iter()
@@ -48,8 +62,17 @@ pub fn run(params: &HeadParams, features: [&std::path::Path; 3], classes: usize,
     let mut notes: Vec<String> = summary
         .history
         .iter()
-        .map(|e| format!("epoch {:>2}: train loss {:.4}, val loss {:.4}, val accuracy {:.4} ({:.2}s)", e.epoch, e.train_loss, e.val_loss, e.val_accuracy, e.seconds))
+        .map(|e| {
+            format!(
+                "epoch {:>2}: train loss {:.4}, val loss {:.4}, val accuracy {:.4} ({:.2}s)",
+                e.epoch, e.train_loss, e.val_loss, e.val_accuracy, e.seconds
+            )
+        })
         .collect();
-    notes.push(format!("best validation loss at epoch {}; {:.1}s in all", summary.best_epoch, started.elapsed().as_secs_f64()));
+    notes.push(format!(
+        "best validation loss at epoch {}; {:.1}s in all",
+        summary.best_epoch,
+        started.elapsed().as_secs_f64()
+    ));
     Ok(notes)
 }

@@ -3,8 +3,8 @@
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::grad_clipping::GradientClippingConfig;
+use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use rand::SeedableRng;
@@ -109,7 +109,10 @@ pub fn class_weights(labels: &[i64], classes: usize) -> Result<Vec<f32>> {
         bail!("class {k} has no training rows; class weights are undefined");
     }
     let n = labels.len() as f64;
-    Ok(counts.iter().map(|&c| (n / (classes as f64 * c as f64)) as f32).collect())
+    Ok(counts
+        .iter()
+        .map(|&c| (n / (classes as f64 * c as f64)) as f32)
+        .collect())
 }
 
 fn device(backend: Backend) -> Result<Device> {
@@ -118,11 +121,17 @@ fn device(backend: Backend) -> Result<Device> {
         #[cfg(feature = "wgpu")]
         Backend::Wgpu => Ok(Device::wgpu(Default::default())),
         #[cfg(not(feature = "wgpu"))]
-        Backend::Wgpu => bail!("head.backend = \"wgpu\" needs a build with the `wgpu` feature (cargo xtask ... built with --features head/wgpu)"),
+        Backend::Wgpu => bail!(
+            "head.backend = \"wgpu\" needs a build with the `wgpu` feature (cargo xtask ... built with --features head/wgpu)"
+        ),
     }
 }
 
-fn batch_tensor(table: &FeatureTable, rows: &[usize], device: &Device) -> (Tensor<2>, Tensor<1, Int>) {
+fn batch_tensor(
+    table: &FeatureTable,
+    rows: &[usize],
+    device: &Device,
+) -> (Tensor<2>, Tensor<1, Int>) {
     let h = table.hidden;
     let mut x = Vec::with_capacity(rows.len() * h);
     for &r in rows {
@@ -136,21 +145,38 @@ fn batch_tensor(table: &FeatureTable, rows: &[usize], device: &Device) -> (Tenso
 }
 
 /// Trains on `train`, selects by `val` loss, predicts `test`.
-pub fn train(params: &HeadParams, classes: usize, train: &FeatureTable, val: &FeatureTable, test: &FeatureTable, progress: &indicatif::ProgressBar) -> Result<TrainSummary> {
+pub fn train(
+    params: &HeadParams,
+    classes: usize,
+    train: &FeatureTable,
+    val: &FeatureTable,
+    test: &FeatureTable,
+    progress: &indicatif::ProgressBar,
+) -> Result<TrainSummary> {
     if params.batch_size == 0 || params.epochs == 0 {
         bail!("head.batch_size and head.epochs must be positive");
     }
     let base = device(params.backend)?;
     base.seed(params.seed);
     let ad = base.clone().autodiff();
-    let shape = HeadShape { input: train.hidden, hidden: params.hidden, classes };
+    let shape = HeadShape {
+        input: train.hidden,
+        hidden: params.hidden,
+        classes,
+    };
     let mut head = Head::new(shape, params.dropout, &ad);
     let weights = class_weights(&train.labels, classes)?;
-    let loss_fn = CrossEntropyLossConfig::new().with_weights(Some(weights.clone())).init(&ad);
-    let val_loss_fn = CrossEntropyLossConfig::new().with_weights(Some(weights.clone())).init(&base);
+    let loss_fn = CrossEntropyLossConfig::new()
+        .with_weights(Some(weights.clone()))
+        .init(&ad);
+    let val_loss_fn = CrossEntropyLossConfig::new()
+        .with_weights(Some(weights.clone()))
+        .init(&base);
     let mut optim = AdamWConfig::new()
         .with_weight_decay(params.weight_decay as f32)
-        .with_grad_clipping(Some(GradientClippingConfig::Norm(params.clip_grad_norm as f32)))
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(
+            params.clip_grad_norm as f32,
+        )))
         .init();
     let mut rng = rand::rngs::StdRng::seed_from_u64(params.seed);
     let mut order: Vec<usize> = (0..train.labels.len()).collect();
@@ -174,19 +200,37 @@ pub fn train(params: &HeadParams, classes: usize, train: &FeatureTable, val: &Fe
         }
         let eval = head.valid();
         let (val_loss, val_accuracy, _) = evaluate(&eval, &val_loss_fn, &weights, val, &base);
-        history.push(Epoch { epoch, train_loss: total / batches as f64, val_loss, val_accuracy, seconds: started.elapsed().as_secs_f64() });
+        history.push(Epoch {
+            epoch,
+            train_loss: total / batches as f64,
+            val_loss,
+            val_accuracy,
+            seconds: started.elapsed().as_secs_f64(),
+        });
         if best.as_ref().is_none_or(|(b, _, _)| val_loss < *b) {
             best = Some((val_loss, epoch, eval));
         }
     }
     let (_, best_epoch, best_head) = best.expect("at least one epoch");
     let (_, _, test_probabilities) = evaluate(&best_head, &val_loss_fn, &weights, test, &base);
-    Ok(TrainSummary { history, best_epoch, test_probabilities, head: best_head, shape })
+    Ok(TrainSummary {
+        history,
+        best_epoch,
+        test_probabilities,
+        head: best_head,
+        shape,
+    })
 }
 
 /// (class-weighted NLL, accuracy, probabilities) over a whole split: the
 /// weighted mean over all rows, Σ w_y·nll / Σ w_y, as PyTorch's NLLLoss.
-fn evaluate(head: &Head, loss_fn: &burn::nn::loss::CrossEntropyLoss, weights: &[f32], table: &FeatureTable, device: &Device) -> (f64, f64, Vec<f32>) {
+fn evaluate(
+    head: &Head,
+    loss_fn: &burn::nn::loss::CrossEntropyLoss,
+    weights: &[f32],
+    table: &FeatureTable,
+    device: &Device,
+) -> (f64, f64, Vec<f32>) {
     let rows: Vec<usize> = (0..table.labels.len()).collect();
     let mut loss_sum = 0.0;
     let mut weight_sum = 0.0;
@@ -195,18 +239,30 @@ fn evaluate(head: &Head, loss_fn: &burn::nn::loss::CrossEntropyLoss, weights: &[
     for chunk in rows.chunks(1024) {
         let (x, y) = batch_tensor(table, chunk, device);
         let logp = head.forward(x);
-        let w: f64 = chunk.iter().map(|&r| weights[table.labels[r] as usize] as f64).sum();
+        let w: f64 = chunk
+            .iter()
+            .map(|&r| weights[table.labels[r] as usize] as f64)
+            .sum();
         loss_sum += loss_fn.forward(logp.clone(), y).into_scalar::<f32>() as f64 * w;
         weight_sum += w;
-        let p: Vec<f32> = logp.exp().into_data().try_to_vec::<f32>().expect("f32 probabilities");
+        let p: Vec<f32> = logp
+            .exp()
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32 probabilities");
         let k = p.len() / chunk.len();
         for (i, &r) in chunk.iter().enumerate() {
             let row = &p[i * k..(i + 1) * k];
-            let pred = (0..k).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap_or(0);
+            let pred = (0..k)
+                .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+                .unwrap_or(0);
             correct += usize::from(pred as i64 == table.labels[r]);
         }
         probs.extend(p);
     }
-    (loss_sum / weight_sum.max(1.0), correct as f64 / table.labels.len().max(1) as f64, probs)
+    (
+        loss_sum / weight_sum.max(1.0),
+        correct as f64 / table.labels.len().max(1) as f64,
+        probs,
+    )
 }
-

@@ -334,9 +334,13 @@ impl Builder {
 
     fn finish(mut self, config: &BertConfig, has_pooler: bool) -> ModelProto {
         // Shared constants are declared up front; keep only those some node reads.
-        let used: std::collections::HashSet<&String> = self.nodes.iter().flat_map(|n| n.input.iter()).collect();
+        let used: std::collections::HashSet<&String> =
+            self.nodes.iter().flat_map(|n| n.input.iter()).collect();
         let initializers = std::mem::take(&mut self.initializers);
-        self.initializers = initializers.into_iter().filter(|t| used.contains(&t.name)).collect();
+        self.initializers = initializers
+            .into_iter()
+            .filter(|t| used.contains(&t.name))
+            .collect();
         let dim = |p: &str| Dimension {
             value: Some(DimValue::Param(p.into())),
         };

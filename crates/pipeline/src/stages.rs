@@ -243,7 +243,13 @@ impl Stage for HeadStage {
     }
     fn run(&self, ctx: &mut RunContext) -> Result<()> {
         let classes = class_names(ctx)?;
-        let notes = head::run(&self.params, split_paths(ctx, "embed"), classes.len(), ctx.out_dir(), provenance(ctx))?;
+        let notes = head::run(
+            &self.params,
+            split_paths(ctx, "embed"),
+            classes.len(),
+            ctx.out_dir(),
+            provenance(ctx),
+        )?;
         notes.into_iter().for_each(|n| ctx.note(n));
         Ok(())
     }
@@ -273,16 +279,23 @@ impl Stage for ReportStage {
         serde_json::json!({})
     }
     fn inputs(&self) -> Vec<Input> {
-        vec![Input::stage("head", "test_predictions.parquet"), Input::stage("ingest", "train.parquet")]
+        vec![
+            Input::stage("head", "test_predictions.parquet"),
+            Input::stage("ingest", "train.parquet"),
+        ]
     }
     fn outputs(&self) -> Vec<String> {
         names(&report::OUTPUTS)
     }
     fn run(&self, ctx: &mut RunContext) -> Result<()> {
         let classes = class_names(ctx)?;
-        let (labels, preds) = tables::training::read_predictions(ctx.input("head/test_predictions.parquet"))?;
+        let (labels, preds) =
+            tables::training::read_predictions(ctx.input("head/test_predictions.parquet"))?;
         let text = report::run(&labels, &preds, &classes, ctx.out_dir())?;
-        ctx.note(format!("test split classification report:\n{}", text.trim_end()));
+        ctx.note(format!(
+            "test split classification report:\n{}",
+            text.trim_end()
+        ));
         Ok(())
     }
 }

@@ -34,15 +34,26 @@ pub fn metrics(labels: &[i64], preds: &[i64], names: &[String]) -> Metrics {
         confusion[t as usize][p as usize] += 1;
     }
     let tp: Vec<f64> = (0..k).map(|c| confusion[c][c] as f64).collect();
-    let true_sum: Vec<f64> = (0..k).map(|c| confusion[c].iter().sum::<usize>() as f64).collect();
-    let pred_sum: Vec<f64> = (0..k).map(|c| (0..k).map(|t| confusion[t][c]).sum::<usize>() as f64).collect();
+    let true_sum: Vec<f64> = (0..k)
+        .map(|c| confusion[c].iter().sum::<usize>() as f64)
+        .collect();
+    let pred_sum: Vec<f64> = (0..k)
+        .map(|c| (0..k).map(|t| confusion[t][c]).sum::<usize>() as f64)
+        .collect();
     let precision: Vec<f64> = (0..k).map(|c| ratio(tp[c], pred_sum[c])).collect();
     let recall: Vec<f64> = (0..k).map(|c| ratio(tp[c], true_sum[c])).collect();
     // As scikit-learn: F1 from counts, 2·tp / (true + pred).
-    let f1: Vec<f64> = (0..k).map(|c| ratio(2.0 * tp[c], true_sum[c] + pred_sum[c])).collect();
+    let f1: Vec<f64> = (0..k)
+        .map(|c| ratio(2.0 * tp[c], true_sum[c] + pred_sum[c]))
+        .collect();
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let total: f64 = true_sum.iter().sum();
-    let weighted = |v: &[f64]| ratio(v.iter().zip(&true_sum).map(|(a, w)| a * w).sum::<f64>(), total);
+    let weighted = |v: &[f64]| {
+        ratio(
+            v.iter().zip(&true_sum).map(|(a, w)| a * w).sum::<f64>(),
+            total,
+        )
+    };
     let tp_all: f64 = tp.iter().sum();
     Metrics {
         classes: names.to_vec(),
@@ -65,7 +76,14 @@ pub fn metrics(labels: &[i64], preds: &[i64], names: &[String]) -> Metrics {
 /// labels=range(K), target_names=names, digits=digits)`.
 pub fn classification_report(m: &Metrics, digits: usize) -> String {
     let last_line_heading = "weighted avg";
-    let width = m.classes.iter().map(|c| c.chars().count()).max().unwrap_or(0).max(last_line_heading.len()).max(digits);
+    let width = m
+        .classes
+        .iter()
+        .map(|c| c.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(last_line_heading.len())
+        .max(digits);
     let mut out = format!("{:>width$} ", "");
     for h in ["precision", "recall", "f1-score", "support"] {
         out.push_str(&format!(" {h:>9}"));
@@ -74,19 +92,50 @@ pub fn classification_report(m: &Metrics, digits: usize) -> String {
     // scikit-learn quirk, reproduced: with no true positive at all its
     // supports are floats and print as "2.0".
     let no_true_positive = (0..m.classes.len()).all(|c| m.confusion[c][c] == 0);
-    let count = |s: usize| if no_true_positive { format!("{s}.0") } else { s.to_string() };
+    let count = |s: usize| {
+        if no_true_positive {
+            format!("{s}.0")
+        } else {
+            s.to_string()
+        }
+    };
     let row = |name: &str, p: f64, r: f64, f: f64, s: usize| {
         let s = count(s);
         format!("{name:>width$}  {p:>9.digits$} {r:>9.digits$} {f:>9.digits$} {s:>9}\n")
     };
     for c in 0..m.classes.len() {
-        out.push_str(&row(&m.classes[c], m.precision[c], m.recall[c], m.f1[c], m.support[c]));
+        out.push_str(&row(
+            &m.classes[c],
+            m.precision[c],
+            m.recall[c],
+            m.f1[c],
+            m.support[c],
+        ));
     }
     out.push('\n');
     let total: usize = m.support.iter().sum();
-    out.push_str(&format!("{:>width$}  {:>9} {:>9} {:>9.digits$} {:>9}\n", "accuracy", "", "", m.accuracy, count(total)));
-    out.push_str(&row("macro avg", m.macro_precision, m.macro_recall, m.macro_f1, total));
-    out.push_str(&row("weighted avg", m.weighted_precision, m.weighted_recall, m.weighted_f1, total));
+    out.push_str(&format!(
+        "{:>width$}  {:>9} {:>9} {:>9.digits$} {:>9}\n",
+        "accuracy",
+        "",
+        "",
+        m.accuracy,
+        count(total)
+    ));
+    out.push_str(&row(
+        "macro avg",
+        m.macro_precision,
+        m.macro_recall,
+        m.macro_f1,
+        total,
+    ));
+    out.push_str(&row(
+        "weighted avg",
+        m.weighted_precision,
+        m.weighted_recall,
+        m.weighted_f1,
+        total,
+    ));
     out
 }
 
@@ -94,7 +143,12 @@ pub const OUTPUTS: [&str; 2] = ["classification_report.txt", "metrics.json"];
 
 /// The report stage: test predictions -> report text and metrics.json
 /// (with the confusion matrix). Returns the report text.
-pub fn run(labels: &[i64], preds: &[i64], classes: &[String], out_dir: &std::path::Path) -> anyhow::Result<String> {
+pub fn run(
+    labels: &[i64],
+    preds: &[i64],
+    classes: &[String],
+    out_dir: &std::path::Path,
+) -> anyhow::Result<String> {
     let m = metrics(labels, preds, classes);
     let text = classification_report(&m, 2);
     std::fs::write(out_dir.join(OUTPUTS[0]), &text)?;

@@ -11,7 +11,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Result;
-use arrow::array::{FixedSizeListArray, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch};
+use arrow::array::{
+    FixedSizeListArray, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch,
+};
 use arrow::datatypes::{DataType, Field, Schema};
 
 use crate::io::{Provenance, write_batch};
@@ -33,11 +35,14 @@ pub fn write_history(path: &Path, rows: &[EpochRow], provenance: &Provenance) ->
         Field::new("val_accuracy", DataType::Float64, false),
         Field::new("seconds", DataType::Float64, false),
     ]));
-    let f64s = |f: fn(&EpochRow) -> f64| Arc::new(Float64Array::from_iter_values(rows.iter().map(f)));
+    let f64s =
+        |f: fn(&EpochRow) -> f64| Arc::new(Float64Array::from_iter_values(rows.iter().map(f)));
     let batch = RecordBatch::try_new(
         schema.clone(),
         vec![
-            Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.epoch as i32))),
+            Arc::new(Int32Array::from_iter_values(
+                rows.iter().map(|r| r.epoch as i32),
+            )),
             f64s(|r| r.train_loss),
             f64s(|r| r.val_loss),
             f64s(|r| r.val_accuracy),
@@ -57,14 +62,22 @@ pub fn write_predictions(
 ) -> Result<()> {
     let preds: Vec<i64> = probabilities
         .chunks(classes)
-        .map(|p| (0..classes).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(0) as i64)
+        .map(|p| {
+            (0..classes)
+                .max_by(|&a, &b| p[a].total_cmp(&p[b]))
+                .unwrap_or(0) as i64
+        })
         .collect();
     let item = Arc::new(Field::new("item", DataType::Float32, false));
     let schema = Arc::new(Schema::new(vec![
         Field::new("row_id", DataType::Int64, false),
         Field::new("label", DataType::Int64, false),
         Field::new("pred", DataType::Int64, false),
-        Field::new("probabilities", DataType::FixedSizeList(item.clone(), classes as i32), false),
+        Field::new(
+            "probabilities",
+            DataType::FixedSizeList(item.clone(), classes as i32),
+            false,
+        ),
     ]));
     let batch = RecordBatch::try_new(
         schema.clone(),
@@ -72,7 +85,12 @@ pub fn write_predictions(
             Arc::new(Int64Array::from(row_ids.to_vec())),
             Arc::new(Int64Array::from(labels.to_vec())),
             Arc::new(Int64Array::from(preds)),
-            Arc::new(FixedSizeListArray::try_new(item, classes as i32, Arc::new(Float32Array::from(probabilities.to_vec())), None)?),
+            Arc::new(FixedSizeListArray::try_new(
+                item,
+                classes as i32,
+                Arc::new(Float32Array::from(probabilities.to_vec())),
+                None,
+            )?),
         ],
     )?;
     write_batch(path, schema, batch, provenance)
@@ -84,8 +102,13 @@ pub fn read_predictions(path: &Path) -> Result<(Vec<i64>, Vec<i64>)> {
     let (mut labels, mut preds) = (Vec::new(), Vec::new());
     for batch in batches {
         let col = |name: &str| -> Result<Int64Array> {
-            let c = batch.column_by_name(name).ok_or_else(|| anyhow::anyhow!("{}: no {name} column", path.display()))?;
-            c.as_any().downcast_ref::<Int64Array>().cloned().ok_or_else(|| anyhow::anyhow!("{name} is not int64"))
+            let c = batch
+                .column_by_name(name)
+                .ok_or_else(|| anyhow::anyhow!("{}: no {name} column", path.display()))?;
+            c.as_any()
+                .downcast_ref::<Int64Array>()
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("{name} is not int64"))
         };
         labels.extend(col("label")?.values().iter());
         preds.extend(col("pred")?.values().iter());

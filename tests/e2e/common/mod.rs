@@ -43,7 +43,10 @@ impl Project {
     pub fn with_csv(csv_text: &[u8]) -> Project {
         let p = Project::empty();
         p.write_csv(csv_text);
-        p.write_config(&format!("[ingest]\ncsv = \"data/input.csv\"\n{}", tiny_model()));
+        p.write_config(&format!(
+            "[ingest]\ncsv = \"data/input.csv\"\n{}",
+            tiny_model()
+        ));
         p
     }
 
@@ -127,8 +130,15 @@ impl Project {
 /// conversion and real embeddings, in a fraction of a second.
 pub fn tiny_model() -> String {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/bert-tiny-random");
-    assert!(dir.is_dir(), "{} is missing: the tests need ../shared beside the checkout", dir.display());
-    format!("\n[model]\nsource = \"dir:{}\"\n", dir.canonicalize().unwrap().display())
+    assert!(
+        dir.is_dir(),
+        "{} is missing: the tests need ../shared beside the checkout",
+        dir.display()
+    );
+    format!(
+        "\n[model]\nsource = \"dir:{}\"\n",
+        dir.canonicalize().unwrap().display()
+    )
 }
 
 /// A file of ../shared/data (the real datasets every machine and CI has).
