@@ -215,22 +215,26 @@ impl Builder {
 
     fn f32_init(&mut self, name: &str, dims: &[usize], data: &[f32]) -> String {
         let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.initializers.push(TensorProto {
-            dims: dims.iter().map(|&d| d as i64).collect(),
-            data_type: data_type::FLOAT,
-            name: name.into(),
-            raw_data: raw,
-        });
-        name.into()
+        self.initializer(name, dims, data_type::FLOAT, raw)
     }
 
     fn i64_init(&mut self, name: &str, dims: &[usize], data: &[i64]) -> String {
         let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.initializer(name, dims, data_type::INT64, raw)
+    }
+
+    fn initializer(
+        &mut self,
+        name: &str,
+        dims: &[usize],
+        data_type: i32,
+        raw_data: Vec<u8>,
+    ) -> String {
         self.initializers.push(TensorProto {
             dims: dims.iter().map(|&d| d as i64).collect(),
-            data_type: data_type::INT64,
+            data_type,
             name: name.into(),
-            raw_data: raw,
+            raw_data,
         });
         name.into()
     }

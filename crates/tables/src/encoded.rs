@@ -21,7 +21,7 @@ use anyhow::{Context, Result, ensure};
 use arrow::array::{Array, FixedSizeListArray, Int8Array, Int32Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 
-use crate::io::{Provenance, read_batches, write_batch};
+use crate::io::{Provenance, fixed_list_width, read_batches, write_batch};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncodedRow {
@@ -102,16 +102,7 @@ pub fn write(
 /// Rows with ids unpadded again (cut at the attention mask).
 pub fn read(path: &Path) -> Result<(Vec<EncodedRow>, usize)> {
     let (batches, file_schema) = read_batches(path)?;
-    let max_len = match file_schema
-        .field_with_name("input_ids")
-        .map(|f| f.data_type().clone())
-    {
-        Ok(DataType::FixedSizeList(_, n)) => n as usize,
-        _ => anyhow::bail!(
-            "{}: no fixed-size input_ids column; not an encode output",
-            path.display()
-        ),
-    };
+    let max_len = fixed_list_width(&file_schema, "input_ids", path, "an encode output")?;
     ensure!(
         file_schema.fields() == schema(max_len).fields(),
         "{}: unexpected encode schema",

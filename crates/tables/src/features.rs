@@ -16,7 +16,7 @@ use anyhow::{Context, Result, ensure};
 use arrow::array::{Array, FixedSizeListArray, Float32Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 
-use crate::io::{Provenance, read_batches, write_batch};
+use crate::io::{Provenance, fixed_list_width, read_batches, write_batch};
 
 pub fn schema(hidden: usize) -> Arc<Schema> {
     Arc::new(Schema::new(vec![
@@ -68,16 +68,7 @@ pub fn write(path: &Path, table: &FeatureTable, provenance: &Provenance) -> Resu
 
 pub fn read(path: &Path) -> Result<FeatureTable> {
     let (batches, file_schema) = read_batches(path)?;
-    let hidden = match file_schema
-        .field_with_name("features")
-        .map(|f| f.data_type().clone())
-    {
-        Ok(DataType::FixedSizeList(_, n)) => n as usize,
-        _ => anyhow::bail!(
-            "{}: no fixed-size features column; not an embed output",
-            path.display()
-        ),
-    };
+    let hidden = fixed_list_width(&file_schema, "features", path, "an embed output")?;
     let mut table = FeatureTable {
         row_ids: Vec::new(),
         labels: Vec::new(),

@@ -97,3 +97,23 @@ pub fn read_metadata(path: &Path) -> Result<Vec<(String, String)>> {
         })
         .unwrap_or_default())
 }
+
+/// The width of the fixed-size-list column `column`; `what` names the
+/// artifact kind for the error ("an embed output").
+pub(crate) fn fixed_list_width(
+    schema: &Schema,
+    column: &str,
+    path: &Path,
+    what: &str,
+) -> Result<usize> {
+    match schema
+        .field_with_name(column)
+        .map(|f| f.data_type().clone())
+    {
+        Ok(arrow::datatypes::DataType::FixedSizeList(_, n)) => Ok(n as usize),
+        _ => anyhow::bail!(
+            "{}: no fixed-size {column} column; not {what}",
+            path.display()
+        ),
+    }
+}
