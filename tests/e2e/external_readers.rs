@@ -161,3 +161,58 @@ print(json.dumps({"equal": want == got, "want": want, "got": got, "epochs": hist
     assert_eq!(res["rows"], 300);
     assert_eq!(res["probs_ok"], true);
 }
+
+/// `predict` refuses before a run, and after one it classifies the test
+/// split's sentences exactly as the head stage did.
+#[test]
+fn predict_agrees_with_the_pipelines_own_test_predictions() {
+    let p = Project::empty();
+    p.write_config(&format!(
+        "[ingest]\ncsv = {:?}\n{}\n[head]\nlearning_rate = 0.001\nepochs = 3\n",
+        shared_data("uci_amazon_yelp.csv").display().to_string(),
+        common::tiny_model()
+    ));
+    let early = p.cli(&["predict", "--text", "great"]);
+    assert_ne!(early.code, 0);
+    assert!(
+        early
+            .stderr
+            .contains("run `cargo xtask run-pipeline` first"),
+        "{}",
+        early.stderr
+    );
+
+    p.cli(&["run-pipeline"]).ok();
+    let csv = p.path("test_sentences.csv");
+    let expected = run_python(&[
+        "-c",
+        r#"
+import csv, json, sys, pyarrow.parquet as pq
+a, out = sys.argv[1], sys.argv[2]
+test = pq.read_table(f"{a}/ingest/test.parquet").to_pylist()
+pred = pq.read_table(f"{a}/head/test_predictions.parquet").to_pylist()
+with open(out, "w", newline="") as f:
+    w = csv.writer(f); w.writerow(["sentence"]); [w.writerow([r["sentence"]]) for r in test]
+print(json.dumps([str(r["pred"]) for r in pred]))
+"#,
+        p.path("artifacts").to_str().unwrap(),
+        csv.to_str().unwrap(),
+    ]);
+    let expected: Vec<String> = serde_json::from_str(&expected).unwrap();
+    let run = p.cli(&["predict", "--csv", csv.to_str().unwrap()]);
+    let got: Vec<String> = run
+        .ok()
+        .stdout
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').next().unwrap().to_string())
+        .collect();
+    assert_eq!(got.len(), 300);
+    let agree = got.iter().zip(&expected).filter(|(a, b)| a == b).count();
+    assert_eq!(
+        agree,
+        300,
+        "predict and the head stage disagree on {} of 300 test rows",
+        300 - agree
+    );
+}

@@ -6,6 +6,7 @@
 mod model;
 mod train;
 
+pub use burn::prelude::Device;
 pub use model::{Head, HeadShape};
 pub use train::{Backend, HeadParams, TrainSummary, class_weights, train};
 

@@ -94,4 +94,68 @@ impl Head {
         safetensors::serialize_to_file(views, Some(meta), path)?;
         Ok(())
     }
+
+    /// Reads a file written by [`Head::save`]; dropout is off (inference).
+    pub fn load(path: &Path, device: &Device) -> Result<(Head, HeadShape)> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)?;
+        let shape: HeadShape = serde_json::from_str(
+            meta.metadata()
+                .as_ref()
+                .and_then(|m| m.get("shape"))
+                .context("head weights without shape metadata")?,
+        )?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)?;
+        let tensor = |name: &str, dims: Vec<usize>| -> Result<TensorData> {
+            let view = st.tensor(name)?;
+            anyhow::ensure!(
+                view.shape() == dims.as_slice(),
+                "{}: {name} has shape {:?}, expected {dims:?}",
+                path.display(),
+                view.shape()
+            );
+            let values: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            Ok(TensorData::new(values, dims))
+        };
+        use burn::module::Param;
+        let mut head = Head::new(shape, 0.0, device);
+        head.fc1.weight = Param::from_data(
+            tensor("fc1.weight", vec![shape.input, shape.hidden])?,
+            device,
+        );
+        head.fc1.bias = Some(Param::from_data(
+            tensor("fc1.bias", vec![shape.hidden])?,
+            device,
+        ));
+        head.fc2.weight = Param::from_data(
+            tensor("fc2.weight", vec![shape.hidden, shape.classes])?,
+            device,
+        );
+        head.fc2.bias = Some(Param::from_data(
+            tensor("fc2.bias", vec![shape.classes])?,
+            device,
+        ));
+        Ok((head, shape))
+    }
+
+    /// Class probabilities, row-major [rows × classes], for features [rows × input].
+    pub fn probabilities(
+        &self,
+        features: Vec<f32>,
+        rows: usize,
+        input: usize,
+        device: &Device,
+    ) -> Result<Vec<f32>> {
+        let x = Tensor::from_data(TensorData::new(features, [rows, input]), device);
+        self.forward(x)
+            .exp()
+            .into_data()
+            .try_to_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))
+    }
 }

@@ -63,6 +63,15 @@ pub enum Command {
         #[arg(long)]
         verify: bool,
     },
+    /// Classify sentences with the current pipeline's model and trained head.
+    Predict {
+        /// A sentence (repeatable).
+        #[arg(long = "text", value_name = "SENTENCE")]
+        texts: Vec<String>,
+        /// A CSV whose `ingest.text_column` column holds the sentences.
+        #[arg(long, value_name = "FILE")]
+        csv: Option<PathBuf>,
+    },
     /// Print the stage graph.
     Dag,
     /// Remove store entries that no current result references.
@@ -158,6 +167,22 @@ pub fn execute(cli: &Cli) -> Result<ExitCode> {
             }
         }
         Command::Dag => print!("{}", pipeline.dag_text()),
+        Command::Predict { texts, csv } => {
+            let mut sentences = texts.clone();
+            if let Some(path) = csv {
+                sentences.extend(read_sentences(path, &ctx.loaded.config.ingest.text_column)?);
+            }
+            if sentences.is_empty() {
+                anyhow::bail!(
+                    "nothing to classify: pass --text \"...\" (repeatable) or --csv FILE"
+                );
+            }
+            let predictions = crate::predict::predict(&ctx.artifacts, &sentences)?;
+            println!("label\tprobability\tsentence");
+            for (p, s) in predictions.iter().zip(&sentences) {
+                println!("{}\t{:.4}\t{s}", p.label, p.probability);
+            }
+        }
         Command::Gc { dry_run } => {
             let removed = pipeline.gc(&ctx.artifacts, *dry_run)?;
             let total: u64 = removed.iter().map(|(_, bytes)| bytes).sum();
@@ -193,4 +218,21 @@ fn print_report(r: &StageReport) {
     for note in &r.notes {
         println!("           {note}");
     }
+}
+
+/// The `column` of a CSV with a header.
+fn read_sentences(path: &std::path::Path, column: &str) -> Result<Vec<String>> {
+    let mut reader =
+        csv::Reader::from_path(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let headers = reader.headers()?.clone();
+    let index = headers
+        .iter()
+        .position(|h| h.trim_start_matches('\u{feff}') == column)
+        .ok_or_else(|| anyhow::anyhow!("{}:1: no column named {column:?}", path.display()))?;
+    let mut out = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        out.push(record.get(index).unwrap_or("").to_string());
+    }
+    Ok(out)
 }

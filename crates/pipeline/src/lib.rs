@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod predict;
 mod stages;
 
 pub use stages::build_pipeline;
