@@ -247,11 +247,9 @@ impl Builder {
         in_dim: usize,
         out_dim: usize,
     ) -> Result<String> {
-        let wt = w.linear_t(&format!("{name}.weight"), out_dim, in_dim)?;
+        let mm = self.matmul_no_bias(w, x, name, in_dim, out_dim)?;
         let bias = w.get(&format!("{name}.bias"), &[out_dim])?;
-        let wn = self.f32_init(&format!("{name}.weight_t"), &[in_dim, out_dim], &wt);
         let bn = self.f32_init(&format!("{name}.bias"), &[out_dim], &bias);
-        let mm = self.op("MatMul", &[x, &wn], vec![]);
         Ok(self.op("Add", &[&mm, &bn], vec![]))
     }
 
