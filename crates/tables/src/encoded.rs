@@ -17,11 +17,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use arrow::array::{Array, FixedSizeListArray, Int8Array, Int32Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 
-use crate::io::{Provenance, fixed_list_width, read_batches, write_batch};
+use crate::io::{Provenance, fixed_list_width, read_batches, typed, write_batch};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncodedRow {
@@ -110,43 +110,13 @@ pub fn read(path: &Path) -> Result<(Vec<EncodedRow>, usize)> {
     );
     let mut rows = Vec::new();
     for batch in batches {
-        let ints64 = |i: usize| {
-            batch
-                .column(i)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .cloned()
-                .context("int64 column")
-        };
-        let (row_ids, labels) = (ints64(0)?, ints64(1)?);
-        let list = |i: usize| {
-            batch
-                .column(i)
-                .as_any()
-                .downcast_ref::<FixedSizeListArray>()
-                .cloned()
-                .context("list column")
-        };
-        let ids_list = list(2)?;
-        let mask_list = list(3)?;
-        let ids = ids_list
-            .values()
-            .as_any()
-            .downcast_ref::<Int32Array>()
-            .context("input_ids items")?
-            .clone();
-        let mask = mask_list
-            .values()
-            .as_any()
-            .downcast_ref::<Int8Array>()
-            .context("attention_mask items")?
-            .clone();
-        let n_tokens = batch
-            .column(4)
-            .as_any()
-            .downcast_ref::<Int32Array>()
-            .context("n_tokens")?
-            .clone();
+        let row_ids: Int64Array = typed(batch.column(0), "row_id")?;
+        let labels: Int64Array = typed(batch.column(1), "label")?;
+        let ids_list: FixedSizeListArray = typed(batch.column(2), "input_ids")?;
+        let mask_list: FixedSizeListArray = typed(batch.column(3), "attention_mask")?;
+        let ids: Int32Array = typed(ids_list.values(), "input_ids items")?;
+        let mask: Int8Array = typed(mask_list.values(), "attention_mask items")?;
+        let n_tokens: Int32Array = typed(batch.column(4), "n_tokens")?;
         let offset = ids_list.offset() * max_len;
         for i in 0..batch.num_rows() {
             let start = offset + i * max_len;

@@ -12,11 +12,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use arrow::array::{Array, FixedSizeListArray, Float32Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 
-use crate::io::{Provenance, fixed_list_width, read_batches, write_batch};
+use crate::io::{Provenance, fixed_list_width, read_batches, typed, write_batch};
 
 pub fn schema(hidden: usize) -> Arc<Schema> {
     Arc::new(Schema::new(vec![
@@ -76,26 +76,12 @@ pub fn read(path: &Path) -> Result<FeatureTable> {
         features: Vec::new(),
     };
     for batch in batches {
-        let ints = |i: usize| {
-            batch
-                .column(i)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .cloned()
-                .context("int64 column")
-        };
-        table.row_ids.extend(ints(0)?.values().iter());
-        table.labels.extend(ints(1)?.values().iter());
-        let list = batch
-            .column(2)
-            .as_any()
-            .downcast_ref::<FixedSizeListArray>()
-            .context("features")?;
-        let values = list
-            .values()
-            .as_any()
-            .downcast_ref::<Float32Array>()
-            .context("features items")?;
+        let row_ids: Int64Array = typed(batch.column(0), "row_id")?;
+        let labels: Int64Array = typed(batch.column(1), "label")?;
+        table.row_ids.extend(row_ids.values().iter());
+        table.labels.extend(labels.values().iter());
+        let list: FixedSizeListArray = typed(batch.column(2), "features")?;
+        let values: Float32Array = typed(list.values(), "features items")?;
         let start = list.offset() * hidden;
         table
             .features

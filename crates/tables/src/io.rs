@@ -117,3 +117,15 @@ pub(crate) fn fixed_list_width(
         ),
     }
 }
+
+/// `array` as its concrete Arrow type; `what` names it in the error.
+pub(crate) fn typed<T: arrow::array::Array + Clone + 'static>(
+    array: &arrow::array::ArrayRef,
+    what: &str,
+) -> Result<T> {
+    array
+        .as_any()
+        .downcast_ref::<T>()
+        .cloned()
+        .with_context(|| format!("{what} has an unexpected type"))
+}

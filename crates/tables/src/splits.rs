@@ -12,11 +12,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 
-use crate::io::{Provenance, read_batches, write_batch};
+use crate::io::{Provenance, read_batches, typed, write_batch};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LabelledRow {
@@ -57,22 +57,9 @@ pub fn read(path: &Path) -> Result<Vec<LabelledRow>> {
     );
     let mut rows = Vec::new();
     for batch in batches {
-        let col = |i: usize| batch.column(i).clone();
-        let ids = col(0);
-        let ids = ids
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .context("row_id")?;
-        let sentences = col(1);
-        let sentences = sentences
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .context("sentence")?;
-        let labels = col(2);
-        let labels = labels
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .context("label")?;
+        let ids: Int64Array = typed(batch.column(0), "row_id")?;
+        let sentences: StringArray = typed(batch.column(1), "sentence")?;
+        let labels: Int64Array = typed(batch.column(2), "label")?;
         for i in 0..batch.num_rows() {
             rows.push(LabelledRow {
                 row_id: ids.value(i),

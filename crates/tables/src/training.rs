@@ -105,10 +105,7 @@ pub fn read_predictions(path: &Path) -> Result<(Vec<i64>, Vec<i64>)> {
             let c = batch
                 .column_by_name(name)
                 .ok_or_else(|| anyhow::anyhow!("{}: no {name} column", path.display()))?;
-            c.as_any()
-                .downcast_ref::<Int64Array>()
-                .cloned()
-                .ok_or_else(|| anyhow::anyhow!("{name} is not int64"))
+            crate::io::typed(c, name)
         };
         labels.extend(col("label")?.values().iter());
         preds.extend(col("pred")?.values().iter());
