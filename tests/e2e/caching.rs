@@ -25,6 +25,24 @@ fn first_run_runs_all_second_none_change_reruns_revert_restores() {
     for stage in STAGES {
         assert_eq!(first.outcome(stage), "ran", "{stage} on the first run");
     }
+    // The run ends with the report and points at the page, whose images exist.
+    assert!(first.stdout.contains("weighted avg"), "{}", first.stdout);
+    let page = p.path("artifacts/report/report.html");
+    assert!(
+        first
+            .stdout
+            .contains(&format!("report page with plots: {}", page.display())),
+        "{}",
+        first.stdout
+    );
+    let html = fs::read_to_string(&page).unwrap();
+    assert_eq!(html.matches("<svg").count(), 3, "page inlines three images");
+    for image in ["loss.svg", "token_lengths.svg", "confusion_matrix.svg"] {
+        assert!(
+            p.path(&format!("artifacts/report/{image}")).is_file(),
+            "{image}"
+        );
+    }
 
     let second = p.cli(&["run-pipeline"]);
     second.ok();

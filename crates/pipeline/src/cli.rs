@@ -146,6 +146,10 @@ pub fn execute(cli: &Cli) -> Result<ExitCode> {
                 started.elapsed().as_secs_f64(),
                 ctx.artifacts.display()
             );
+            let page = ctx.artifacts.join("report").join("report.html");
+            if !*dry_run && reports.iter().any(|r| r.stage == "report") && page.is_file() {
+                println!("report page with plots: {}", page.display());
+            }
         }
         Command::Status { json, verify } => {
             let options = RunOptions {

@@ -14,7 +14,7 @@ pub fn build_pipeline(loaded: &Loaded) -> Result<Pipeline> {
     let config = &loaded.config;
     let source: model::ModelSource = config.model.source.parse()?;
     let files = source.resolve(loaded.dir())?;
-    Pipeline::new(vec![
+    let mut stages: Vec<Box<dyn Stage>> = vec![
         Box::new(IngestStage {
             params: config.ingest.clone(),
         }),
@@ -31,8 +31,24 @@ pub fn build_pipeline(loaded: &Loaded) -> Result<Pipeline> {
         Box::new(HeadStage {
             params: config.head.clone(),
         }),
-        Box::new(ReportStage),
-    ])
+    ];
+    // The report page shows the parameters every stage was keyed on (and the
+    // CSV's path, which is left out of ingest's key: its content is hashed).
+    let mut shown = serde_json::Map::new();
+    for stage in &stages {
+        shown.insert(stage.name().to_string(), stage.params());
+    }
+    if let Some(Value::Object(ingest)) = shown.get_mut("ingest") {
+        // Relative to the pipeline file where possible, so the key does not
+        // depend on where the project is checked out.
+        let csv = config.ingest.csv.strip_prefix(loaded.dir());
+        let csv = csv.unwrap_or(&config.ingest.csv).display().to_string();
+        ingest.insert("csv".into(), Value::String(csv));
+    }
+    stages.push(Box::new(ReportStage {
+        run_params: Value::Object(shown),
+    }));
+    Pipeline::new(stages)
 }
 
 fn split_inputs(stage: &str) -> Vec<Input> {
@@ -265,22 +281,28 @@ fn class_names(ctx: &RunContext) -> Result<Vec<String>> {
         .ok_or_else(|| anyhow::anyhow!("ingest/train.parquet has no classes metadata"))
 }
 
-/// Test predictions -> scikit-learn-format classification report, metrics.json.
-struct ReportStage;
+/// Test predictions, history and length histogram -> the classification
+/// report (scikit-learn's format), metrics.json, plots and report.html.
+struct ReportStage {
+    /// `{stage: params}` of every other stage, shown on the page.
+    run_params: Value,
+}
 
 impl Stage for ReportStage {
     fn name(&self) -> &str {
         "report"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn params(&self) -> Value {
-        serde_json::json!({})
+        self.run_params.clone()
     }
     fn inputs(&self) -> Vec<Input> {
         vec![
             Input::stage("head", "test_predictions.parquet"),
+            Input::stage("head", "history.parquet"),
+            Input::stage("encode", "length_histogram.parquet"),
             Input::stage("ingest", "train.parquet"),
         ]
     }
@@ -291,7 +313,35 @@ impl Stage for ReportStage {
         let classes = class_names(ctx)?;
         let (labels, preds) =
             tables::training::read_predictions(ctx.input("head/test_predictions.parquet"))?;
-        let text = report::run(&labels, &preds, &classes, ctx.out_dir())?;
+        let (history, best_epoch) =
+            tables::training::read_history(ctx.input("head/history.parquet"))?;
+        let lengths =
+            tables::encoded::read_histogram(ctx.input("encode/length_histogram.parquet"))?;
+        let mut flat = std::collections::BTreeMap::new();
+        if let Value::Object(stages) = &self.run_params {
+            for (stage, params) in stages {
+                runner::key::flatten(stage, params, &mut flat);
+            }
+        }
+        let shown: Vec<(String, String)> = flat
+            .into_iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => (k, s),
+                other => (k, other.to_string()),
+            })
+            .collect();
+        let text = report::run(
+            &report::ReportInputs {
+                labels: &labels,
+                preds: &preds,
+                classes: &classes,
+                history: &history,
+                best_epoch,
+                lengths: &lengths,
+                params: &shown,
+            },
+            ctx.out_dir(),
+        )?;
         ctx.note(format!(
             "test split classification report:\n{}",
             text.trim_end()

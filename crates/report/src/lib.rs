@@ -1,157 +1,69 @@
 //! report: scikit-learn's `classification_report` (text, byte for byte),
-//! accuracy, macro-F1 and the confusion matrix, from labels and predictions.
+//! metrics.json with the confusion matrix, three SVG plots and one
+//! self-contained `report.html` page that shows them with the run's parameters.
 
-use serde::Serialize;
+mod metrics;
+mod page;
+pub mod plots;
 
-/// Per-class and averaged metrics over classes `0..names.len()`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Metrics {
-    pub classes: Vec<String>,
-    pub precision: Vec<f64>,
-    pub recall: Vec<f64>,
-    pub f1: Vec<f64>,
-    pub support: Vec<usize>,
-    pub accuracy: f64,
-    pub macro_precision: f64,
-    pub macro_recall: f64,
-    pub macro_f1: f64,
-    pub weighted_precision: f64,
-    pub weighted_recall: f64,
-    pub weighted_f1: f64,
-    /// `confusion[true][pred]`.
-    pub confusion: Vec<Vec<usize>>,
+use std::path::Path;
+
+pub use metrics::{Metrics, classification_report, metrics};
+use tables::encoded::LengthHistogram;
+use tables::training::EpochRow;
+
+pub const OUTPUTS: [&str; 6] = [
+    "classification_report.txt",
+    "metrics.json",
+    "confusion_matrix.svg",
+    "loss.svg",
+    "token_lengths.svg",
+    "report.html",
+];
+
+/// Everything the report is made from.
+pub struct ReportInputs<'a> {
+    /// Test split: true and predicted class ids.
+    pub labels: &'a [i64],
+    pub preds: &'a [i64],
+    pub classes: &'a [String],
+    pub history: &'a [EpochRow],
+    pub best_epoch: usize,
+    pub lengths: &'a LengthHistogram,
+    /// (`stage.parameter`, value) of every stage.
+    pub params: &'a [(String, String)],
 }
 
-/// Division as scikit-learn's `zero_division="warn"`: 0 when the denominator is 0.
-fn ratio(num: f64, den: f64) -> f64 {
-    if den == 0.0 { 0.0 } else { num / den }
-}
-
-pub fn metrics(labels: &[i64], preds: &[i64], names: &[String]) -> Metrics {
-    let k = names.len();
-    let mut confusion = vec![vec![0usize; k]; k];
-    for (&t, &p) in labels.iter().zip(preds) {
-        confusion[t as usize][p as usize] += 1;
-    }
-    let tp: Vec<f64> = (0..k).map(|c| confusion[c][c] as f64).collect();
-    let true_sum: Vec<f64> = (0..k)
-        .map(|c| confusion[c].iter().sum::<usize>() as f64)
-        .collect();
-    let pred_sum: Vec<f64> = (0..k)
-        .map(|c| (0..k).map(|t| confusion[t][c]).sum::<usize>() as f64)
-        .collect();
-    let precision: Vec<f64> = (0..k).map(|c| ratio(tp[c], pred_sum[c])).collect();
-    let recall: Vec<f64> = (0..k).map(|c| ratio(tp[c], true_sum[c])).collect();
-    // As scikit-learn: F1 from counts, 2·tp / (true + pred).
-    let f1: Vec<f64> = (0..k)
-        .map(|c| ratio(2.0 * tp[c], true_sum[c] + pred_sum[c]))
-        .collect();
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let total: f64 = true_sum.iter().sum();
-    let weighted = |v: &[f64]| {
-        ratio(
-            v.iter().zip(&true_sum).map(|(a, w)| a * w).sum::<f64>(),
-            total,
-        )
-    };
-    let tp_all: f64 = tp.iter().sum();
-    Metrics {
-        classes: names.to_vec(),
-        accuracy: ratio(2.0 * tp_all, total + pred_sum.iter().sum::<f64>()),
-        macro_precision: mean(&precision),
-        macro_recall: mean(&recall),
-        macro_f1: mean(&f1),
-        weighted_precision: weighted(&precision),
-        weighted_recall: weighted(&recall),
-        weighted_f1: weighted(&f1),
-        support: true_sum.iter().map(|&s| s as usize).collect(),
-        precision,
-        recall,
-        f1,
-        confusion,
-    }
-}
-
-/// The text of `sklearn.metrics.classification_report(y_true, y_pred,
-/// labels=range(K), target_names=names, digits=digits)`.
-pub fn classification_report(m: &Metrics, digits: usize) -> String {
-    let last_line_heading = "weighted avg";
-    let width = m
-        .classes
-        .iter()
-        .map(|c| c.chars().count())
-        .max()
-        .unwrap_or(0)
-        .max(last_line_heading.len())
-        .max(digits);
-    let mut out = format!("{:>width$} ", "");
-    for h in ["precision", "recall", "f1-score", "support"] {
-        out.push_str(&format!(" {h:>9}"));
-    }
-    out.push_str("\n\n");
-    // scikit-learn quirk, reproduced: with no true positive at all its
-    // supports are floats and print as "2.0".
-    let no_true_positive = (0..m.classes.len()).all(|c| m.confusion[c][c] == 0);
-    let count = |s: usize| {
-        if no_true_positive {
-            format!("{s}.0")
-        } else {
-            s.to_string()
-        }
-    };
-    let row = |name: &str, p: f64, r: f64, f: f64, s: usize| {
-        let s = count(s);
-        format!("{name:>width$}  {p:>9.digits$} {r:>9.digits$} {f:>9.digits$} {s:>9}\n")
-    };
-    for c in 0..m.classes.len() {
-        out.push_str(&row(
-            &m.classes[c],
-            m.precision[c],
-            m.recall[c],
-            m.f1[c],
-            m.support[c],
-        ));
-    }
-    out.push('\n');
-    let total: usize = m.support.iter().sum();
-    out.push_str(&format!(
-        "{:>width$}  {:>9} {:>9} {:>9.digits$} {:>9}\n",
-        "accuracy",
-        "",
-        "",
-        m.accuracy,
-        count(total)
-    ));
-    out.push_str(&row(
-        "macro avg",
-        m.macro_precision,
-        m.macro_recall,
-        m.macro_f1,
-        total,
-    ));
-    out.push_str(&row(
-        "weighted avg",
-        m.weighted_precision,
-        m.weighted_recall,
-        m.weighted_f1,
-        total,
-    ));
-    out
-}
-
-pub const OUTPUTS: [&str; 2] = ["classification_report.txt", "metrics.json"];
-
-/// The report stage: test predictions -> report text and metrics.json
-/// (with the confusion matrix). Returns the report text.
-pub fn run(
-    labels: &[i64],
-    preds: &[i64],
-    classes: &[String],
-    out_dir: &std::path::Path,
-) -> anyhow::Result<String> {
-    let m = metrics(labels, preds, classes);
+/// The report stage: writes every file of [`OUTPUTS`] into `out_dir` and
+/// returns the classification report text.
+pub fn run(inputs: &ReportInputs, out_dir: &Path) -> anyhow::Result<String> {
+    let m = metrics(inputs.labels, inputs.preds, inputs.classes);
     let text = classification_report(&m, 2);
-    std::fs::write(out_dir.join(OUTPUTS[0]), &text)?;
-    std::fs::write(out_dir.join(OUTPUTS[1]), serde_json::to_vec_pretty(&m)?)?;
+    let confusion_svg = plots::confusion_matrix(&m.confusion, &m.classes)?;
+    let loss_svg = plots::loss_curves(inputs.history, inputs.best_epoch)?;
+    let lengths_svg = plots::token_lengths(inputs.lengths)?;
+    let html = page::render(&page::Page {
+        metrics: &m,
+        report_text: &text,
+        history: inputs.history,
+        best_epoch: inputs.best_epoch,
+        loss_svg: &loss_svg,
+        lengths_svg: &lengths_svg,
+        confusion_svg: &confusion_svg,
+        params: inputs.params,
+    });
+    let files: [(&str, &[u8]); 6] = [
+        (OUTPUTS[0], text.as_bytes()),
+        (OUTPUTS[1], &serde_json::to_vec_pretty(&m)?),
+        (OUTPUTS[2], confusion_svg.as_bytes()),
+        (OUTPUTS[3], loss_svg.as_bytes()),
+        (OUTPUTS[4], lengths_svg.as_bytes()),
+        (OUTPUTS[5], html.as_bytes()),
+    ];
+    for (name, bytes) in files {
+        let path = out_dir.join(name);
+        std::fs::write(&path, bytes)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    }
     Ok(text)
 }

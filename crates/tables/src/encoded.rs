@@ -161,3 +161,71 @@ pub fn write_histogram(
     )?;
     write_batch(path, schema, batch, provenance)
 }
+
+/// The training split's token-length histogram and the `max_len` encode chose.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LengthHistogram {
+    /// (token count, rows), ascending by token count.
+    pub counts: Vec<(usize, usize)>,
+    pub max_len: usize,
+    /// How `max_len` was chosen ("fixed", "p100 of training lengths", …).
+    pub max_len_rule: String,
+}
+
+pub fn read_histogram(path: &Path) -> Result<LengthHistogram> {
+    let (batches, file_schema) = read_batches(path)?;
+    ensure!(
+        file_schema.fields() == histogram_schema().fields(),
+        "{}: unexpected length-histogram schema",
+        path.display()
+    );
+    let mut counts = Vec::new();
+    for batch in batches {
+        let n_tokens: Int32Array = typed(batch.column(0), "n_tokens")?;
+        let rows: Int64Array = typed(batch.column(1), "rows")?;
+        counts.extend(
+            n_tokens
+                .values()
+                .iter()
+                .zip(rows.values())
+                .map(|(&n, &r)| (n as usize, r as usize)),
+        );
+    }
+    let meta = crate::io::read_metadata(path)?;
+    let get = |key: &str| {
+        meta.iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| anyhow::anyhow!("{}: no `{key}` in its metadata", path.display()))
+    };
+    let max_len = get("max_len")?
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{}: bad max_len metadata: {e}", path.display()))?;
+    Ok(LengthHistogram {
+        counts,
+        max_len,
+        max_len_rule: get("max_len_rule")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_round_trips_with_max_len() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("length_histogram.parquet");
+        let counts = vec![(3, 10), (4, 2), (40, 1)];
+        let prov = Provenance::stage("k", "{}")
+            .with("max_len", "17")
+            .with("max_len_rule", "fixed");
+        write_histogram(&path, &counts, &prov).unwrap();
+        let want = LengthHistogram {
+            counts,
+            max_len: 17,
+            max_len_rule: "fixed".into(),
+        };
+        assert_eq!(read_histogram(&path).unwrap(), want);
+    }
+}

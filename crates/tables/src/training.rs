@@ -96,6 +96,42 @@ pub fn write_predictions(
     write_batch(path, schema, batch, provenance)
 }
 
+/// The per-epoch rows of a history file and its `best_epoch` metadata.
+pub fn read_history(path: &Path) -> Result<(Vec<EpochRow>, usize)> {
+    let (batches, _) = crate::io::read_batches(path)?;
+    let mut rows = Vec::new();
+    for batch in batches {
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| anyhow::anyhow!("{}: no {name} column", path.display()))
+        };
+        let epoch: Int32Array = crate::io::typed(column("epoch")?, "epoch")?;
+        let f64s = |name: &str| -> Result<Float64Array> { crate::io::typed(column(name)?, name) };
+        let (train, val, acc, secs) = (
+            f64s("train_loss")?,
+            f64s("val_loss")?,
+            f64s("val_accuracy")?,
+            f64s("seconds")?,
+        );
+        for i in 0..batch.num_rows() {
+            rows.push(EpochRow {
+                epoch: epoch.value(i) as usize,
+                train_loss: train.value(i),
+                val_loss: val.value(i),
+                val_accuracy: acc.value(i),
+                seconds: secs.value(i),
+            });
+        }
+    }
+    let best_epoch = crate::io::read_metadata(path)?
+        .into_iter()
+        .find(|(k, _)| k == "best_epoch")
+        .and_then(|(_, v)| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("{}: no best_epoch in its metadata", path.display()))?;
+    Ok((rows, best_epoch))
+}
+
 /// (labels, preds) of a test_predictions file.
 pub fn read_predictions(path: &Path) -> Result<(Vec<i64>, Vec<i64>)> {
     let (batches, _) = crate::io::read_batches(path)?;
@@ -111,4 +147,39 @@ pub fn read_predictions(path: &Path) -> Result<(Vec<i64>, Vec<i64>)> {
         preds.extend(col("pred")?.values().iter());
     }
     Ok((labels, preds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_round_trips_with_its_best_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.parquet");
+        let rows: Vec<EpochRow> = (1..=3)
+            .map(|e| EpochRow {
+                epoch: e,
+                train_loss: 1.0 / e as f64,
+                val_loss: 0.5 + (e as f64 - 2.0).abs(),
+                val_accuracy: 0.25 * e as f64,
+                seconds: 0.125,
+            })
+            .collect();
+        let prov = Provenance::stage("k", "{}").with("best_epoch", "2");
+        write_history(&path, &rows, &prov).unwrap();
+        assert_eq!(read_history(&path).unwrap(), (rows, 2));
+    }
+
+    #[test]
+    fn history_without_best_epoch_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.parquet");
+        write_history(&path, &[], &Provenance::stage("k", "{}")).unwrap();
+        let err = read_history(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("history.parquet") && err.contains("best_epoch"),
+            "{err}"
+        );
+    }
 }
