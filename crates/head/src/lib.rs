@@ -3,6 +3,7 @@
 //! LogSoftmax; AdamW; class-weighted NLL; gradient-norm clipping at 1.0;
 //! seeded shuffling; the weights of the best validation loss are kept.
 
+mod clip;
 mod model;
 mod train;
 

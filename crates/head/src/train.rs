@@ -3,7 +3,6 @@
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use burn::grad_clipping::GradientClippingConfig;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
@@ -156,6 +155,12 @@ pub fn train(
     if params.batch_size == 0 || params.epochs == 0 {
         bail!("head.batch_size and head.epochs must be positive");
     }
+    if !(params.clip_grad_norm > 0.0) {
+        bail!(
+            "head.clip_grad_norm must be positive (the tutorial's 1.0), got {}",
+            params.clip_grad_norm
+        );
+    }
     let base = device(params.backend)?;
     base.seed(params.seed);
     let ad = base.clone().autodiff();
@@ -172,11 +177,10 @@ pub fn train(
     let val_loss_fn = CrossEntropyLossConfig::new()
         .with_weights(Some(weights.clone()))
         .init(&base);
+    // Clipping is done here, by the global norm (see clip.rs), not by
+    // burn's per-tensor GradientClippingConfig::Norm.
     let mut optim = AdamWConfig::new()
         .with_weight_decay(params.weight_decay as f32)
-        .with_grad_clipping(Some(GradientClippingConfig::Norm(
-            params.clip_grad_norm as f32,
-        )))
         .init();
     let mut rng = rand::rngs::StdRng::seed_from_u64(params.seed);
     let mut order: Vec<usize> = (0..train.labels.len()).collect();
@@ -194,7 +198,8 @@ pub fn train(
             let loss = loss_fn.forward(head.forward(x), y);
             total += loss.clone().into_scalar::<f32>() as f64;
             batches += 1;
-            let grads = GradientsParams::from_grads(loss.backward(), &head);
+            let mut grads = GradientsParams::from_grads(loss.backward(), &head);
+            crate::clip::clip_global_norm(&head, &mut grads, params.clip_grad_norm as f32);
             head = optim.step(params.learning_rate, head, grads);
             progress.inc(1);
         }

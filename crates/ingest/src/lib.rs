@@ -17,6 +17,7 @@ use tables::Provenance;
 use tables::splits::LabelledRow;
 
 pub use params::{EmptySentences, IngestParams};
+pub use read::{SourceRow, SourceTable, read_csv};
 
 use crate::split::{SplitError, train_test_split};
 

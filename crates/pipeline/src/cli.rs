@@ -72,6 +72,16 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         csv: Option<PathBuf>,
     },
+    /// Score the trained pipeline on another labelled CSV (held-out data):
+    /// scikit-learn's classification report. Columns and label mapping as in
+    /// the pipeline's [ingest] section.
+    Evaluate {
+        #[arg(long, value_name = "FILE")]
+        csv: PathBuf,
+        /// Also write the report and metrics.json into DIR.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Print the stage graph.
     Dag,
     /// Remove store entries that no current result references.
@@ -171,6 +181,25 @@ pub fn execute(cli: &Cli) -> Result<ExitCode> {
             }
         }
         Command::Dag => print!("{}", pipeline.dag_text()),
+        Command::Evaluate { csv, out } => {
+            let (metrics, text) =
+                crate::evaluate::evaluate(&ctx.artifacts, csv, &ctx.loaded.config.ingest)?;
+            println!(
+                "{} labelled sentences from {}: accuracy {:.4}, macro F1 {:.4}\n\n{text}",
+                metrics.support.iter().sum::<usize>(),
+                csv.display(),
+                metrics.accuracy,
+                metrics.macro_f1
+            );
+            if let Some(dir) = out {
+                std::fs::create_dir_all(dir)?;
+                std::fs::write(dir.join("classification_report.txt"), &text)?;
+                std::fs::write(
+                    dir.join("metrics.json"),
+                    serde_json::to_vec_pretty(&metrics)?,
+                )?;
+            }
+        }
         Command::Predict { texts, csv } => {
             let mut sentences = texts.clone();
             if let Some(path) = csv {

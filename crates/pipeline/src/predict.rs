@@ -6,11 +6,27 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use runner::manifest::LockFile;
 
-/// One prediction: class name and its probability.
+/// One prediction: class id and name, and its probability.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prediction {
+    pub class: usize,
     pub label: String,
     pub probability: f32,
+}
+
+/// Class names of the current pipeline (index = class id).
+pub fn trained_classes(artifacts: &Path) -> Result<Vec<String>> {
+    serde_json::from_str(&metadata(artifacts, "ingest/train.parquet", "classes")?)
+        .context("ingest/train.parquet: classes metadata")
+}
+
+fn metadata(artifacts: &Path, file: &str, key: &str) -> Result<String> {
+    let path = artifacts.join(file);
+    tables::read_metadata(&path)?
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+        .with_context(|| format!("{}: no {key} metadata", path.display()))
 }
 
 pub fn predict(artifacts: &Path, sentences: &[String]) -> Result<Vec<Prediction>> {
@@ -23,16 +39,8 @@ pub fn predict(artifacts: &Path, sentences: &[String]) -> Result<Vec<Prediction>
             );
         }
     }
-    let meta = |file: &str, key: &str| -> Result<String> {
-        let path = artifacts.join(file);
-        tables::read_metadata(&path)?
-            .into_iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v)
-            .with_context(|| format!("{}: no {key} metadata", path.display()))
-    };
-    let classes: Vec<String> = serde_json::from_str(&meta("ingest/train.parquet", "classes")?)?;
-    let max_len: usize = meta("encode/train.parquet", "max_len")?.parse()?;
+    let classes = trained_classes(artifacts)?;
+    let max_len: usize = metadata(artifacts, "encode/train.parquet", "max_len")?.parse()?;
     let pooling: embed::Pooling =
         serde_json::from_value(lock.stages["embed"].params["pooling"].clone())
             .context("pipeline.lock: embed.pooling")?;
@@ -82,6 +90,7 @@ pub fn predict(artifacts: &Path, sentences: &[String]) -> Result<Vec<Prediction>
                 .max_by(|&a, &b| p[a].total_cmp(&p[b]))
                 .unwrap_or(0);
             Prediction {
+                class: best,
                 label: classes[best].clone(),
                 probability: p[best],
             }

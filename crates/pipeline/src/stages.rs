@@ -243,7 +243,8 @@ impl Stage for HeadStage {
         "head"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: gradient clipping by the global norm (was burn's per-tensor norm)
+        2
     }
     fn params(&self) -> Value {
         key_params(&self.params, &[])

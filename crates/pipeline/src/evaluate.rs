@@ -1,0 +1,41 @@
+//! `evaluate`: the current pipeline's classifier on another labelled CSV
+//! (held-out data), as scikit-learn's classification report.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+
+/// The report of the trained pipeline in `artifacts` on `csv`, read with the
+/// pipeline's own ingest settings (columns, label mapping, empty sentences).
+pub fn evaluate(
+    artifacts: &Path,
+    csv: &Path,
+    ingest: &ingest::IngestParams,
+) -> Result<(report::Metrics, String)> {
+    let trained = crate::predict::trained_classes(artifacts)?;
+    let table = ingest::read_csv(csv, ingest)?;
+    // Class ids of this file are its own; match them to the trained ones by name.
+    let to_trained: Vec<usize> = table
+        .classes
+        .iter()
+        .map(|name| match trained.iter().position(|t| t == name) {
+            Some(id) => Ok(id),
+            None => bail!(
+                "{}: label {name:?} is not a class the head was trained on ({trained:?}); \
+                 use the same ingest.labels / num_classes as the training data",
+                csv.display()
+            ),
+        })
+        .collect::<Result<_>>()?;
+    let sentences: Vec<String> = table.rows.iter().map(|r| r.sentence.clone()).collect();
+    let predictions = crate::predict::predict(artifacts, &sentences)?;
+    let labels: Vec<i64> = table
+        .rows
+        .iter()
+        .map(|r| to_trained[r.label as usize] as i64)
+        .collect();
+    let preds: Vec<i64> = predictions.iter().map(|p| p.class as i64).collect();
+    let metrics = report::metrics(&labels, &preds, &trained);
+    let text = report::classification_report(&metrics, 2);
+    Ok((metrics, text))
+}
