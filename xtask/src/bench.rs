@@ -52,8 +52,9 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut sets: Vec<String> = overrides.clone();
     sets.push("embed.device=\"cpu\"".into());
     let cold = time_cli(&config, &["run-pipeline"], &sets)?;
-    println!("\ncold run, every stage: {cold:.2} s");
+    println!("\ncold run, whole pipeline (every stage, CLI start-up included): {cold:.2} s");
     print_stage_times(work.path())?;
+    print_head_epochs(work.path())?;
 
     let mut noop = Vec::new();
     for _ in 0..5 {
@@ -82,6 +83,23 @@ fn print_stage_times(artifacts_parent: &Path) -> Result<()> {
             println!("          {note}");
         }
     }
+    Ok(())
+}
+
+/// Head training time per epoch (CPU), from the history the head wrote.
+fn print_head_epochs(artifacts_parent: &Path) -> Result<()> {
+    let path = artifacts_parent.join("artifacts/head/history.parquet");
+    let (history, _) = tables::training::read_history(&path)?;
+    let mut seconds: Vec<f64> = history.iter().map(|e| e.seconds).collect();
+    seconds.sort_by(f64::total_cmp);
+    let mean = seconds.iter().sum::<f64>() / seconds.len().max(1) as f64;
+    println!(
+        "  head per epoch (train + validation): mean {mean:.2} s, median {:.2} s, min {:.2} s, max {:.2} s over {} epochs",
+        seconds[seconds.len() / 2],
+        seconds[0],
+        seconds[seconds.len() - 1],
+        seconds.len()
+    );
     Ok(())
 }
 
