@@ -93,6 +93,16 @@ pub enum Command {
 
 /// Parses `std::env::args` and runs; errors are printed as one message.
 pub fn main() -> ExitCode {
+    // Warnings (e.g. a repaired store) on stderr; RUST_LOG=info for more.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
     let cli = Cli::parse();
     match execute(&cli) {
         Ok(code) => code,

@@ -245,18 +245,44 @@ impl Pipeline {
         };
 
         let mut current: HashMap<String, Manifest> = HashMap::new();
-        let mut reports = Vec::new();
-        for &i in &selected {
-            let stage = self.stages[i].as_ref();
+        let mut reports: Vec<StageReport> = Vec::new();
+        let mut redone: Vec<String> = Vec::new();
+        let mut position = 0;
+        while position < selected.len() {
+            let stage = self.stages[selected[position]].as_ref();
             let result = self.decide(stage, &store, &mut lock, &mut digests, &current, options);
             // Persist digests even when a stage fails: they are still true.
             digests.save()?;
-            let (report, manifest) = result?;
+            let (report, manifest) = match result {
+                Err(e) => match e.downcast_ref::<CorruptInput>() {
+                    // A stored upstream output was found corrupt just before
+                    // use (its true digest is now in the memo): decide again
+                    // from that upstream stage, which will now recompute.
+                    Some(corrupt) if !redone.contains(&corrupt.upstream) => {
+                        let upstream = corrupt.upstream.clone();
+                        let back = selected
+                            .iter()
+                            .position(|&j| self.stages[j].name() == upstream)
+                            .context("corrupt input of a stage outside this run")?;
+                        for &j in &selected[back..] {
+                            let later = self.stages[j].name();
+                            current.remove(later);
+                            reports.retain(|r| r.stage != later);
+                        }
+                        redone.push(upstream);
+                        position = back;
+                        continue;
+                    }
+                    _ => return Err(e),
+                },
+                Ok(decided) => decided,
+            };
             on_report(&report);
             reports.push(report);
             if let Some(m) = manifest {
                 current.insert(stage.name().to_string(), m);
             }
+            position += 1;
         }
         digests.prune();
         digests.save()?;
@@ -453,6 +479,28 @@ impl Pipeline {
     }
 }
 
+/// A stored input whose bytes no longer match its digest, found just
+/// before `stage` would have read it.
+#[derive(Debug)]
+struct CorruptInput {
+    stage: String,
+    upstream: String,
+    input: String,
+}
+
+impl std::fmt::Display for CorruptInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: stored input {} no longer matches its digest even after recomputing {}; \
+             check the disk, or delete the artifacts folder and run again",
+            self.stage, self.input, self.upstream
+        )
+    }
+}
+
+impl std::error::Error for CorruptInput {}
+
 #[allow(clippy::too_many_arguments)]
 fn execute(
     stage: &dyn Stage,
@@ -468,13 +516,20 @@ fn execute(
     let name = stage.name();
     // An input read from the store must still be what its digest says: a
     // corrupted upstream file must never flow silently into a new result.
+    // Re-hashed here, not taken from the memo: a flipped byte keeps size and
+    // mtime. Cheap next to running the stage.
     for (input, record) in records {
         if record.path.is_none() {
-            let actual = digests.digest(&paths[input])?;
+            let actual = crate::digest::hash_file(&paths[input])?;
             if actual != record.digest {
-                bail!(
-                    "{name}: stored input {input} no longer matches its digest; run again with --verify to recompute it"
-                );
+                digests.remember(&paths[input], &actual)?;
+                let upstream = input.split_once('/').map_or(input.as_str(), |(up, _)| up);
+                return Err(CorruptInput {
+                    stage: name.to_string(),
+                    upstream: upstream.to_string(),
+                    input: input.clone(),
+                }
+                .into());
             }
         }
     }

@@ -41,11 +41,43 @@ impl std::fmt::Display for Damage {
     }
 }
 
+/// True when `path` is a directory itself, not a symlink to one.
+fn is_real_dir(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+}
+
+/// A single normal path component: what every name the runner joins onto
+/// a store path must be, so no name read from disk can lead outside it.
+pub fn is_plain_name(name: &str) -> bool {
+    let mut parts = Path::new(name).components();
+    matches!(parts.next(), Some(std::path::Component::Normal(_))) && parts.next().is_none()
+}
+
+/// Makes `dir` a real directory: a symlink planted in its place is removed
+/// (never followed: writing through it would leave the artifacts folder).
+fn ensure_real_dir(dir: &Path) -> Result<()> {
+    if let Ok(meta) = fs::symlink_metadata(dir) {
+        if meta.file_type().is_symlink() {
+            tracing::warn!(
+                "{} was a symbolic link; replaced by a directory",
+                dir.display()
+            );
+            fs::remove_file(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+        } else if !meta.is_dir() {
+            bail!(
+                "{} is a file, but the store needs a directory there; move it away and run again",
+                dir.display()
+            );
+        }
+    }
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
+}
+
 impl Store {
     pub fn open(root: &Path) -> Result<Store> {
+        fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
         for sub in [".store", ".tmp", ".cache"] {
-            fs::create_dir_all(root.join(sub))
-                .with_context(|| format!("cannot create {}", root.join(sub).display()))?;
+            ensure_real_dir(&root.join(sub))?;
         }
         Ok(Store {
             root: root.to_path_buf(),
@@ -68,9 +100,18 @@ impl Store {
         self.root.join(".store").join(stage).join(key)
     }
 
-    /// The manifest of a committed entry, if there is one.
+    /// The manifest of a committed entry, if there is one. An entry reached
+    /// through a symlink, or whose manifest names files outside it, is not
+    /// one (it will be recomputed).
     pub fn manifest(&self, stage: &str, key: &str) -> Option<Manifest> {
-        Manifest::read(&self.entry_dir(stage, key)).filter(|m| m.key == key && m.stage == stage)
+        let stage_dir = self.root.join(".store").join(stage);
+        let entry = stage_dir.join(key);
+        if !(is_real_dir(&stage_dir) && is_real_dir(&entry)) {
+            return None;
+        }
+        Manifest::read(&entry).filter(|m| {
+            m.key == key && m.stage == stage && m.outputs.keys().all(|name| is_plain_name(name))
+        })
     }
 
     /// Checks each output of an entry against its recorded digest.
@@ -117,8 +158,8 @@ impl Store {
         manifest.write(scratch)?;
         sync_dir(scratch);
         let entry = self.entry_dir(&manifest.stage, &manifest.key);
-        fs::create_dir_all(entry.parent().unwrap())?;
-        if entry.exists() {
+        ensure_real_dir(entry.parent().unwrap())?;
+        if fs::symlink_metadata(&entry).is_ok() {
             // A forced rerun or a damaged entry: move the old one aside first
             // so the rename below never lands inside it.
             let trash = self.scratch_dir(&format!("{}-replaced", manifest.stage))?;

@@ -396,3 +396,187 @@ fn human_path_is_a_link_into_the_store() {
         Path::new(".store/shout").join(reports[0].key.as_ref().unwrap())
     );
 }
+
+/// Flips the first byte of `path` keeping its size and mtime, so the digest
+/// memo (size, mtime, inode) cannot notice.
+fn flip_first_byte_quietly(path: &Path) {
+    let mtime = fs::metadata(path).unwrap().modified().unwrap();
+    let mut bytes = fs::read(path).unwrap();
+    bytes[0] ^= 0x01;
+    let file = fs::OpenOptions::new().write(true).open(path).unwrap();
+    std::os::unix::fs::FileExt::write_at(&file, &bytes[..1], 0).unwrap();
+    file.set_modified(mtime).unwrap();
+}
+
+#[test]
+fn corrupt_input_is_caught_before_reuse_and_its_stage_recomputes() {
+    let f = Fixture::new();
+    f.run("!", &opts());
+    flip_first_byte_quietly(&f.artifacts().join("shout/loud.txt"));
+    // count must run (forced) and read shout's output: without --verify the
+    // memo would vouch for it, but the runner re-hashes inputs before use.
+    let reports = f.run(
+        "!",
+        &RunOptions {
+            force: Force::Stages(vec!["count".into()]),
+            ..opts()
+        },
+    );
+    assert_eq!(
+        outcomes(&reports),
+        [("shout", Outcome::Ran), ("count", Outcome::Ran)]
+    );
+    assert!(
+        reports[0]
+            .reasons
+            .iter()
+            .any(|r| r.contains("loud.txt no longer matches its digest")),
+        "{:?}",
+        reports[0].reasons
+    );
+    assert_eq!(f.read("shout/loud.txt"), "HELLO!");
+    assert_eq!(f.shout_runs.get(), 2);
+}
+
+/// A directory outside the artifacts folder with one file in it, to point
+/// planted symlinks at; `untouched` checks nothing there changed.
+struct Outside {
+    dir: tempfile::TempDir,
+}
+
+impl Outside {
+    fn new() -> Outside {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("precious.txt"), "keep me").unwrap();
+        Outside { dir }
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    fn assert_untouched(&self) {
+        let names: Vec<_> = fs::read_dir(self.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            ["precious.txt"],
+            "something was written outside artifacts/"
+        );
+        assert_eq!(
+            fs::read_to_string(self.path().join("precious.txt")).unwrap(),
+            "keep me"
+        );
+    }
+}
+
+fn plant_symlink(target: &Path, at: &Path) {
+    if fs::symlink_metadata(at).is_ok() {
+        if fs::symlink_metadata(at).unwrap().is_dir() {
+            fs::remove_dir_all(at).unwrap();
+        } else {
+            fs::remove_file(at).unwrap();
+        }
+    }
+    std::os::unix::fs::symlink(target, at).unwrap();
+}
+
+#[test]
+fn planted_scratch_symlink_is_never_followed() {
+    let f = Fixture::new();
+    f.run("!", &opts());
+    let outside = Outside::new();
+    plant_symlink(outside.path(), &f.artifacts().join(".tmp"));
+    // A changed parameter: shout and count write new results through scratch.
+    let reports = f.run("?", &opts());
+    assert_eq!(
+        outcomes(&reports),
+        [("shout", Outcome::Ran), ("count", Outcome::Ran)]
+    );
+    outside.assert_untouched();
+    assert!(
+        !fs::symlink_metadata(f.artifacts().join(".tmp"))
+            .unwrap()
+            .is_symlink()
+    );
+    assert_eq!(f.read("shout/loud.txt"), "HELLO?");
+}
+
+#[test]
+fn planted_stage_directory_symlink_is_replaced_not_written_through() {
+    let f = Fixture::new();
+    f.run("!", &opts());
+    let outside = Outside::new();
+    plant_symlink(outside.path(), &f.artifacts().join(".store/shout"));
+    let reports = f.run("!", &opts());
+    assert_eq!(
+        reports[0].outcome,
+        Outcome::Ran,
+        "the planted entry is not trusted"
+    );
+    outside.assert_untouched();
+    assert_eq!(f.read("shout/loud.txt"), "HELLO!");
+}
+
+#[test]
+fn planted_output_symlink_is_damage_and_is_not_written_through() {
+    let f = Fixture::new();
+    f.run("!", &opts());
+    let outside = Outside::new();
+    // Same content, so only the link itself makes it untrustworthy.
+    fs::write(outside.path().join("precious.txt"), "HELLO!").unwrap();
+    let entry = fs::canonicalize(f.artifacts().join("shout")).unwrap();
+    plant_symlink(
+        &outside.path().join("precious.txt"),
+        &entry.join("loud.txt"),
+    );
+    let reports = f.run("!", &opts());
+    assert_eq!(reports[0].outcome, Outcome::Ran);
+    assert!(
+        reports[0].reasons[0].contains("missing"),
+        "{:?}",
+        reports[0].reasons
+    );
+    assert_eq!(
+        fs::read_to_string(outside.path().join("precious.txt")).unwrap(),
+        "HELLO!"
+    );
+    let now = f.artifacts().join("shout/loud.txt");
+    assert!(!fs::symlink_metadata(&now).unwrap().is_symlink());
+}
+
+#[test]
+fn manifest_naming_a_file_outside_its_entry_is_not_trusted() {
+    let f = Fixture::new();
+    f.run("!", &opts());
+    let outside = Outside::new();
+    let entry = fs::canonicalize(f.artifacts().join("shout")).unwrap();
+    let manifest_path = entry.join("manifest.json");
+    let mut manifest: Value = serde_json::from_slice(&fs::read(&manifest_path).unwrap()).unwrap();
+    let record = manifest["outputs"]["loud.txt"].clone();
+    let escape = format!(
+        "../../../../{}",
+        outside.path().join("precious.txt").display()
+    );
+    manifest["outputs"] = json!({ escape: record });
+    fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let reports = f.run("!", &opts());
+    assert_eq!(reports[0].outcome, Outcome::Ran);
+    outside.assert_untouched();
+    assert_eq!(f.read("shout/loud.txt"), "HELLO!");
+}
+
+#[test]
+fn gc_removes_a_planted_entry_link_but_not_what_it_points_to() {
+    let f = Fixture::new();
+    f.run("!", &opts());
+    let outside = Outside::new();
+    plant_symlink(outside.path(), &f.artifacts().join(".store/shout/planted"));
+    let removed = f
+        .pipeline("!", "", false)
+        .gc(&f.artifacts(), false)
+        .unwrap();
+    assert_eq!(removed.len(), 1, "{removed:?}");
+    assert!(fs::symlink_metadata(f.artifacts().join(".store/shout/planted")).is_err());
+    outside.assert_untouched();
+}
