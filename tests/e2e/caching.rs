@@ -31,7 +31,7 @@ fn first_run_runs_all_second_none_change_reruns_revert_restores() {
     assert!(
         first
             .stdout
-            .contains(&format!("report page with plots: {}", page.display())),
+            .contains(&format!("open {} for the report page", page.display())),
         "{}",
         first.stdout
     );

@@ -86,8 +86,11 @@ fn run_and_kill(p: &Project, args: &[&str], delay: Duration) -> bool {
 fn inside(p: &Project, stage: &str) -> bool {
     fs::read_dir(p.path("artifacts/.tmp"))
         .map(|rd| {
-            rd.flatten()
-                .any(|e| e.file_name().to_string_lossy().starts_with(&format!("{stage}-")))
+            rd.flatten().any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{stage}-"))
+            })
         })
         .unwrap_or(false)
 }
@@ -117,7 +120,11 @@ fn sigkill_inside_every_stage_then_rerun_gives_the_uninterrupted_result() {
             }
             attempts += 1;
             let delay = Duration::from_secs_f64(span * delays.next_fraction());
-            let killed = run_and_kill(&p, &["run-pipeline", "--force", stage, "--until", stage], delay);
+            let killed = run_and_kill(
+                &p,
+                &["run-pipeline", "--force", stage, "--until", stage],
+                delay,
+            );
             if killed && inside(&p, stage) {
                 hits += 1;
             }

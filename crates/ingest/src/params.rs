@@ -30,6 +30,9 @@ pub struct IngestParams {
     pub seed: u32,
     #[serde(default)]
     pub empty_sentences: EmptySentences,
+    /// Longer sentences are refused: in practice they are broken quoting.
+    #[serde(default = "default_max_sentence_chars")]
+    pub max_sentence_chars: usize,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +56,9 @@ fn default_train() -> f64 {
 }
 fn default_val_test() -> f64 {
     0.15
+}
+fn default_max_sentence_chars() -> usize {
+    20_000
 }
 fn default_seed() -> u32 {
     2021

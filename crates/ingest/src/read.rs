@@ -92,6 +92,15 @@ pub fn read_csv(path: &Path, params: &IngestParams) -> Result<SourceTable> {
                 ),
             }
         }
+        let chars = text.chars().count();
+        if chars > params.max_sentence_chars {
+            bail!(
+                "{shown}:{line}: sentence of {chars} characters (limit ingest.max_sentence_chars = {}); \
+                 often a quote opened at this line and never closed, swallowing the rows after it. \
+                 Fix the quoting, or raise the limit (BERT reads at most 512 tokens of it)",
+                params.max_sentence_chars
+            );
+        }
         let label = labels
             .parse(label_text.trim())
             .map_err(|problem| anyhow::anyhow!("{shown}:{line}: {problem}"))?;

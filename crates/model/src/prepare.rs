@@ -32,6 +32,9 @@ pub fn prepare(files: &ModelFiles, ops: Ops, out_dir: &Path) -> Result<GraphInfo
             info
         }
     };
+    if let Some(config) = &files.config {
+        check_tokenizer_fits(&files.tokenizer, config)?;
+    }
     std::fs::copy(&files.tokenizer, out_dir.join("tokenizer.json"))
         .with_context(|| format!("cannot copy {}", files.tokenizer.display()))?;
     std::fs::write(
@@ -39,6 +42,29 @@ pub fn prepare(files: &ModelFiles, ops: Ops, out_dir: &Path) -> Result<GraphInfo
         serde_json::to_vec_pretty(&info)?,
     )?;
     Ok(info)
+}
+
+/// A tokenizer with more tokens than the model has embeddings would produce
+/// ids the model cannot look up (ONNX Runtime fails, or worse, reads garbage).
+fn check_tokenizer_fits(tokenizer: &Path, config: &Path) -> Result<()> {
+    let vocab = crate::bert_config::BertConfig::load(config)?.vocab_size;
+    let tok = tokenizers::Tokenizer::from_file(tokenizer).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not a Hugging Face tokenizer.json: {e}",
+            tokenizer.display()
+        )
+    })?;
+    let tokens = tok.get_vocab_size(true);
+    if tokens > vocab {
+        bail!(
+            "{}: the tokenizer has {tokens} tokens but the model has {vocab} token embeddings \
+             (vocab_size in {}); ids from {vocab} up could not be looked up. \
+             Use the tokenizer.json that was trained with this model",
+            tokenizer.display(),
+            config.display()
+        );
+    }
+    Ok(())
 }
 
 /// Reads a ready ONNX graph's interface: which outputs, which hidden size.

@@ -168,7 +168,7 @@ pub fn execute(cli: &Cli) -> Result<ExitCode> {
             );
             let page = ctx.artifacts.join("report").join("report.html");
             if !*dry_run && reports.iter().any(|r| r.stage == "report") && page.is_file() {
-                println!("report page with plots: {}", page.display());
+                println!("open {} for the report page with plots", page.display());
             }
         }
         Command::Status { json, verify } => {

@@ -96,9 +96,11 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Loaded> {
     for assignment in overrides {
         apply_override(&mut table, assignment)?;
     }
-    let mut config: PipelineConfig = table.try_into().map_err(|e| {
+    let mut config: PipelineConfig = table.try_into().map_err(|e: toml::de::Error| {
+        // toml's message ends with "\nin `stage`"; keep it on one line.
+        let message = e.to_string().trim().replace('\n', " ");
         anyhow::anyhow!(
-            "{} with --set {}: {e}",
+            "{} with --set {}: {message}",
             path.display(),
             overrides.join(" --set ")
         )

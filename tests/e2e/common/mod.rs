@@ -26,12 +26,14 @@ impl Run {
         );
         self
     }
-    /// The outcome column of the stage's line in run-pipeline output.
+    /// The outcome column of the stage's (last) line in run-pipeline output:
+    /// a stage decided again after a corrupt output was found has two.
     pub fn outcome(&self, stage: &str) -> String {
         let line = self
             .stdout
             .lines()
-            .find(|l| l.split_whitespace().next() == Some(stage))
+            .filter(|l| l.split_whitespace().next() == Some(stage))
+            .last()
             .unwrap_or_else(|| panic!("no line for stage {stage} in:\n{}", self.stdout));
         let rest = line[stage.len()..].trim_start();
         rest.split("  ").next().unwrap().trim().to_string()
