@@ -121,7 +121,7 @@ fn device(backend: Backend) -> Result<Device> {
         Backend::Wgpu => Ok(Device::wgpu(Default::default())),
         #[cfg(not(feature = "wgpu"))]
         Backend::Wgpu => bail!(
-            "head.backend = \"wgpu\" needs a build with the `wgpu` feature (cargo xtask ... built with --features head/wgpu)"
+            "head.backend = \"wgpu\" needs a build with burn-wgpu: run the same command as `cargo xtask-wgpu ...` instead of `cargo xtask ...`"
         ),
     }
 }
