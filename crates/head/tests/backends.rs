@@ -9,7 +9,9 @@ use tables::features::FeatureTable;
 fn blobs(rows: usize, seed: u64) -> FeatureTable {
     let mut state = seed;
     let mut uniform = move || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((state >> 11) as f64 / (1u64 << 53) as f64) as f32
     };
     let hidden = 24;
@@ -21,7 +23,11 @@ fn blobs(rows: usize, seed: u64) -> FeatureTable {
             // Box-Muller: a normal sample around ±0.6 in the first 4 dims.
             let (u1, u2) = (uniform().max(1e-7), uniform());
             let noise = (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos();
-            let centre = if d < 4 { 0.6 * (2 * label - 1) as f32 } else { 0.0 };
+            let centre = if d < 4 {
+                0.6 * (2 * label - 1) as f32
+            } else {
+                0.0
+            };
             features.push(centre + noise);
         }
         labels.push(label);
@@ -63,7 +69,11 @@ fn cpu_backend_learns_and_is_deterministic() {
     let (accuracy, losses) = test_accuracy(Backend::Cpu);
     // Bayes accuracy of these blobs is about 0.89.
     assert!(accuracy > 0.8, "accuracy {accuracy}");
-    assert_eq!(test_accuracy(Backend::Cpu).1, losses, "same seed, same losses");
+    assert_eq!(
+        test_accuracy(Backend::Cpu).1,
+        losses,
+        "same seed, same losses"
+    );
 }
 
 #[cfg(feature = "wgpu")]
@@ -71,7 +81,9 @@ fn cpu_backend_learns_and_is_deterministic() {
 fn wgpu_backend_trains_as_well_as_the_cpu() {
     let (cpu, cpu_losses) = test_accuracy(Backend::Cpu);
     let (gpu, gpu_losses) = test_accuracy(Backend::Wgpu);
-    println!("test accuracy cpu {cpu:.4} wgpu {gpu:.4}; val losses cpu {cpu_losses:?} wgpu {gpu_losses:?}");
+    println!(
+        "test accuracy cpu {cpu:.4} wgpu {gpu:.4}; val losses cpu {cpu_losses:?} wgpu {gpu_losses:?}"
+    );
     assert!(gpu > 0.8, "wgpu accuracy {gpu}");
     assert!((gpu - cpu).abs() < 0.03, "cpu {cpu} vs wgpu {gpu}");
 }

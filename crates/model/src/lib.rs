@@ -8,6 +8,6 @@ pub mod prepare;
 pub mod pypi;
 pub mod source;
 
-pub use convert::{GraphInfo, Ops, convert};
+pub use convert::{GraphInfo, Ops, Precision, convert, convert_with};
 pub use prepare::{OUTPUTS, prepare};
 pub use source::{ModelFiles, ModelSource, Weights};

@@ -94,6 +94,7 @@ pub mod data_type {
     pub const FLOAT: i32 = 1;
     pub const INT32: i32 = 6;
     pub const INT64: i32 = 7;
+    pub const FLOAT16: i32 = 10;
 }
 
 #[derive(Clone, PartialEq, Message)]

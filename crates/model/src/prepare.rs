@@ -6,24 +6,36 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use prost::Message;
 
-use crate::convert::{GraphInfo, Ops, convert};
+use crate::convert::{GraphInfo, Ops, Precision, convert_with};
 use crate::onnx_proto::{DimValue, ModelProto};
 use crate::source::{ModelFiles, Weights};
 
 pub const OUTPUTS: [&str; 3] = ["model.onnx", "tokenizer.json", "model.json"];
 
-pub fn prepare(files: &ModelFiles, ops: Ops, out_dir: &Path) -> Result<GraphInfo> {
+pub fn prepare(
+    files: &ModelFiles,
+    ops: Ops,
+    precision: Precision,
+    out_dir: &Path,
+) -> Result<GraphInfo> {
     let info = match &files.weights {
         Weights::Safetensors(weights) => {
             let config = files
                 .config
                 .as_ref()
                 .context("a safetensors model needs config.json")?;
-            let (bytes, info) = convert(config, weights, ops)?;
+            let (bytes, info) = convert_with(config, weights, ops, precision)?;
             std::fs::write(out_dir.join("model.onnx"), bytes)?;
             info
         }
         Weights::Onnx(path) => {
+            if precision != Precision::Fp32 {
+                bail!(
+                    "{}: model.precision = \"fp16\" converts safetensors checkpoints; \
+                     a ready ONNX graph is used as it is (leave precision at \"fp32\")",
+                    path.display()
+                );
+            }
             let bytes =
                 std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
             let info = inspect_onnx(&bytes, files.config.as_deref())

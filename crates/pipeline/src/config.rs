@@ -32,6 +32,9 @@ pub struct ModelParams {
     /// kernels) or "standard" (plain ONNX opset 17).
     #[serde(default = "default_ops")]
     pub ops: model::Ops,
+    /// Float type inside the graph: "fp32", or "fp16" for a GPU.
+    #[serde(default)]
+    pub precision: model::Precision,
 }
 
 fn default_ops() -> model::Ops {
@@ -43,6 +46,7 @@ impl Default for ModelParams {
         ModelParams {
             source: default_model_source(),
             ops: default_ops(),
+            precision: model::Precision::default(),
         }
     }
 }

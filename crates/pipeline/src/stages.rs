@@ -148,7 +148,12 @@ impl Stage for ModelStage {
         names(&model::OUTPUTS)
     }
     fn run(&self, ctx: &mut RunContext) -> Result<()> {
-        let info = model::prepare(&self.files, self.params.ops, ctx.out_dir())?;
+        let info = model::prepare(
+            &self.files,
+            self.params.ops,
+            self.params.precision,
+            ctx.out_dir(),
+        )?;
         ctx.note(format!(
             "{}: hidden size {}, {} positions, pooler output {}",
             self.params.source,
