@@ -184,19 +184,31 @@ pub fn train(
         .init();
     let mut rng = rand::rngs::StdRng::seed_from_u64(params.seed);
     let mut order: Vec<usize> = (0..train.labels.len()).collect();
+    // The whole training split goes to the device once; each step selects
+    // its rows there. With the loss summed on the device and read once per
+    // epoch, a step costs no host round trip (what a GPU backend needs).
+    let all_rows: Vec<usize> = (0..train.labels.len()).collect();
+    let (train_x, train_y) = batch_tensor(train, &all_rows, &ad);
     let mut history = Vec::new();
     let mut best: Option<(f64, usize, Head)> = None;
     progress.set_length((params.epochs * train.labels.len().div_ceil(params.batch_size)) as u64);
     for epoch in 1..=params.epochs {
         let started = Instant::now();
         order.shuffle(&mut rng);
-        let mut total = 0.0;
+        let mut total: Option<Tensor<1>> = None;
         let mut batches = 0;
         for rows in order.chunks(params.batch_size) {
-            let (x, y) = batch_tensor(train, rows, &ad);
+            let index: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+            let index = Tensor::<1, Int>::from_data(TensorData::new(index, [rows.len()]), &ad);
+            let x = train_x.clone().select(0, index.clone());
+            let y = train_y.clone().select(0, index);
             // The head outputs log-probabilities; cross-entropy over them is the NLL.
             let loss = loss_fn.forward(head.forward(x), y);
-            total += loss.clone().into_scalar::<f32>() as f64;
+            let step_loss = loss.clone().detach().reshape([1]);
+            total = Some(match total {
+                Some(sum) => sum + step_loss,
+                None => step_loss,
+            });
             batches += 1;
             let mut grads = GradientsParams::from_grads(loss.backward(), &head);
             crate::clip::clip_global_norm(&head, &mut grads, params.clip_grad_norm as f32);
@@ -207,7 +219,7 @@ pub fn train(
         let (val_loss, val_accuracy, _) = evaluate(&eval, &val_loss_fn, &weights, val, &base);
         history.push(Epoch {
             epoch,
-            train_loss: total / batches as f64,
+            train_loss: total.map_or(0.0, |t| t.into_scalar::<f32>() as f64) / batches as f64,
             val_loss,
             val_accuracy,
             seconds: started.elapsed().as_secs_f64(),

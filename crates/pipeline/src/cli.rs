@@ -82,6 +82,14 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// How far two embed results are apart, row by row (e.g. an fp16 GPU
+    /// run's artifacts/embed against an fp32 CPU run's).
+    CompareFeatures {
+        /// An embed output folder (train/val/test.parquet).
+        a: PathBuf,
+        /// The reference to compare against.
+        b: PathBuf,
+    },
     /// Print the stage graph.
     Dag,
     /// Remove store entries that no current result references.
@@ -191,6 +199,14 @@ pub fn execute(cli: &Cli) -> Result<ExitCode> {
             }
         }
         Command::Dag => print!("{}", pipeline.dag_text()),
+        Command::CompareFeatures { a, b } => {
+            for d in crate::compare::compare_features(a, b)? {
+                println!(
+                    "{:<5} {:>6} rows: relative error {:.2e} (worst row {:.2e})",
+                    d.split, d.rows, d.relative_error, d.worst_row_relative_error
+                );
+            }
+        }
         Command::Evaluate { csv, out } => {
             let (metrics, text) =
                 crate::evaluate::evaluate(&ctx.artifacts, csv, &ctx.loaded.config.ingest)?;

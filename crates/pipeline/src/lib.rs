@@ -2,6 +2,7 @@
 //! each stage library into a [`runner::Stage`], and the CLI.
 
 pub mod cli;
+pub mod compare;
 pub mod config;
 pub mod evaluate;
 pub mod predict;

@@ -249,7 +249,8 @@ impl Stage for HeadStage {
     }
     fn version(&self) -> u32 {
         // 2: gradient clipping by the global norm (was burn's per-tensor norm)
-        2
+        // 3: training split resident on the device, train loss summed there
+        3
     }
     fn params(&self) -> Value {
         key_params(&self.params, &[])
