@@ -261,3 +261,57 @@ fn each_parameter_reruns_exactly_its_downstream() {
         "batch size never changes features"
     );
 }
+
+/// Two real runs started together on the same artifacts/, several times:
+/// both finish (one waits for the other), and the store verifies afterwards.
+#[test]
+fn two_real_runs_at_once_leave_a_consistent_store() {
+    let p = uci_project();
+    let config = p.path("pipeline.toml");
+    let spawn = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pipeline-cli"))
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    for (round, set) in ["head.epochs=2", "head.epochs=3", "ingest.seed=7"]
+        .iter()
+        .enumerate()
+    {
+        let a = spawn(&["run-pipeline", "--set", set]);
+        let b = spawn(&["run-pipeline", "--set", set]);
+        for (name, child) in [("first", a), ("second", b)] {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {name} run failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let status: serde_json::Value = serde_json::from_str(
+            &p.cli(&["status", "--verify", "--json", "--set", set])
+                .ok()
+                .stdout,
+        )
+        .unwrap();
+        for s in status.as_array().unwrap() {
+            assert_eq!(s["outcome"], "cached", "round {round}: {s}");
+        }
+    }
+    // With --no-wait the loser says why instead of waiting.
+    let a = spawn(&["run-pipeline", "--force", "embed"]);
+    let b = spawn(&["run-pipeline", "--force", "embed", "--no-wait"]);
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success() || b.status.success(), "one run completes");
+    for out in [&a, &b] {
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("another pipeline run"), "{err}");
+        }
+    }
+    p.cli(&["status", "--verify"]).ok();
+}
