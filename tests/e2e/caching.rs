@@ -306,7 +306,10 @@ fn two_real_runs_at_once_leave_a_consistent_store() {
     let a = spawn(&["run-pipeline", "--force", "embed"]);
     let b = spawn(&["run-pipeline", "--force", "embed", "--no-wait"]);
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
-    assert!(a.status.success() || b.status.success(), "one run completes");
+    assert!(
+        a.status.success() || b.status.success(),
+        "one run completes"
+    );
     for out in [&a, &b] {
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);

@@ -142,23 +142,59 @@ pub fn embed_rows(
     let hidden = encoder.hidden_size();
     let lengths: Vec<usize> = rows.iter().map(|r| r.ids.len()).collect();
     let mut features = vec![0f32; rows.len() * hidden];
-    for batch in plan(&lengths, params.batch_tokens, params.max_batch_rows) {
-        let seq = batch.iter().map(|&i| lengths[i]).max().unwrap_or(1).max(1);
-        let mut ids = Vec::with_capacity(batch.len() * seq);
-        let mut mask = Vec::with_capacity(batch.len() * seq);
-        for &i in &batch {
-            let row = &rows[i].ids;
-            ids.extend(row.iter().map(|&t| t as i64));
-            ids.extend(std::iter::repeat_n(0i64, seq - row.len()));
-            mask.extend(std::iter::repeat_n(1i64, row.len()));
-            mask.extend(std::iter::repeat_n(0i64, seq - row.len()));
+    let batches = plan(&lengths, params.batch_tokens, params.max_batch_rows);
+    // Host work overlaps the model: a second thread pads the next batches
+    // while this one runs the current one (two batches ahead at most).
+    std::thread::scope(|scope| {
+        let (send, receive) = std::sync::mpsc::sync_channel::<PaddedBatch>(2);
+        scope.spawn(move || {
+            for batch in batches {
+                if send.send(pad_batch(rows, batch)).is_err() {
+                    break; // the model side stopped on an error
+                }
+            }
+        });
+        for padded in receive {
+            let out = encoder.embed(padded.ids, padded.mask, padded.rows.len(), padded.seq)?;
+            for (k, &i) in padded.rows.iter().enumerate() {
+                features[i * hidden..(i + 1) * hidden]
+                    .copy_from_slice(&out[k * hidden..(k + 1) * hidden]);
+            }
+            bar.inc(padded.rows.len() as u64);
         }
-        let out = encoder.embed(ids, mask, batch.len(), seq)?;
-        for (k, &i) in batch.iter().enumerate() {
-            features[i * hidden..(i + 1) * hidden]
-                .copy_from_slice(&out[k * hidden..(k + 1) * hidden]);
-        }
-        bar.inc(batch.len() as u64);
-    }
+        Ok::<(), anyhow::Error>(())
+    })?;
     Ok(features)
+}
+
+/// One batch's model inputs, padded to its longest row.
+struct PaddedBatch {
+    rows: Vec<usize>,
+    ids: Vec<i64>,
+    mask: Vec<i64>,
+    seq: usize,
+}
+
+fn pad_batch(rows: &[EncodedRow], batch: Vec<usize>) -> PaddedBatch {
+    let seq = batch
+        .iter()
+        .map(|&i| rows[i].ids.len())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let mut ids = Vec::with_capacity(batch.len() * seq);
+    let mut mask = Vec::with_capacity(batch.len() * seq);
+    for &i in &batch {
+        let row = &rows[i].ids;
+        ids.extend(row.iter().map(|&t| t as i64));
+        ids.extend(std::iter::repeat_n(0i64, seq - row.len()));
+        mask.extend(std::iter::repeat_n(1i64, row.len()));
+        mask.extend(std::iter::repeat_n(0i64, seq - row.len()));
+    }
+    PaddedBatch {
+        rows: batch,
+        ids,
+        mask,
+        seq,
+    }
 }

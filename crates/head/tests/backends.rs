@@ -55,7 +55,9 @@ fn params(backend: Backend) -> HeadParams {
 static ONE_TRAINING_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn test_accuracy(backend: Backend) -> (f64, Vec<f64>) {
-    let _turn = ONE_TRAINING_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = ONE_TRAINING_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let (train_t, val_t, test_t) = (blobs(2000, 1), blobs(400, 2), blobs(400, 3));
     let bar = indicatif::ProgressBar::hidden();
     let summary = train(&params(backend), 2, &train_t, &val_t, &test_t, &bar).unwrap();
