@@ -16,17 +16,7 @@ pub struct Prediction {
 
 /// Class names of the current pipeline (index = class id).
 pub fn trained_classes(artifacts: &Path) -> Result<Vec<String>> {
-    serde_json::from_str(&metadata(artifacts, "ingest/train.parquet", "classes")?)
-        .context("ingest/train.parquet: classes metadata")
-}
-
-fn metadata(artifacts: &Path, file: &str, key: &str) -> Result<String> {
-    let path = artifacts.join(file);
-    tables::read_metadata(&path)?
-        .into_iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v)
-        .with_context(|| format!("{}: no {key} metadata", path.display()))
+    crate::stages::split_classes(&artifacts.join("ingest/train.parquet"))
 }
 
 pub fn predict(artifacts: &Path, sentences: &[String]) -> Result<Vec<Prediction>> {
@@ -40,7 +30,8 @@ pub fn predict(artifacts: &Path, sentences: &[String]) -> Result<Vec<Prediction>
         }
     }
     let classes = trained_classes(artifacts)?;
-    let max_len: usize = metadata(artifacts, "encode/train.parquet", "max_len")?.parse()?;
+    let max_len: usize =
+        tables::metadata_value(&artifacts.join("encode/train.parquet"), "max_len")?.parse()?;
     let pooling: embed::Pooling =
         serde_json::from_value(lock.stages["embed"].params["pooling"].clone())
             .context("pipeline.lock: embed.pooling")?;

@@ -280,12 +280,14 @@ impl Stage for HeadStage {
 
 /// Class names (index = class id) from the ingest split's metadata.
 fn class_names(ctx: &RunContext) -> Result<Vec<String>> {
-    let meta = tables::read_metadata(ctx.input("ingest/train.parquet"))?;
-    meta.iter()
-        .find(|(k, _)| k == "classes")
-        .map(|(_, v)| serde_json::from_str(v))
-        .transpose()?
-        .ok_or_else(|| anyhow::anyhow!("ingest/train.parquet has no classes metadata"))
+    split_classes(ctx.input("ingest/train.parquet"))
+}
+
+/// The `classes` metadata (JSON array of names) of an ingest split file.
+pub(crate) fn split_classes(path: &std::path::Path) -> Result<Vec<String>> {
+    let json = tables::metadata_value(path, "classes")?;
+    serde_json::from_str(&json)
+        .map_err(|e| anyhow::anyhow!("{}: bad classes metadata: {e}", path.display()))
 }
 
 /// Test predictions, history and length histogram -> the classification

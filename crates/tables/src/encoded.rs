@@ -191,20 +191,13 @@ pub fn read_histogram(path: &Path) -> Result<LengthHistogram> {
                 .map(|(&n, &r)| (n as usize, r as usize)),
         );
     }
-    let meta = crate::io::read_metadata(path)?;
-    let get = |key: &str| {
-        meta.iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.clone())
-            .ok_or_else(|| anyhow::anyhow!("{}: no `{key}` in its metadata", path.display()))
-    };
-    let max_len = get("max_len")?
+    let max_len = crate::io::metadata_value(path, "max_len")?
         .parse()
         .map_err(|e| anyhow::anyhow!("{}: bad max_len metadata: {e}", path.display()))?;
     Ok(LengthHistogram {
         counts,
         max_len,
-        max_len_rule: get("max_len_rule")?,
+        max_len_rule: crate::io::metadata_value(path, "max_len_rule")?,
     })
 }
 

@@ -98,6 +98,16 @@ pub fn read_metadata(path: &Path) -> Result<Vec<(String, String)>> {
         .unwrap_or_default())
 }
 
+/// One key-value metadata entry of a Parquet file; an error naming the file
+/// and the key when it is absent.
+pub fn metadata_value(path: &Path, key: &str) -> Result<String> {
+    read_metadata(path)?
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+        .with_context(|| format!("{}: no `{key}` in its metadata", path.display()))
+}
+
 /// The width of the fixed-size-list column `column`; `what` names the
 /// artifact kind for the error ("an embed output").
 pub(crate) fn fixed_list_width(

@@ -11,4 +11,4 @@ mod io;
 pub mod splits;
 pub mod training;
 
-pub use io::{Provenance, read_metadata};
+pub use io::{Provenance, metadata_value, read_metadata};

@@ -124,11 +124,9 @@ pub fn read_history(path: &Path) -> Result<(Vec<EpochRow>, usize)> {
             });
         }
     }
-    let best_epoch = crate::io::read_metadata(path)?
-        .into_iter()
-        .find(|(k, _)| k == "best_epoch")
-        .and_then(|(_, v)| v.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("{}: no best_epoch in its metadata", path.display()))?;
+    let best_epoch = crate::io::metadata_value(path, "best_epoch")?
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{}: bad best_epoch metadata: {e}", path.display()))?;
     Ok((rows, best_epoch))
 }
 
