@@ -3,6 +3,7 @@
 
 use anyhow::{Result, anyhow};
 use plotters::coord::ranged1d::SegmentValue;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use tables::encoded::LengthHistogram;
 use tables::training::EpochRow;
@@ -15,6 +16,21 @@ const CUT_COLOUR: RGBColor = RGBColor(214, 39, 40);
 /// plotters' errors borrow the backend; keep only their text.
 fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing a plot failed: {e:?}")
+}
+
+/// Both line-style plots: f64 on both axes.
+type LineChart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The series labels, boxed in the upper right corner.
+fn draw_legend<'a, 'b: 'a>(chart: &mut LineChart<'a, 'b>) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(plot_err)
 }
 
 /// Train and validation loss per epoch; the kept (best validation) epoch marked.
@@ -73,13 +89,7 @@ pub fn loss_curves(history: &[EpochRow], best_epoch: usize) -> Result<String> {
                 .label(format!("kept: epoch {best_epoch}"))
                 .legend(|(x, y)| Circle::new((x + 9, y), 5, BLACK.stroke_width(2)));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(plot_err)?;
+        draw_legend(&mut chart)?;
         root.present().map_err(plot_err)?;
     }
     Ok(svg)
@@ -148,13 +158,7 @@ pub fn token_lengths(hist: &LengthHistogram) -> Result<String> {
             .legend(|(x, y)| {
                 PathElement::new(vec![(x, y), (x + 18, y)], CUT_COLOUR.stroke_width(2))
             });
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(plot_err)?;
+        draw_legend(&mut chart)?;
         root.present().map_err(plot_err)?;
     }
     Ok(svg)
