@@ -4,12 +4,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use common::{Project, shared_data};
-use runner::manifest::LockFile;
+use common::Project;
 
 /// One stored file of every stage.
 const FILES: [&str; 6] = [
@@ -20,9 +18,6 @@ const FILES: [&str; 6] = [
     "head/head.safetensors",
     "report/metrics.json",
 ];
-
-/// Files whose bytes record wall-clock time (per-epoch seconds).
-const TIMED: [&str; 2] = ["head/history.parquet", "report/report.html"];
 
 #[derive(Debug, Clone, Copy)]
 enum Damage {
@@ -52,49 +47,11 @@ fn damage(path: &Path, how: Damage) {
     }
 }
 
-fn output_digests(p: &Project) -> BTreeMap<String, String> {
-    let lock = LockFile::load(&p.path("artifacts/pipeline.lock")).unwrap();
-    lock.stages
-        .iter()
-        .flat_map(|(stage, m)| {
-            m.outputs
-                .iter()
-                .map(move |(name, r)| (format!("{stage}/{name}"), r.digest.clone()))
-        })
-        .filter(|(file, _)| !TIMED.contains(&file.as_str()))
-        .collect()
-}
-
-/// (stage, outcome, reasons) of `status --json` (add `--verify` to re-hash).
-fn status(p: &Project, verify: bool) -> Vec<(String, String, String)> {
-    let mut args = vec!["status", "--json"];
-    if verify {
-        args.push("--verify");
-    }
-    let json: serde_json::Value = serde_json::from_str(&p.cli(&args).ok().stdout).unwrap();
-    json.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["stage"].as_str().unwrap().to_string(),
-                s["outcome"].as_str().unwrap().to_string(),
-                s["reasons"].to_string(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn every_damaged_artifact_is_detected_and_recomputed() {
-    let p = Project::empty();
-    p.write_config(&format!(
-        "[ingest]\ncsv = {:?}\n[embed]\ndevice = \"cpu\"\n{}",
-        shared_data("uci_amazon_yelp.csv").display().to_string(),
-        common::tiny_model()
-    ));
+    let p = Project::uci_tiny_on_cpu();
     p.cli(&["run-pipeline"]).ok();
-    let want = output_digests(&p);
+    let want = p.untimed_output_digests();
     let mut detected = 0;
     let mut cases = 0;
     for file in FILES {
@@ -108,11 +65,11 @@ fn every_damaged_artifact_is_detected_and_recomputed() {
                 // Size and mtime unchanged: the digest memo alone vouches
                 // for it, which is why --verify exists.
                 assert!(
-                    status(&p, false).iter().all(|(_, o, _)| o == "cached"),
+                    p.status(false).iter().all(|(_, o, _)| o == "cached"),
                     "{what}"
                 );
             }
-            let seen = status(&p, verify);
+            let seen = p.status(verify);
             let (_, outcome, reasons) = seen.iter().find(|(s, _, _)| s == stage).unwrap();
             assert_eq!(outcome, "would-run", "{what}: {seen:?}");
             assert!(reasons.contains(name), "{what}: reasons {reasons}");
@@ -127,12 +84,12 @@ fn every_damaged_artifact_is_detected_and_recomputed() {
             run.ok();
             assert_eq!(run.outcome(stage), "ran", "{what}:\n{}", run.stdout);
             assert_eq!(
-                output_digests(&p),
+                p.untimed_output_digests(),
                 want,
                 "{what}: recomputed result differs"
             );
             assert!(
-                status(&p, true).iter().all(|(_, o, _)| o == "cached"),
+                p.status(true).iter().all(|(_, o, _)| o == "cached"),
                 "{what}: store not clean after the repair"
             );
         }
@@ -143,14 +100,9 @@ fn every_damaged_artifact_is_detected_and_recomputed() {
 
 #[test]
 fn a_corrupt_input_is_recomputed_before_a_downstream_stage_reads_it() {
-    let p = Project::empty();
-    p.write_config(&format!(
-        "[ingest]\ncsv = {:?}\n[embed]\ndevice = \"cpu\"\n{}",
-        shared_data("uci_amazon_yelp.csv").display().to_string(),
-        common::tiny_model()
-    ));
+    let p = Project::uci_tiny_on_cpu();
     p.cli(&["run-pipeline"]).ok();
-    let want = output_digests(&p);
+    let want = p.untimed_output_digests();
     // A quiet flip in the features, then a head change: head must not train
     // on the corrupt features even though no --verify was asked for.
     damage(&p.path("artifacts/embed/train.parquet"), Damage::QuietFlip);
@@ -165,5 +117,5 @@ fn a_corrupt_input_is_recomputed_before_a_downstream_stage_reads_it() {
     );
     let back = p.cli(&["run-pipeline"]);
     back.ok();
-    assert_eq!(output_digests(&p), want);
+    assert_eq!(p.untimed_output_digests(), want);
 }

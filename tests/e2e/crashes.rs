@@ -9,39 +9,12 @@ use std::fs;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Project, shared_data};
-use runner::manifest::LockFile;
+use common::Project;
 
 const STAGES: [&str; 6] = ["ingest", "model", "encode", "embed", "head", "report"];
 /// Kills that must land inside each stage (its scratch directory exists).
 const KILLS_PER_STAGE: usize = 4;
 const MAX_ATTEMPTS_PER_STAGE: usize = 120;
-
-/// Files whose bytes record wall-clock time (per-epoch seconds); everything
-/// else a run writes must be byte-identical across runs.
-const TIMED: [&str; 2] = ["head/history.parquet", "report/report.html"];
-
-fn project() -> Project {
-    let p = Project::empty();
-    p.write_config(&format!(
-        "[ingest]\ncsv = {:?}\n[embed]\ndevice = \"cpu\"\n{}",
-        shared_data("uci_amazon_yelp.csv").display().to_string(),
-        common::tiny_model()
-    ));
-    p
-}
-
-/// `stage/output` -> digest, of every current result, from pipeline.lock.
-fn output_digests(p: &Project) -> BTreeMap<String, String> {
-    let lock = LockFile::load(&p.path("artifacts/pipeline.lock")).unwrap();
-    let mut out = BTreeMap::new();
-    for (stage, manifest) in &lock.stages {
-        for (name, record) in &manifest.outputs {
-            out.insert(format!("{stage}/{name}"), record.digest.clone());
-        }
-    }
-    out
-}
 
 /// Losses and accuracies per epoch: the history without its timings.
 fn history_without_seconds(p: &Project) -> Vec<(usize, f64, f64, f64)> {
@@ -97,12 +70,12 @@ fn inside(p: &Project, stage: &str) -> bool {
 
 #[test]
 fn sigkill_inside_every_stage_then_rerun_gives_the_uninterrupted_result() {
-    let reference = project();
+    let reference = Project::uci_tiny_on_cpu();
     reference.cli(&["run-pipeline"]).ok();
-    let want = output_digests(&reference);
+    let want = reference.untimed_output_digests();
     let want_history = history_without_seconds(&reference);
 
-    let p = project();
+    let p = Project::uci_tiny_on_cpu();
     p.cli(&["run-pipeline"]).ok();
     let mut delays = Delays(0x9E37_79B9_7F4A_7C15);
     let mut inside_kills = BTreeMap::new();
@@ -131,24 +104,19 @@ fn sigkill_inside_every_stage_then_rerun_gives_the_uninterrupted_result() {
             // The rerun completes and everything it keeps verifies.
             let rerun = p.cli(&["run-pipeline"]);
             rerun.ok();
-            let status: serde_json::Value =
-                serde_json::from_str(&p.cli(&["status", "--verify", "--json"]).ok().stdout)
-                    .unwrap();
-            for s in status.as_array().unwrap() {
+            for s in p.status(true) {
                 assert_eq!(
-                    s["outcome"], "cached",
-                    "after a kill in {stage}, a stored result failed --verify: {s}"
+                    s.1, "cached",
+                    "after a kill in {stage}, a stored result failed --verify: {s:?}"
                 );
             }
-            let got = output_digests(&p);
+            let got = p.untimed_output_digests();
             for (file, digest) in &want {
-                if !TIMED.contains(&file.as_str()) {
-                    assert_eq!(
-                        got.get(file),
-                        Some(digest),
-                        "after a kill in {stage}: {file} differs from the uninterrupted run"
-                    );
-                }
+                assert_eq!(
+                    got.get(file),
+                    Some(digest),
+                    "after a kill in {stage}: {file} differs from the uninterrupted run"
+                );
             }
             assert_eq!(history_without_seconds(&p), want_history);
         }

@@ -128,6 +128,59 @@ impl Project {
     }
 }
 
+/// Files whose bytes record wall-clock time (per-epoch seconds); everything
+/// else a run writes must be byte-identical across runs.
+pub const TIMED: [&str; 2] = ["head/history.parquet", "report/report.html"];
+
+impl Project {
+    /// The real UCI data through the tiny model on the CPU: every stage runs
+    /// for real, the whole pipeline in a second or two.
+    pub fn uci_tiny_on_cpu() -> Project {
+        let p = Project::empty();
+        p.write_config(&format!(
+            "[ingest]\ncsv = {:?}\n[embed]\ndevice = \"cpu\"\n{}",
+            shared_data("uci_amazon_yelp.csv").display().to_string(),
+            tiny_model()
+        ));
+        p
+    }
+
+    /// `stage/output` -> digest of every current result (from pipeline.lock),
+    /// except the [`TIMED`] files.
+    pub fn untimed_output_digests(&self) -> std::collections::BTreeMap<String, String> {
+        let lock = runner::manifest::LockFile::load(&self.path("artifacts/pipeline.lock")).unwrap();
+        lock.stages
+            .iter()
+            .flat_map(|(stage, m)| {
+                m.outputs
+                    .iter()
+                    .map(move |(name, r)| (format!("{stage}/{name}"), r.digest.clone()))
+            })
+            .filter(|(file, _)| !TIMED.contains(&file.as_str()))
+            .collect()
+    }
+
+    /// (stage, outcome, reasons) of `status --json` (`verify`: re-hash everything).
+    pub fn status(&self, verify: bool) -> Vec<(String, String, String)> {
+        let mut args = vec!["status", "--json"];
+        if verify {
+            args.push("--verify");
+        }
+        let json: serde_json::Value = serde_json::from_str(&self.cli(&args).ok().stdout).unwrap();
+        json.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["stage"].as_str().unwrap().to_string(),
+                    s["outcome"].as_str().unwrap().to_string(),
+                    s["reasons"].to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
 /// `[model]` for the tiny random BERT of ../shared/models: a real
 /// conversion and real embeddings, in a fraction of a second.
 pub fn tiny_model() -> String {
