@@ -291,12 +291,7 @@ fn damaged_store_entry_is_recomputed() {
 fn verify_catches_a_flip_that_keeps_size_and_mtime() {
     let f = Fixture::new();
     f.run("!", &opts());
-    let target = f.artifacts().join("shout/loud.txt");
-    let mtime = fs::metadata(&target).unwrap().modified().unwrap();
-    let file = fs::OpenOptions::new().write(true).open(&target).unwrap();
-    std::os::unix::fs::FileExt::write_at(&file, b"J", 0).unwrap();
-    file.set_modified(mtime).unwrap();
-    drop(file);
+    flip_first_byte_quietly(&f.artifacts().join("shout/loud.txt"));
     let reports = f.run(
         "!",
         &RunOptions {
