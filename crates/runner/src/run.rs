@@ -518,19 +518,23 @@ fn execute(
     // corrupted upstream file must never flow silently into a new result.
     // Re-hashed here, not taken from the memo: a flipped byte keeps size and
     // mtime. Cheap next to running the stage.
-    for (input, record) in records {
-        if record.path.is_none() {
-            let actual = crate::digest::hash_file(&paths[input])?;
-            if actual != record.digest {
-                digests.remember(&paths[input], &actual)?;
-                let upstream = input.split_once('/').map_or(input.as_str(), |(up, _)| up);
-                return Err(CorruptInput {
-                    stage: name.to_string(),
-                    upstream: upstream.to_string(),
-                    input: input.clone(),
-                }
-                .into());
+    for input in stage.inputs() {
+        let Input::Stage {
+            stage: upstream, ..
+        } = &input
+        else {
+            continue;
+        };
+        let input = input.name();
+        let actual = crate::digest::hash_file(&paths[&input])?;
+        if actual != records[&input].digest {
+            digests.remember(&paths[&input], &actual)?;
+            return Err(CorruptInput {
+                stage: name.to_string(),
+                upstream: upstream.clone(),
+                input,
             }
+            .into());
         }
     }
     let mut ctx = RunContext::new(
