@@ -31,6 +31,57 @@ pub enum Device {
     Auto,
 }
 
+/// Which of ONNX Runtime's CUDA attention kernels the fused graph's
+/// Attention may use (its `sdpa_kernel` option). Only speed changes (and
+/// float rounding); for the GPU benchmark, which compares them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CudaAttention {
+    /// ONNX Runtime's own choice for the shape and the card.
+    #[default]
+    Auto,
+    /// The unfused path only (GEMM, softmax, GEMM): the baseline.
+    Math,
+    /// TensorRT's fused multi-head attention kernels.
+    TrtFused,
+    /// cuDNN's flash attention (SDPA).
+    CudnnFlash,
+    /// CUTLASS memory-efficient attention.
+    Efficient,
+    /// Flash attention.
+    Flash,
+}
+
+impl std::str::FromStr for CudaAttention {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "auto" => CudaAttention::Auto,
+            "math" => CudaAttention::Math,
+            "trt" => CudaAttention::TrtFused,
+            "cudnn" => CudaAttention::CudnnFlash,
+            "efficient" => CudaAttention::Efficient,
+            "flash" => CudaAttention::Flash,
+            other => bail!(
+                "unknown CUDA attention kernel {other:?}: use auto, math, trt, cudnn, efficient or flash"
+            ),
+        })
+    }
+}
+
+impl CudaAttention {
+    fn flags(self) -> Option<ort::ep::cuda::AttentionBackend> {
+        use ort::ep::cuda::AttentionBackend as B;
+        Some(match self {
+            CudaAttention::Auto => return None,
+            CudaAttention::Math => B::MATH,
+            CudaAttention::TrtFused => B::TRT_FUSED_ATTENTION | B::TRT_FLASH_ATTENTION,
+            CudaAttention::CudnnFlash => B::CUDNN_FLASH_ATTENTION,
+            CudaAttention::Efficient => B::EFFICIENT_ATTENTION,
+            CudaAttention::Flash => B::FLASH_ATTENTION,
+        })
+    }
+}
+
 pub struct Encoder {
     session: Session,
     pooling: Pooling,
@@ -45,6 +96,17 @@ impl Encoder {
         pooling: Pooling,
         device: Device,
         threads: usize,
+    ) -> Result<(Encoder, Vec<String>)> {
+        Self::open_with(model, pooling, device, threads, CudaAttention::Auto)
+    }
+
+    /// [`Encoder::open`], restricting the CUDA attention kernels.
+    pub fn open_with(
+        model: &Path,
+        pooling: Pooling,
+        device: Device,
+        threads: usize,
+        attention: CudaAttention,
     ) -> Result<(Encoder, Vec<String>)> {
         let mut warnings = Vec::new();
         // `auto` only looks for CUDA where an NVIDIA driver is present, so a
@@ -61,20 +123,21 @@ impl Encoder {
             warnings.push(w);
         }
         let env = ortlib::environment(try_cuda)?;
+        let cuda = Some(attention);
         let (session, used) = match (device, try_cuda) {
-            (_, false) => (build_session(env, model, threads, false)?, "cpu"),
+            (_, false) => (build_session(env, model, threads, None)?, "cpu"),
             (Device::Cuda, true) => (
-                build_session(env, model, threads, true)
+                build_session(env, model, threads, cuda)
                     .context("embed.device = \"cuda\" but the CUDA execution provider could not be used; use \"cpu\" or \"auto\"")?,
                 "cuda",
             ),
-            (_, true) => match build_session(env, model, threads, true) {
+            (_, true) => match build_session(env, model, threads, cuda) {
                 Ok(s) => (s, "cuda"),
                 Err(e) => {
                     let w = format!("warning: no usable CUDA ({}); embedding on the CPU", first_line(&format!("{e:#}")));
                     eprintln!("{w}");
                     warnings.push(w);
-                    (build_session(env, model, threads, false)?, "cpu")
+                    (build_session(env, model, threads, None)?, "cpu")
                 }
             },
         };
@@ -198,7 +261,7 @@ fn build_session(
     env: &ort::environment::Environment,
     model: &Path,
     threads: usize,
-    cuda: bool,
+    cuda: Option<CudaAttention>,
 ) -> Result<Session> {
     let err = |e: ort::Error| anyhow::anyhow!("{e}");
     let mut builder = Session::builder(env)
@@ -207,9 +270,13 @@ fn build_session(
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .with_intra_threads(threads.max(1))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    if cuda {
+    if let Some(attention) = cuda {
+        let mut ep = ort::ep::CUDA::default();
+        if let Some(flags) = attention.flags() {
+            ep = ep.with_attention_backend(flags);
+        }
         builder = builder
-            .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+            .with_execution_providers([ep.build().error_on_failure()])
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     builder.commit_from_file(model).map_err(|e| {

@@ -1,9 +1,10 @@
 //! embed: token tensors -> frozen BERT features through ONNX Runtime.
 
 pub mod batching;
+pub mod bench;
 pub mod encoder;
 pub mod ortlib;
 pub mod stage;
 
-pub use encoder::{Device, Encoder, Pooling};
+pub use encoder::{CudaAttention, Device, Encoder, Pooling};
 pub use stage::{EmbedParams, EmbedSummary, OUTPUTS, SPEED_ONLY_PARAMS, run};

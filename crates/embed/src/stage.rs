@@ -148,7 +148,10 @@ pub fn embed_rows(
     std::thread::scope(|scope| {
         let (send, receive) = std::sync::mpsc::sync_channel::<PaddedBatch>(2);
         scope.spawn(move || {
-            for batch in batches {
+            // Longest rows first: the first batch needs the most working
+            // memory, so ONNX Runtime's arena grows once, not at every
+            // longer batch (on a GPU each growth is a device allocation).
+            for batch in batches.into_iter().rev() {
                 if send.send(pad_batch(rows, batch)).is_err() {
                     break; // the model side stopped on an error
                 }

@@ -529,15 +529,29 @@ fn build_bert(b: &mut Builder, c: &BertConfig, w: &Weights, ops: Ops) -> Result<
     let inv = b.op("Sub", &["c_one", &mask4], vec![]);
     let bias = b.op("Mul", &[&inv, "c_mask_bias"], vec![]);
 
-    let mask_i32 = b.op(
-        "Cast",
-        &["attention_mask"],
-        vec![int_attr("to", data_type::INT32 as i64)],
-    );
+    // The fused Attention takes each row's token count (int32 [batch]; the
+    // pipeline pads on the right): with it ONNX Runtime's CUDA kernel may use
+    // its fused attention kernels, which a [batch, sequence] 0/1 mask rules out.
+    let key_lengths = match ops {
+        Ops::Standard => None,
+        Ops::Fused => {
+            b.i64_init("c_seq_axis", &[1], &[1]);
+            let mask_i32 = b.op(
+                "Cast",
+                &["attention_mask"],
+                vec![int_attr("to", data_type::INT32 as i64)],
+            );
+            Some(b.op(
+                "ReduceSum",
+                &[&mask_i32, "c_seq_axis"],
+                vec![int_attr("keepdims", 0)],
+            ))
+        }
+    };
     for l in 0..c.num_hidden_layers {
-        x = match ops {
-            Ops::Standard => standard_layer(b, c, w, l, &x, &bias)?,
-            Ops::Fused => fused_layer(b, c, w, l, &x, &mask_i32)?,
+        x = match &key_lengths {
+            None => standard_layer(b, c, w, l, &x, &bias)?,
+            Some(lengths) => fused_layer(b, c, w, l, &x, lengths)?,
         };
     }
     if w.has(&format!(
@@ -627,8 +641,8 @@ fn standard_layer(
 }
 
 /// One encoder layer with ONNX Runtime's fused kernels: packed-QKV
-/// Attention (raw 0/1 mask, padded keys get -10000 as in the standard
-/// graph), SkipLayerNormalization (bias + residual + LayerNorm in one),
+/// Attention (mask = each row's key length, right padding; padded keys get
+/// -10000 where a kernel applies a filter value, as in the standard graph), SkipLayerNormalization (bias + residual + LayerNorm in one),
 /// BiasGelu.
 fn fused_layer(
     b: &mut Builder,
@@ -636,7 +650,7 @@ fn fused_layer(
     w: &Weights,
     l: usize,
     x: &str,
-    mask_i32: &str,
+    key_lengths: &str,
 ) -> Result<String> {
     let h = c.hidden_size;
     let p = format!("encoder.layer.{l}");
@@ -654,7 +668,7 @@ fn fused_layer(
     let qkv_b = b.f32_init(&format!("{p}.attention.qkv.bias"), &[3 * h], &qkv_b);
     let ctx = b.ms_op(
         "Attention",
-        &[x, &qkv_w, &qkv_b, mask_i32],
+        &[x, &qkv_w, &qkv_b, key_lengths],
         vec![
             int_attr("num_heads", c.num_attention_heads as i64),
             float_attr("mask_filter_value", MASK_BIAS),

@@ -90,6 +90,22 @@ pub enum Command {
         /// The reference to compare against.
         b: PathBuf,
     },
+    /// Time embedding passes over the current encode results (GPU check).
+    #[command(hide = true)]
+    EmbedBench {
+        /// Passes over all rows: the first is cold, the rest warm.
+        #[arg(long, default_value_t = 2)]
+        passes: usize,
+        /// Most padded tokens per batch (default: [embed] batch_tokens).
+        #[arg(long)]
+        batch_tokens: Option<usize>,
+        /// Most rows per batch (default: [embed] max_batch_rows).
+        #[arg(long)]
+        max_batch_rows: Option<usize>,
+        /// CUDA attention kernels: auto, math, trt, cudnn, efficient, flash.
+        #[arg(long, default_value = "auto")]
+        attention: embed::CudaAttention,
+    },
     /// Print the stage graph.
     Dag,
     /// Remove store entries that no current result references.
@@ -199,6 +215,21 @@ pub fn execute(cli: &Cli) -> Result<ExitCode> {
             }
         }
         Command::Dag => print!("{}", pipeline.dag_text()),
+        Command::EmbedBench {
+            passes,
+            batch_tokens,
+            max_batch_rows,
+            attention,
+        } => crate::embed_bench::run(
+            &ctx.artifacts,
+            &ctx.loaded.config.embed,
+            &crate::embed_bench::BenchOptions {
+                passes: *passes,
+                batch_tokens: *batch_tokens,
+                max_batch_rows: *max_batch_rows,
+                attention: *attention,
+            },
+        )?,
         Command::CompareFeatures { a, b } => {
             for d in crate::compare::compare_features(a, b)? {
                 println!(

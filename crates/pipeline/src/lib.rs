@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod compare;
 pub mod config;
+pub mod embed_bench;
 pub mod evaluate;
 pub mod predict;
 mod stages;

@@ -128,7 +128,8 @@ impl Stage for ModelStage {
         "model"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: the fused Attention takes key lengths, not a [batch, seq] mask
+        2
     }
     fn params(&self) -> Value {
         key_params(&self.params, &[])
