@@ -3,7 +3,11 @@
 # from the repository root on the GPU machine after call 1 unpacked .gpu/.
 # Prints PyTorch's figures and the project's on the same CSV, same card, one
 # call; a copy of everything printed goes to $OUT/bench.log.
-# usage: bash gpu/bench.sh [quick]   (quick: the embed figures only)
+# usage: bash gpu/bench.sh [full|confirm]
+#   full:    every variant (precisions, operator sets, attention kernels,
+#            batch sizes, the head on both backends)
+#   confirm: the stage's defaults against PyTorch, a few batch sizes, and the
+#            head's CPU backend with fewer threads (a second call's worth)
 set -uo pipefail # not -e: a failing variant must not lose the other figures
 MODE=${1:-full}
 OUT=${OUT:-/tmp/gpu-bench-out}
@@ -58,9 +62,29 @@ bench() { # label, embed-bench flags
   cli embed-bench "$@" 2>&1 | grep -vE "^\s*$"
 }
 
+if [ "$MODE" = confirm ]; then
+  variant fp16 fused
+  bench "fp16 fused, the stage's defaults" --passes 3
+  bench "fp16 fused, defaults but ONNX Runtime's choice of attention kernels" --passes 2 --attention auto
+  bench "fp16 fused, <=8192 tokens" --passes 2 --batch-tokens 8192
+  bench "fp16 fused, <=32768 tokens" --passes 2 --batch-tokens 32768
+  bench "fp16 fused, <=65536 tokens" --passes 2 --batch-tokens 65536 --max-batch-rows 65536
+  variant fp32 fused
+  bench "fp32 fused, the stage's defaults" --passes 2
+  step "fp16 against fp32 features (fused operators), same card"
+  cli compare-features "$(cat $W/embed-fp16-fused)" "$(cat $W/embed-fp32-fused)"
+  for threads in 1 2 4 16; do
+    step "head: flex (CPU) with $threads rayon threads, batch 32, 1 epoch"
+    RAYON_NUM_THREADS=$threads cli run-pipeline --force head --set 'model.precision="fp16"' \
+      --set 'model.ops="fused"' --set head.epochs=1 | grep -E "^head |epoch +[0-9]+:"
+  done
+  step "done"
+  exit 0
+fi
+
 variant fp16 fused
-bench "fp16 fused, pipeline default batches" --passes 2
-bench "fp16 fused, <=16384 tokens (PyTorch best mode's budget)" --passes 3 --batch-tokens 16384 --max-batch-rows 100000
+bench "fp16 fused, pipeline default batches" --passes 2 --batch-tokens 4096 --max-batch-rows 256
+bench "fp16 fused, <=16384 tokens (PyTorch best mode's budget), ONNX Runtime's choice of attention" --passes 3 --batch-tokens 16384 --max-batch-rows 100000 --attention auto
 bench "fp16 fused, <=16384 tokens, unfused attention (math)" --passes 2 --batch-tokens 16384 --max-batch-rows 100000 --attention math
 if [ "$MODE" = full ]; then
   for k in trt cudnn efficient; do

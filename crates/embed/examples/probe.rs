@@ -7,8 +7,8 @@ fn main() -> anyhow::Result<()> {
     let n: usize = a[3].parse()?;
     let rows = &rows[..n.min(rows.len())];
     let params = embed::EmbedParams {
-        batch_tokens: a[4].parse()?,
-        max_batch_rows: a[5].parse()?,
+        batch_tokens: Some(a[4].parse()?),
+        max_batch_rows: Some(a[5].parse()?),
         ..Default::default()
     };
     let t = Instant::now();

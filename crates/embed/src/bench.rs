@@ -35,7 +35,8 @@ pub fn time_passes(
     passes: usize,
 ) -> Result<(Vec<PassTiming>, Vec<f32>)> {
     let lengths: Vec<usize> = rows.iter().map(|r| r.ids.len()).collect();
-    let batches = plan(&lengths, params.batch_tokens, params.max_batch_rows);
+    let (tokens, max_rows) = params.batch_limits(encoder.device);
+    let batches = plan(&lengths, tokens, max_rows);
     let longest = |b: &Vec<usize>| b.iter().map(|&i| lengths[i]).max().unwrap_or(1).max(1);
     let shapes: BTreeSet<(usize, usize)> = batches.iter().map(|b| (b.len(), longest(b))).collect();
     let padded_tokens = batches.iter().map(|b| b.len() * longest(b)).sum();

@@ -36,10 +36,14 @@ pub enum Device {
 /// float rounding); for the GPU benchmark, which compares them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum CudaAttention {
-    /// ONNX Runtime's own choice for the shape and the card.
-    #[default]
+    /// ONNX Runtime's own choice for the shape and the card. On an H200 it
+    /// picks cuDNN's flash attention, which builds a plan for every new
+    /// batch shape: the first pass over SST-2 took 4.1 s instead of 1.3 s.
     Auto,
-    /// The unfused path only (GEMM, softmax, GEMM): the baseline.
+    /// The unfused path only (GEMM, softmax, GEMM): the default, measured
+    /// fastest on an H200 cold and warm (BENCHMARKS.md); BERT's sentences
+    /// are short, so the unfused score matrices stay small.
+    #[default]
     Math,
     /// TensorRT's fused multi-head attention kernels.
     TrtFused,
@@ -97,7 +101,7 @@ impl Encoder {
         device: Device,
         threads: usize,
     ) -> Result<(Encoder, Vec<String>)> {
-        Self::open_with(model, pooling, device, threads, CudaAttention::Auto)
+        Self::open_with(model, pooling, device, threads, CudaAttention::default())
     }
 
     /// [`Encoder::open`], restricting the CUDA attention kernels.

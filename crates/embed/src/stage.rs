@@ -20,11 +20,13 @@ pub struct EmbedParams {
     pub pooling: Pooling,
     #[serde(default = "default_device")]
     pub device: Device,
-    /// Most padded tokens per batch (rows are sorted by length first).
-    #[serde(default = "default_batch_tokens")]
-    pub batch_tokens: usize,
-    #[serde(default = "default_batch_rows")]
-    pub max_batch_rows: usize,
+    /// Most padded tokens per batch (rows are sorted by length first);
+    /// unset: the device's default (see [`EmbedParams::batch_limits`]).
+    #[serde(default)]
+    pub batch_tokens: Option<usize>,
+    /// Most rows per batch; unset: the device's default.
+    #[serde(default)]
+    pub max_batch_rows: Option<usize>,
 }
 
 impl Default for EmbedParams {
@@ -32,9 +34,28 @@ impl Default for EmbedParams {
         EmbedParams {
             pooling: default_pooling(),
             device: default_device(),
-            batch_tokens: default_batch_tokens(),
-            max_batch_rows: default_batch_rows(),
+            batch_tokens: None,
+            max_batch_rows: None,
         }
+    }
+}
+
+impl EmbedParams {
+    /// (most padded tokens, most rows) per batch on `device` ("cpu" or
+    /// "cuda", what the session runs on). Measured (BENCHMARKS.md): a CPU
+    /// is fastest with small batches (4096 tokens, 256 rows); an H200 with
+    /// large ones, bounded by tokens only (16384 tokens: 57 batches for
+    /// SST-2 instead of 311, the warm pass 14% faster).
+    pub fn batch_limits(&self, device: &str) -> (usize, usize) {
+        let (tokens, rows) = if device == "cuda" {
+            (16384, 16384)
+        } else {
+            (4096, 256)
+        };
+        (
+            self.batch_tokens.unwrap_or(tokens),
+            self.max_batch_rows.unwrap_or(rows),
+        )
     }
 }
 
@@ -43,12 +64,6 @@ fn default_pooling() -> Pooling {
 }
 fn default_device() -> Device {
     Device::Auto
-}
-fn default_batch_tokens() -> usize {
-    4096
-}
-fn default_batch_rows() -> usize {
-    256
 }
 
 /// Parameters that change only speed, never a row's features.
@@ -73,7 +88,7 @@ pub fn run(
     out_dir: &Path,
     provenance: tables::Provenance,
 ) -> Result<EmbedSummary> {
-    if params.batch_tokens == 0 || params.max_batch_rows == 0 {
+    if params.batch_tokens == Some(0) || params.max_batch_rows == Some(0) {
         bail!("embed.batch_tokens and embed.max_batch_rows must be positive");
     }
     let splits: Vec<Vec<EncodedRow>> = encoded
@@ -142,7 +157,8 @@ pub fn embed_rows(
     let hidden = encoder.hidden_size();
     let lengths: Vec<usize> = rows.iter().map(|r| r.ids.len()).collect();
     let mut features = vec![0f32; rows.len() * hidden];
-    let batches = plan(&lengths, params.batch_tokens, params.max_batch_rows);
+    let (tokens, max_rows) = params.batch_limits(encoder.device);
+    let batches = plan(&lengths, tokens, max_rows);
     // Host work overlaps the model: a second thread pads the next batches
     // while this one runs the current one (two batches ahead at most).
     std::thread::scope(|scope| {

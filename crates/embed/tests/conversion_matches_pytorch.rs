@@ -214,8 +214,8 @@ fn features_do_not_depend_on_batching() {
         let bar = indicatif::ProgressBar::hidden();
         let run = |enc: &mut Encoder, tokens: usize, rows_per_batch: usize| {
             let params = embed::EmbedParams {
-                batch_tokens: tokens,
-                max_batch_rows: rows_per_batch,
+                batch_tokens: Some(tokens),
+                max_batch_rows: Some(rows_per_batch),
                 ..Default::default()
             };
             embed::stage::embed_rows(enc, &rows, &params, &bar).unwrap()

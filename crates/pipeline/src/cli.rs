@@ -96,14 +96,15 @@ pub enum Command {
         /// Passes over all rows: the first is cold, the rest warm.
         #[arg(long, default_value_t = 2)]
         passes: usize,
-        /// Most padded tokens per batch (default: [embed] batch_tokens).
+        /// Most padded tokens per batch (default: [embed] batch_tokens, else the device's).
         #[arg(long)]
         batch_tokens: Option<usize>,
-        /// Most rows per batch (default: [embed] max_batch_rows).
+        /// Most rows per batch (default: [embed] max_batch_rows, else the device's).
         #[arg(long)]
         max_batch_rows: Option<usize>,
-        /// CUDA attention kernels: auto, math, trt, cudnn, efficient, flash.
-        #[arg(long, default_value = "auto")]
+        /// CUDA attention kernels: math (the stage's), auto (ONNX Runtime's
+        /// choice), trt, cudnn, efficient, flash.
+        #[arg(long, default_value = "math")]
         attention: embed::CudaAttention,
     },
     /// Print the stage graph.

@@ -33,8 +33,8 @@ pub fn run(artifacts: &Path, params: &embed::EmbedParams, options: &BenchOptions
         rows.extend(split_rows);
     }
     let params = embed::EmbedParams {
-        batch_tokens: options.batch_tokens.unwrap_or(params.batch_tokens),
-        max_batch_rows: options.max_batch_rows.unwrap_or(params.max_batch_rows),
+        batch_tokens: options.batch_tokens.or(params.batch_tokens),
+        max_batch_rows: options.max_batch_rows.or(params.max_batch_rows),
         ..params.clone()
     };
     let threads = std::thread::available_parallelism()
@@ -48,13 +48,12 @@ pub fn run(artifacts: &Path, params: &embed::EmbedParams, options: &BenchOptions
         threads,
         options.attention,
     )?;
+    let (tokens, rows_per_batch) = params.batch_limits(encoder.device);
     println!(
-        "session on {} created in {:.2}s (attention kernels {:?}; batches of <= {} tokens, <= {} rows)",
+        "session on {} created in {:.2}s (attention kernels {:?}; batches of <= {tokens} tokens, <= {rows_per_batch} rows)",
         encoder.device,
         started.elapsed().as_secs_f64(),
         options.attention,
-        params.batch_tokens,
-        params.max_batch_rows
     );
     let (timings, _) = embed::bench::time_passes(&mut encoder, &rows, &params, options.passes)?;
     for (i, t) in timings.iter().enumerate() {
