@@ -3,11 +3,12 @@
 # from the repository root on the GPU machine after call 1 unpacked .gpu/.
 # Prints PyTorch's figures and the project's on the same CSV, same card, one
 # call; a copy of everything printed goes to $OUT/bench.log.
-# usage: bash gpu/bench.sh [full|confirm]
+# usage: bash gpu/bench.sh [full|confirm|stage]
 #   full:    every variant (precisions, operator sets, attention kernels,
 #            batch sizes, the head on both backends)
 #   confirm: the stage's defaults against PyTorch, a few batch sizes, and the
 #            head's CPU backend with fewer threads (a second call's worth)
+#   stage:   the whole embed stage only, fp16 and fp32 (about 40 s)
 set -uo pipefail # not -e: a failing variant must not lose the other figures
 MODE=${1:-full}
 OUT=${OUT:-/tmp/gpu-bench-out}
@@ -62,6 +63,13 @@ bench() { # label, embed-bench flags
   cli embed-bench "$@" 2>&1 | grep -vE "^\s*$"
 }
 
+if [ "$MODE" = stage ]; then # the whole embed stage, fp16 and fp32
+  variant fp16 fused
+  bench "fp16 fused, the stage's defaults" --passes 2
+  variant fp32 fused
+  step "done"
+  exit 0
+fi
 if [ "$MODE" = confirm ]; then
   variant fp16 fused
   bench "fp16 fused, the stage's defaults" --passes 3

@@ -318,3 +318,38 @@ fn two_real_runs_at_once_leave_a_consistent_store() {
     }
     p.cli(&["status", "--verify"]).ok();
 }
+
+/// `embed-bench` (the GPU check's tool) times passes over the current
+/// encode results with the stage's batching, and writes nothing.
+#[test]
+fn embed_bench_times_passes_over_the_current_results_and_writes_nothing() {
+    let p = Project::uci_tiny_on_cpu();
+    let early = p.cli(&["embed-bench"]);
+    assert_ne!(early.code, 0);
+    assert!(
+        early.stderr.contains("run-pipeline --until encode"),
+        "{}",
+        early.stderr
+    );
+    p.cli(&["run-pipeline", "--until", "encode"]).ok();
+    let before = p.artifact_entries();
+    let run = p.cli(&["embed-bench", "--passes", "2", "--batch-tokens", "512"]);
+    run.ok();
+    assert!(run.stdout.contains("session on cpu created in"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("batches of <= 512 tokens, <= 256 rows"),
+        "the CPU's row limit applies where only tokens are given:\n{}",
+        run.stdout
+    );
+    for pass in ["pass 1 (cold): 2000 rows", "pass 2 (warm): 2000 rows"] {
+        assert!(run.stdout.contains(pass), "{pass} in:\n{}", run.stdout);
+    }
+    assert_eq!(p.artifact_entries(), before, "embed-bench wrote into artifacts/");
+    let bad = p.cli(&["embed-bench", "--attention", "fastest"]);
+    assert_ne!(bad.code, 0);
+    assert!(
+        bad.stderr.contains("use auto, math, trt, cudnn, efficient or flash"),
+        "{}",
+        bad.stderr
+    );
+}

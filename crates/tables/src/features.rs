@@ -7,7 +7,8 @@
 //! | `features` | fixed_size_list<float32>[H]        | pooled BERT output       |
 //!
 //! Rows in the order of the ingest split. Metadata: `stage_key`, `params`,
-//! `hidden_size`, `pooling`, `device`.
+//! `hidden_size`, `pooling`, `device`. Written plain (no compression,
+//! dictionary or statistics: see [`crate::io::Encoding`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use anyhow::{Result, ensure};
 use arrow::array::{Array, FixedSizeListArray, Float32Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 
-use crate::io::{Provenance, fixed_list_width, read_batches, typed, write_batch};
+use crate::io::{Encoding, Provenance, fixed_list_width, read_batches, typed, write_batch_encoded};
 
 pub fn schema(hidden: usize) -> Arc<Schema> {
     Arc::new(Schema::new(vec![
@@ -63,7 +64,7 @@ pub fn write(path: &Path, table: &FeatureTable, provenance: &Provenance) -> Resu
             )?),
         ],
     )?;
-    write_batch(path, schema, batch, provenance)
+    write_batch_encoded(path, schema, batch, provenance, Encoding::Plain)
 }
 
 pub fn read(path: &Path) -> Result<FeatureTable> {
