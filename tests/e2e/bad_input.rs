@@ -228,6 +228,35 @@ fn cases() -> Vec<Case> {
             done_before: &[],
         },
         Case {
+            name: "a quote opened and never closed",
+            csv: csv(format!("sentence,label\n{good}\"never closed,1\n{good}")),
+            expect: &["input.csv:22", "never closed"],
+            ..Case::default()
+        },
+        Case {
+            name: "an unclosed quote swallowing rows up to the next quote",
+            csv: csv(format!(
+                "sentence,label\n{good}\"never closed,1\ngood row,0\n\"quoted row\",1\n"
+            )),
+            expect: &["input.csv:22", "runs to line 24", "would merge rows"],
+            ..Case::default()
+        },
+        Case {
+            name: "text after a closing quote",
+            csv: csv(format!("sentence,label\n{good}\"a \"5\" screen\",1\n")),
+            expect: &["input.csv:22", "followed by '5'", "double every quote"],
+            ..Case::default()
+        },
+        Case {
+            name: "a column named twice",
+            csv: csv(format!(
+                "sentence,sentence,label\n{}",
+                rows(10, 2).replace(",", ",x,")
+            )),
+            expect: &["input.csv:1", "\"sentence\" twice", "columns 1 and 2"],
+            ..Case::default()
+        },
+        Case {
             name: "error line counts quoted newlines",
             csv: csv(format!("sentence,label\n\"two\nlines\",0\n{good}\"\",1\n")),
             config: "",
@@ -569,4 +598,32 @@ fn tolerated_inputs_are_read_correctly() {
         p.path("artifacts/ingest").to_str().unwrap(),
     ]);
     assert_eq!(out.trim(), "'a, \"quoted\"\\nline' 1 [0, 2, 3]");
+}
+
+#[test]
+fn long_reviews_and_literal_quotes_in_unquoted_fields_are_accepted() {
+    // A real review can exceed 20,000 characters (the old limit); a quote
+    // inside an unquoted field is a literal character (as in Python, pandas).
+    let review = "a long and careful review. ".repeat(1000);
+    let body = format!(
+        "sentence,label\n{}a 5\" screen,1\n\"{review}\",0\n",
+        rows(10, 2)
+    );
+    let p = Project::with_csv(body.as_bytes());
+    p.write_config(&format!(
+        "[ingest]\ncsv = \"data/input.csv\"\n{}",
+        common::tiny_model()
+    ));
+    let run = p.cli(&["run-pipeline", "--until", "ingest"]);
+    run.ok();
+    assert!(run.stdout.contains("22 rows -> "), "{}", run.stdout);
+    let out = common::run_python(&[
+        "-c",
+        "import sys,pyarrow.parquet as pq\n\
+         t = sum((pq.read_table(sys.argv[1]+f'/{s}.parquet').to_pylist() for s in ['train','val','test']), [])\n\
+         by_id = {x['row_id']: x['sentence'] for x in t}\n\
+         print(repr(by_id[20]), len(by_id[21]))",
+        p.path("artifacts/ingest").to_str().unwrap(),
+    ]);
+    assert_eq!(out.trim(), format!("'a 5\" screen' {}", review.len()));
 }

@@ -7,6 +7,7 @@
 
 mod numpy_rng;
 mod params;
+mod quoting;
 mod read;
 pub mod split;
 

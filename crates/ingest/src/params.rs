@@ -30,7 +30,8 @@ pub struct IngestParams {
     pub seed: u32,
     #[serde(default)]
     pub empty_sentences: EmptySentences,
-    /// Longer sentences are refused: in practice they are broken quoting.
+    /// Longer sentences are refused, to bound memory (broken quoting is
+    /// caught by the quoting check, not by length).
     #[serde(default = "default_max_sentence_chars")]
     pub max_sentence_chars: usize,
 }
@@ -58,7 +59,7 @@ fn default_val_test() -> f64 {
     0.15
 }
 fn default_max_sentence_chars() -> usize {
-    20_000
+    1_000_000
 }
 fn default_seed() -> u32 {
     2021

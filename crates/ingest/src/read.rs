@@ -1,8 +1,10 @@
-//! Reading the labelled CSV: RFC 4180 via the `csv` crate, with every
-//! problem reported as `file:line: what is wrong. what to do`.
+//! Reading the labelled CSV: RFC 4180 via the `csv` crate after a strict
+//! quoting check (`quoting.rs`), with every problem reported as
+//! `file:line: what is wrong. what to do`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
+use std::io::{Seek, SeekFrom};
 use std::path::Path;
 
 use anyhow::{Result, bail};
@@ -30,12 +32,20 @@ pub struct SourceTable {
 
 pub fn read_csv(path: &Path, params: &IngestParams) -> Result<SourceTable> {
     let shown = path.display();
-    let file = match File::open(path) {
+    let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) => bail!(
             "{shown}: cannot open the input CSV ({e}); check ingest.csv in the pipeline config"
         ),
     };
+    // The csv crate merges rows at broken quoting; refuse such files first.
+    let quoting = crate::quoting::check(&file)
+        .and_then(|checked| file.seek(SeekFrom::Start(0)).map(|_| checked));
+    match quoting {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => bail!("{shown}:{}: {}", e.line(), e.describe()),
+        Err(e) => bail!("{shown}: cannot read the file: {e}"),
+    }
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
@@ -55,6 +65,7 @@ pub fn read_csv(path: &Path, params: &IngestParams) -> Result<SourceTable> {
         .iter()
         .map(|f| String::from_utf8_lossy(f).trim().to_string())
         .collect();
+    refuse_duplicate_columns(&names, path)?;
     let find = |wanted: &str, key: &str| -> Result<usize> {
         names.iter().position(|n| n == wanted).ok_or_else(|| {
             anyhow::anyhow!(
@@ -95,9 +106,8 @@ pub fn read_csv(path: &Path, params: &IngestParams) -> Result<SourceTable> {
         let chars = text.chars().count();
         if chars > params.max_sentence_chars {
             bail!(
-                "{shown}:{line}: sentence of {chars} characters (limit ingest.max_sentence_chars = {}); \
-                 often a quote opened at this line and never closed, swallowing the rows after it. \
-                 Fix the quoting, or raise the limit (BERT reads at most 512 tokens of it)",
+                "{shown}:{line}: sentence of {chars} characters (limit ingest.max_sentence_chars = {}, \
+                 which bounds memory); shorten the text or raise the limit (BERT reads at most 512 tokens of it)",
                 params.max_sentence_chars
             );
         }
@@ -128,6 +138,26 @@ pub fn read_csv(path: &Path, params: &IngestParams) -> Result<SourceTable> {
         duplicates,
         conflicting_duplicates,
     })
+}
+
+/// Two header columns with one name make the column to read ambiguous
+/// (pandas renames the second, Python's `DictReader` keeps the last).
+fn refuse_duplicate_columns(names: &[String], path: &Path) -> Result<()> {
+    let mut first_at: HashMap<&str, usize> = HashMap::new();
+    for (i, name) in names.iter().enumerate() {
+        if name.is_empty() {
+            continue;
+        }
+        if let Some(first) = first_at.insert(name, i) {
+            bail!(
+                "{}:1: the header names column {name:?} twice (columns {} and {}); rename one of them",
+                path.display(),
+                first + 1,
+                i + 1
+            );
+        }
+    }
+    Ok(())
 }
 
 fn field_text<'a>(bytes: &'a [u8], path: &Path, line: u64, column: &str) -> Result<&'a str> {
