@@ -216,3 +216,32 @@ print(json.dumps([str(r["pred"]) for r in pred]))
         300 - agree
     );
 }
+
+/// After a partial run moves an upstream result on (`--until encode` with
+/// another `max_len`), `predict` and `evaluate` refuse instead of mixing the
+/// new settings with the old head; a full run makes them work again.
+#[test]
+fn predict_refuses_results_that_did_not_train_the_head() {
+    let p = Project::uci_tiny_on_cpu();
+    p.cli(&["run-pipeline"]).ok();
+    p.cli(&["predict", "--text", "great"]).ok();
+    p.cli(&["run-pipeline", "--until", "encode", "--set", "encode.max_len=8"])
+        .ok();
+    let uci = shared_data("uci_amazon_yelp.csv");
+    for args in [
+        vec!["predict", "--text", "great"],
+        vec!["evaluate", "--csv", uci.to_str().unwrap()],
+    ] {
+        let refused = p.cli(&args);
+        assert_ne!(refused.code, 0, "{args:?} used a broken chain");
+        for part in [
+            "the embed result",
+            "earlier encode result",
+            "Run `cargo xtask run-pipeline` to bring embed",
+        ] {
+            assert!(refused.stderr.contains(part), "{part}: {}", refused.stderr);
+        }
+    }
+    p.cli(&["run-pipeline", "--set", "encode.max_len=8"]).ok();
+    p.cli(&["predict", "--text", "great"]).ok();
+}

@@ -8,5 +8,6 @@ pub mod embed_bench;
 pub mod evaluate;
 pub mod predict;
 mod stages;
+pub mod trained;
 
 pub use stages::build_pipeline;

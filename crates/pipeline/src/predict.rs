@@ -1,10 +1,10 @@
 //! `predict`: new sentences through the current pipeline's tokenizer,
-//! model, pooling and trained head (the results linked from artifacts/).
+//! model, pooling and trained head (the results linked from artifacts/,
+//! checked to be the chain that trained the head: `trained.rs`).
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use runner::manifest::LockFile;
 
 /// One prediction: class id and name, and its probability.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,15 +20,8 @@ pub fn trained_classes(artifacts: &Path) -> Result<Vec<String>> {
 }
 
 pub fn predict(artifacts: &Path, sentences: &[String]) -> Result<Vec<Prediction>> {
-    let lock = LockFile::load(&artifacts.join("pipeline.lock"))?;
-    for stage in ["ingest", "model", "encode", "embed", "head"] {
-        if !lock.stages.contains_key(stage) || !artifacts.join(stage).exists() {
-            bail!(
-                "the pipeline has not been run in {} (no {stage} result); run `cargo xtask run-pipeline` first",
-                artifacts.display()
-            );
-        }
-    }
+    // Every setting below comes from results that form one chain.
+    let lock = crate::trained::trained_chain(artifacts)?;
     let classes = trained_classes(artifacts)?;
     let max_len: usize =
         tables::metadata_value(&artifacts.join("encode/train.parquet"), "max_len")?.parse()?;
