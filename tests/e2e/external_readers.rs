@@ -244,4 +244,28 @@ fn predict_refuses_results_that_did_not_train_the_head() {
     }
     p.cli(&["run-pipeline", "--set", "encode.max_len=8"]).ok();
     p.cli(&["predict", "--text", "great"]).ok();
+
+    // `predict ... | head -1`: the reader leaves after one line; predict
+    // exits 0 and says nothing (its 2,000 lines overflow the pipe buffer,
+    // so it does write into a closed pipe).
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pipeline-cli"))
+        .args(["predict", "--csv", uci.to_str().unwrap(), "--config"])
+        .arg(p.path("pipeline.toml"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first, "label\tprobability\tsentence\n");
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -1,8 +1,17 @@
-//! `cargo xtask gpu-bundle`: everything issue #5's device check needs that
-//! the GPU machine lacks (it has no cargo and no network), packed into
-//! `.gpubin/` for the `run` tool's `carry`: a stripped release build of the
-//! CLI with burn-wgpu, the SST-2 CSV and the default model's tokenizer
-//! (bert-base-uncased's vocabulary). `gpu/bench.sh` runs it there.
+//! `cargo xtask gpu-bundle`: the GPU benchmark, packed for a GPU machine
+//! that has neither cargo nor a network. Two folders beside the checkout,
+//! both git-ignored and each small enough to copy over in one go:
+//! - `.gpubin/`: a stripped release build of the CLI with burn-wgpu
+//!   (`pipeline-cli.xz`), the SST-2 CSV (`sst2_train.csv.xz`) and the default
+//!   model's tokenizer (bert-base-uncased's vocabulary);
+//! - `.gpu/`: `../shared/gpu` (ONNX Runtime with its CUDA provider, the
+//!   Vulkan loader packages, the PyTorch anchor and `unpack.sh`).
+//!
+//! On the GPU machine, with both folders in the checkout:
+//! `source .gpu/unpack.sh .gpu` unpacks ONNX Runtime and sets its paths,
+//! then `bash gpu/bench.sh [full|confirm|stage]` unpacks the CLI and prints
+//! every figure (see `../shared/gpu/README.md` for machines that can take
+//! only one folder per command: copy `.gpu/` first, then `.gpubin/`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -73,9 +82,9 @@ pub fn run_bundle() -> Result<()> {
         .map(|m| m.len())
         .sum();
     println!(
-        "{}: {:.1} MiB; .gpu/ holds ../shared/gpu. Then:\n  \
-         run 1: carry [\".gpu\"], command `source .gpu/unpack.sh .gpu`\n  \
-         run 2: carry [\".gpubin\"], command `bash gpu/bench.sh`",
+        "{}: {:.1} MiB; .gpu/ holds ../shared/gpu. On the GPU machine:\n  \
+         1. `source .gpu/unpack.sh .gpu` (with .gpu/ copied there)\n  \
+         2. `bash gpu/bench.sh` (with .gpubin/ copied there)",
         out.display(),
         size as f64 / (1 << 20) as f64
     );

@@ -95,6 +95,8 @@ pub struct Encoder {
 }
 
 impl Encoder {
+    /// A session on `model`, and the warnings (a CPU fallback) for the
+    /// caller to report, once (the embed stage makes them notes).
     pub fn open(
         model: &Path,
         pooling: Pooling,
@@ -121,10 +123,10 @@ impl Encoder {
             Device::Auto => nvidia_driver_present(),
         };
         if device == Device::Auto && !try_cuda {
-            let w = "warning: embed.device = \"auto\" found no NVIDIA GPU; embedding on the CPU"
-                .to_string();
-            eprintln!("{w}");
-            warnings.push(w);
+            warnings.push(
+                "warning: embed.device = \"auto\" found no NVIDIA GPU; embedding on the CPU"
+                    .to_string(),
+            );
         }
         let env = ortlib::environment(try_cuda)?;
         let cuda = Some(attention);
@@ -138,9 +140,10 @@ impl Encoder {
             (_, true) => match build_session(env, model, threads, cuda) {
                 Ok(s) => (s, "cuda"),
                 Err(e) => {
-                    let w = format!("warning: no usable CUDA ({}); embedding on the CPU", first_line(&format!("{e:#}")));
-                    eprintln!("{w}");
-                    warnings.push(w);
+                    warnings.push(format!(
+                        "warning: no usable CUDA ({}); embedding on the CPU",
+                        first_line(&format!("{e:#}"))
+                    ));
                     (build_session(env, model, threads, None)?, "cpu")
                 }
             },

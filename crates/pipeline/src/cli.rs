@@ -1,5 +1,6 @@
 //! The command line: `cargo xtask <command>` (thin binaries call [`main`]).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -131,11 +132,22 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match execute(&cli) {
         Ok(code) => code,
+        // The reader of our output went away (`predict ... | head -1`):
+        // what it wanted was written; not an error (as ripgrep does).
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 struct Context {
@@ -203,15 +215,16 @@ pub fn execute(cli: &Cli) -> Result<ExitCode> {
                 ..RunOptions::default()
             };
             let reports = pipeline.run(&ctx.artifacts, &options, &mut |_| {})?;
+            let mut out = std::io::stdout().lock();
             if *json {
-                println!("{}", serde_json::to_string_pretty(&reports)?);
+                writeln!(out, "{}", serde_json::to_string_pretty(&reports)?)?;
             } else {
                 for r in &reports {
                     let state = match r.outcome {
                         Outcome::Cached => "up to date".to_string(),
                         other => format!("{}: {}", other.label(), r.reasons.join("; ")),
                     };
-                    println!("{:<8} {state}", r.stage);
+                    writeln!(out, "{:<8} {state}", r.stage)?;
                 }
             }
         }
@@ -232,23 +245,26 @@ pub fn execute(cli: &Cli) -> Result<ExitCode> {
             },
         )?,
         Command::CompareFeatures { a, b } => {
+            let mut out = std::io::stdout().lock();
             for d in crate::compare::compare_features(a, b)? {
-                println!(
+                writeln!(
+                    out,
                     "{:<5} {:>6} rows: relative error {:.2e} (worst row {:.2e})",
                     d.split, d.rows, d.relative_error, d.worst_row_relative_error
-                );
+                )?;
             }
         }
         Command::Evaluate { csv, out } => {
             let (metrics, text) =
                 crate::evaluate::evaluate(&ctx.artifacts, csv, &ctx.loaded.config.ingest)?;
-            println!(
+            writeln!(
+                std::io::stdout().lock(),
                 "{} labelled sentences from {}: accuracy {:.4}, macro F1 {:.4}\n\n{text}",
                 metrics.support.iter().sum::<usize>(),
                 csv.display(),
                 metrics.accuracy,
                 metrics.macro_f1
-            );
+            )?;
             if let Some(dir) = out {
                 std::fs::create_dir_all(dir)?;
                 std::fs::write(dir.join("classification_report.txt"), &text)?;
@@ -269,10 +285,14 @@ pub fn execute(cli: &Cli) -> Result<ExitCode> {
                 );
             }
             let predictions = crate::predict::predict(&ctx.artifacts, &sentences)?;
-            println!("label\tprobability\tsentence");
+            // writeln!, not println!: a closed pipe is an error to return
+            // (see `main`), where println! would panic.
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "label\tprobability\tsentence")?;
             for (p, s) in predictions.iter().zip(&sentences) {
-                println!("{}\t{:.4}\t{s}", p.label, p.probability);
+                writeln!(out, "{}\t{:.4}\t{s}", p.label, p.probability)?;
             }
+            out.flush()?;
         }
         Command::Gc { dry_run } => {
             let removed = pipeline.gc(&ctx.artifacts, *dry_run)?;

@@ -41,13 +41,14 @@ pub fn run(artifacts: &Path, params: &embed::EmbedParams, options: &BenchOptions
         .map(|n| n.get())
         .unwrap_or(1);
     let started = Instant::now();
-    let (mut encoder, _) = embed::Encoder::open_with(
+    let (mut encoder, warnings) = embed::Encoder::open_with(
         &model,
         params.pooling,
         params.device,
         threads,
         options.attention,
     )?;
+    warnings.iter().for_each(|w| eprintln!("{w}"));
     let (tokens, rows_per_batch) = params.batch_limits(encoder.device);
     println!(
         "session on {} created in {:.2}s (attention kernels {:?}; batches of <= {tokens} tokens, <= {rows_per_batch} rows)",
