@@ -27,10 +27,7 @@ fn first_run_runs_all_second_none_change_reruns_revert_restores() {
     }
     // On a machine without a GPU, device "auto" warns once, not twice.
     let said = format!("{}{}", first.stdout, first.stderr);
-    assert!(
-        said.matches("found no NVIDIA GPU").count() <= 1,
-        "{said}"
-    );
+    assert!(said.matches("found no NVIDIA GPU").count() <= 1, "{said}");
     // The run ends with the report and points at the page, whose images exist.
     assert!(first.stdout.contains("weighted avg"), "{}", first.stdout);
     let page = p.path("artifacts/report/report.html");
@@ -341,7 +338,11 @@ fn embed_bench_times_passes_over_the_current_results_and_writes_nothing() {
     let before = p.artifact_entries();
     let run = p.cli(&["embed-bench", "--passes", "2", "--batch-tokens", "512"]);
     run.ok();
-    assert!(run.stdout.contains("session on cpu created in"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("session on cpu created in"),
+        "{}",
+        run.stdout
+    );
     assert!(
         run.stdout.contains("batches of <= 512 tokens, <= 256 rows"),
         "the CPU's row limit applies where only tokens are given:\n{}",
@@ -350,11 +351,16 @@ fn embed_bench_times_passes_over_the_current_results_and_writes_nothing() {
     for pass in ["pass 1 (cold): 2000 rows", "pass 2 (warm): 2000 rows"] {
         assert!(run.stdout.contains(pass), "{pass} in:\n{}", run.stdout);
     }
-    assert_eq!(p.artifact_entries(), before, "embed-bench wrote into artifacts/");
+    assert_eq!(
+        p.artifact_entries(),
+        before,
+        "embed-bench wrote into artifacts/"
+    );
     let bad = p.cli(&["embed-bench", "--attention", "fastest"]);
     assert_ne!(bad.code, 0);
     assert!(
-        bad.stderr.contains("use auto, math, trt, cudnn, efficient or flash"),
+        bad.stderr
+            .contains("use auto, math, trt, cudnn, efficient or flash"),
         "{}",
         bad.stderr
     );

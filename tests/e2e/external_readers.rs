@@ -225,8 +225,14 @@ fn predict_refuses_results_that_did_not_train_the_head() {
     let p = Project::uci_tiny_on_cpu();
     p.cli(&["run-pipeline"]).ok();
     p.cli(&["predict", "--text", "great"]).ok();
-    p.cli(&["run-pipeline", "--until", "encode", "--set", "encode.max_len=8"])
-        .ok();
+    p.cli(&[
+        "run-pipeline",
+        "--until",
+        "encode",
+        "--set",
+        "encode.max_len=8",
+    ])
+    .ok();
     let uci = shared_data("uci_amazon_yelp.csv");
     for args in [
         vec!["predict", "--text", "great"],

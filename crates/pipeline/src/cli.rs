@@ -255,8 +255,12 @@ pub fn execute(cli: &Cli) -> Result<ExitCode> {
             }
         }
         Command::Evaluate { csv, out } => {
-            let (metrics, text) =
-                crate::evaluate::evaluate(&ctx.artifacts, csv, &ctx.loaded.config.ingest)?;
+            let (metrics, text) = crate::evaluate::evaluate(
+                &pipeline,
+                &ctx.artifacts,
+                csv,
+                &ctx.loaded.config.ingest,
+            )?;
             writeln!(
                 std::io::stdout().lock(),
                 "{} labelled sentences from {}: accuracy {:.4}, macro F1 {:.4}\n\n{text}",
@@ -284,7 +288,7 @@ pub fn execute(cli: &Cli) -> Result<ExitCode> {
                     "nothing to classify: pass --text \"...\" (repeatable) or --csv FILE"
                 );
             }
-            let predictions = crate::predict::predict(&ctx.artifacts, &sentences)?;
+            let predictions = crate::predict::predict(&pipeline, &ctx.artifacts, &sentences)?;
             // writeln!, not println!: a closed pipe is an error to return
             // (see `main`), where println! would panic.
             let mut out = std::io::stdout().lock();

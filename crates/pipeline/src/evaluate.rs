@@ -8,6 +8,7 @@ use anyhow::{Result, bail};
 /// The report of the trained pipeline in `artifacts` on `csv`, read with the
 /// pipeline's own ingest settings (columns, label mapping, empty sentences).
 pub fn evaluate(
+    pipeline: &runner::Pipeline,
     artifacts: &Path,
     csv: &Path,
     ingest: &ingest::IngestParams,
@@ -28,7 +29,7 @@ pub fn evaluate(
         })
         .collect::<Result<_>>()?;
     let sentences: Vec<String> = table.rows.iter().map(|r| r.sentence.clone()).collect();
-    let predictions = crate::predict::predict(artifacts, &sentences)?;
+    let predictions = crate::predict::predict(pipeline, artifacts, &sentences)?;
     let labels: Vec<i64> = table
         .rows
         .iter()

@@ -19,9 +19,13 @@ pub fn trained_classes(artifacts: &Path) -> Result<Vec<String>> {
     crate::stages::split_classes(&artifacts.join("ingest/train.parquet"))
 }
 
-pub fn predict(artifacts: &Path, sentences: &[String]) -> Result<Vec<Prediction>> {
+pub fn predict(
+    pipeline: &runner::Pipeline,
+    artifacts: &Path,
+    sentences: &[String],
+) -> Result<Vec<Prediction>> {
     // Every setting below comes from results that form one chain.
-    let lock = crate::trained::trained_chain(artifacts)?;
+    let lock = crate::trained::trained_chain(pipeline, artifacts)?;
     let classes = trained_classes(artifacts)?;
     let max_len: usize =
         tables::metadata_value(&artifacts.join("encode/train.parquet"), "max_len")?.parse()?;

@@ -16,6 +16,6 @@ pub mod stage;
 pub mod store;
 
 pub use fsutil::write_atomic;
-pub use run::{Force, Outcome, Pipeline, RunOptions, StageReport};
+pub use run::{ChainBreak, Force, Outcome, Pipeline, RunOptions, StageReport};
 pub use runlock::RunLock;
 pub use stage::{Input, RunContext, Stage};

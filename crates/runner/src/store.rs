@@ -176,12 +176,10 @@ impl Store {
 
     /// Points `artifacts/<stage>` at the entry of `key`.
     pub fn point_current(&self, stage: &str, key: &str) -> Result<()> {
-        let link = self.root.join(stage);
-        let target = Path::new(".store").join(stage).join(key);
-        if fs::read_link(&link).ok().as_deref() == Some(target.as_path()) {
+        if links_to(&self.root, stage, key) {
             return Ok(());
         }
-        replace_symlink(&target, &link)
+        replace_symlink(&current_link_target(stage, key), &self.root.join(stage))
     }
 
     /// Keys of all committed entries, per stage.
@@ -211,6 +209,17 @@ impl Store {
             .map(|rd| rd.flatten().map(|e| e.path()).collect())
             .unwrap_or_default()
     }
+}
+
+/// Where `artifacts/<stage>` points for the entry of `key` (relative, so
+/// the artifacts directory can move).
+fn current_link_target(stage: &str, key: &str) -> PathBuf {
+    Path::new(".store").join(stage).join(key)
+}
+
+/// True when `<root>/<stage>` is the link to the entry of `key`.
+pub fn links_to(root: &Path, stage: &str, key: &str) -> bool {
+    fs::read_link(root.join(stage)).ok() == Some(current_link_target(stage, key))
 }
 
 pub fn is_manifest(name: &str) -> bool {

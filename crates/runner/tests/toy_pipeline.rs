@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use anyhow::Result;
-use runner::{Force, Input, Outcome, Pipeline, RunContext, RunOptions, Stage, StageReport};
+use runner::{
+    ChainBreak, Force, Input, Outcome, Pipeline, RunContext, RunOptions, Stage, StageReport,
+};
 use serde_json::{Value, json};
 
 struct Shout {
@@ -574,4 +576,58 @@ fn gc_removes_a_planted_entry_link_but_not_what_it_points_to() {
     assert_eq!(removed.len(), 1, "{removed:?}");
     assert!(fs::symlink_metadata(f.artifacts().join(".store/shout/planted")).is_err());
     outside.assert_untouched();
+}
+
+#[test]
+fn chain_break_finds_a_result_made_from_an_earlier_upstream_result() {
+    let f = Fixture::new();
+    let pipeline = f.pipeline("!", "", false);
+    let lock_of =
+        || runner::manifest::LockFile::load(&f.artifacts().join("pipeline.lock")).unwrap();
+    assert_eq!(
+        pipeline
+            .chain_break(&f.artifacts(), &lock_of(), "count")
+            .unwrap(),
+        Some(ChainBreak::Missing {
+            stage: "shout".into()
+        })
+    );
+    f.run("!", &opts());
+    assert_eq!(
+        pipeline
+            .chain_break(&f.artifacts(), &lock_of(), "count")
+            .unwrap(),
+        None
+    );
+    // shout moves on alone: count's recorded input is no longer shout's output.
+    f.run(
+        "?",
+        &RunOptions {
+            until: Some("shout".into()),
+            ..opts()
+        },
+    );
+    let stale = ChainBreak::Stale {
+        stage: "count".into(),
+        upstream: "shout".into(),
+    };
+    assert_eq!(
+        pipeline
+            .chain_break(&f.artifacts(), &lock_of(), "count")
+            .unwrap(),
+        Some(stale)
+    );
+    assert_eq!(
+        pipeline
+            .chain_break(&f.artifacts(), &lock_of(), "shout")
+            .unwrap(),
+        None
+    );
+    // A link that no longer names the locked result.
+    f.run("?", &opts());
+    fs::remove_file(f.artifacts().join("count")).unwrap();
+    assert!(matches!(
+        pipeline.chain_break(&f.artifacts(), &lock_of(), "count").unwrap(),
+        Some(ChainBreak::Unlinked { stage, .. }) if stage == "count"
+    ));
 }
