@@ -518,22 +518,24 @@ fn build_bert(b: &mut Builder, c: &BertConfig, w: &Weights, ops: Ops) -> Result<
     let sum = b.op("Add", &[&sum, &te], vec![]);
     let mut x = b.layer_norm(w, &sum, "embeddings.LayerNorm", h, c.layer_norm_eps)?;
 
-    // Additive attention mask [batch, 1, 1, sequence]: 0 for tokens, MASK_BIAS for padding.
-    let float_type = b.float_type() as i64;
-    let maskf = b.op(
-        "Cast",
-        &["attention_mask"],
-        vec![int_attr("to", float_type)],
-    );
-    let mask4 = b.op("Unsqueeze", &[&maskf, "c_mask_axes"], vec![]);
-    let inv = b.op("Sub", &["c_one", &mask4], vec![]);
-    let bias = b.op("Mul", &[&inv, "c_mask_bias"], vec![]);
-
-    // The fused Attention takes each row's token count (int32 [batch]; the
-    // pipeline pads on the right): with it ONNX Runtime's CUDA kernel may use
-    // its fused attention kernels, which a [batch, sequence] 0/1 mask rules out.
-    let key_lengths = match ops {
-        Ops::Standard => None,
+    // The attention mask in the form each operator set takes, built once
+    // for all layers (and only for the set in use).
+    let mask = match ops {
+        // Additive [batch, 1, 1, sequence]: 0 for tokens, MASK_BIAS for padding.
+        Ops::Standard => {
+            let float_type = b.float_type() as i64;
+            let maskf = b.op(
+                "Cast",
+                &["attention_mask"],
+                vec![int_attr("to", float_type)],
+            );
+            let mask4 = b.op("Unsqueeze", &[&maskf, "c_mask_axes"], vec![]);
+            let inv = b.op("Sub", &["c_one", &mask4], vec![]);
+            b.op("Mul", &[&inv, "c_mask_bias"], vec![])
+        }
+        // Each row's token count (int32 [batch]; the pipeline pads on the
+        // right): with it ONNX Runtime's CUDA kernel may use its fused
+        // attention kernels, which a [batch, sequence] 0/1 mask rules out.
         Ops::Fused => {
             b.i64_init("c_seq_axis", &[1], &[1]);
             let mask_i32 = b.op(
@@ -541,17 +543,17 @@ fn build_bert(b: &mut Builder, c: &BertConfig, w: &Weights, ops: Ops) -> Result<
                 &["attention_mask"],
                 vec![int_attr("to", data_type::INT32 as i64)],
             );
-            Some(b.op(
+            b.op(
                 "ReduceSum",
                 &[&mask_i32, "c_seq_axis"],
                 vec![int_attr("keepdims", 0)],
-            ))
+            )
         }
     };
     for l in 0..c.num_hidden_layers {
-        x = match &key_lengths {
-            None => standard_layer(b, c, w, l, &x, &bias)?,
-            Some(lengths) => fused_layer(b, c, w, l, &x, lengths)?,
+        x = match ops {
+            Ops::Standard => standard_layer(b, c, w, l, &x, &mask)?,
+            Ops::Fused => fused_layer(b, c, w, l, &x, &mask)?,
         };
     }
     if w.has(&format!(
@@ -642,8 +644,8 @@ fn standard_layer(
 
 /// One encoder layer with ONNX Runtime's fused kernels: packed-QKV
 /// Attention (mask = each row's key length, right padding; padded keys get
-/// -10000 where a kernel applies a filter value, as in the standard graph), SkipLayerNormalization (bias + residual + LayerNorm in one),
-/// BiasGelu.
+/// -10000 where a kernel applies a filter value, as in the standard graph),
+/// SkipLayerNormalization (bias + residual + LayerNorm in one), BiasGelu.
 fn fused_layer(
     b: &mut Builder,
     c: &BertConfig,
