@@ -23,8 +23,8 @@ impl QuotingError {
     /// The line to report, where the faulty quoted field starts.
     pub fn line(&self) -> u64 {
         match self {
-            QuotingError::TextAfterClosingQuote { opened, .. } => *opened,
-            QuotingError::NeverClosed { opened } => *opened,
+            QuotingError::TextAfterClosingQuote { opened, .. }
+            | QuotingError::NeverClosed { opened } => *opened,
         }
     }
 
