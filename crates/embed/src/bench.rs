@@ -27,13 +27,13 @@ pub struct PassTiming {
 }
 
 /// Runs `passes` passes of [`embed_rows`] over `rows`; returns each pass's
-/// timing and the last pass's features.
+/// timing.
 pub fn time_passes(
     encoder: &mut Encoder,
     rows: &[EncodedRow],
     params: &EmbedParams,
     passes: usize,
-) -> Result<(Vec<PassTiming>, Vec<f32>)> {
+) -> Result<Vec<PassTiming>> {
     let lengths: Vec<usize> = rows.iter().map(|r| r.ids.len()).collect();
     let (tokens, max_rows) = params.batch_limits(encoder.device);
     let batches = plan(&lengths, tokens, max_rows);
@@ -42,10 +42,9 @@ pub fn time_passes(
     let padded_tokens = batches.iter().map(|b| b.len() * longest(b)).sum();
     let bar = indicatif::ProgressBar::hidden();
     let mut timings = Vec::new();
-    let mut features = Vec::new();
     for _ in 0..passes.max(1) {
         let started = Instant::now();
-        features = embed_rows(encoder, rows, params, &bar)?;
+        embed_rows(encoder, rows, params, &bar)?;
         timings.push(PassTiming {
             seconds: started.elapsed().as_secs_f64(),
             rows: rows.len(),
@@ -55,5 +54,5 @@ pub fn time_passes(
             shapes: shapes.len(),
         });
     }
-    Ok((timings, features))
+    Ok(timings)
 }

@@ -92,10 +92,7 @@ pub fn run(
     if params.batch_tokens == Some(0) || params.max_batch_rows == Some(0) {
         bail!("embed.batch_tokens and embed.max_batch_rows must be positive");
     }
-    let splits: Vec<Vec<EncodedRow>> = encoded
-        .iter()
-        .map(|p| tables::encoded::read(p).map(|(rows, _)| rows))
-        .collect::<Result<_>>()?;
+    let (rows, split_sizes) = read_splits(encoded)?;
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -113,17 +110,15 @@ pub fn run(
         .with("pooling", format!("{:?}", params.pooling).to_lowercase())
         .with("device", encoder.device);
 
-    let total_rows: usize = splits.iter().map(Vec::len).sum();
-    let bar = ProgressBar::new(total_rows as u64);
+    let bar = ProgressBar::new(rows.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("embed {bar:30} {pos}/{len} rows  {per_sec}  ETA {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     // One pass over the three splits together: fewer, fuller batches (and
     // on a GPU fewer new batch shapes) than three passes.
-    let rows: Vec<EncodedRow> = splits.concat();
     let embed_started = Instant::now();
-    let features = embed_rows(&mut encoder, &rows, params, &bar)?;
+    let mut features = embed_rows(&mut encoder, &rows, params, &bar)?;
     bar.finish_and_clear();
     summary.embed_seconds = embed_started.elapsed().as_secs_f64();
     summary.rows = rows.len();
@@ -133,24 +128,28 @@ pub fn run(
     // training split on one core of the 2-core machine): the three files are
     // written at once, each on its own thread.
     let write_started = Instant::now();
-    let mut first_row = 0;
-    let split_tables: Vec<FeatureTable> = splits
+    // Split the feature matrix from the back: the training split's features
+    // (the largest part) stay in the matrix's own allocation; only the
+    // smaller val and test parts are copied out (split_off).
+    let mut end = rows.len();
+    let mut split_tables: Vec<FeatureTable> = split_sizes
         .iter()
-        .map(|split| {
-            let range = first_row..first_row + split.len();
-            first_row = range.end;
+        .rev()
+        .map(|&size| {
+            let split = &rows[end - size..end];
+            end -= size;
             FeatureTable {
                 row_ids: split.iter().map(|r| r.row_id).collect(),
                 labels: split.iter().map(|r| r.label).collect(),
                 hidden,
-                features: features[range.start * hidden..range.end * hidden].to_vec(),
+                features: features.split_off(end * hidden),
             }
         })
         .collect();
-    drop(features);
+    split_tables.reverse();
     std::thread::scope(|scope| {
         let writers: Vec<_> = split_tables
-            .iter()
+            .into_iter()
             .zip(OUTPUTS)
             .map(|(table, name)| {
                 let (path, provenance) = (out_dir.join(name), &provenance);
@@ -174,6 +173,19 @@ pub fn run(
         params.pooling
     ));
     Ok(summary)
+}
+
+/// The rows of the three encoded splits, one split after another, and each
+/// split's row count.
+pub fn read_splits(encoded: [&Path; 3]) -> Result<(Vec<EncodedRow>, [usize; 3])> {
+    let mut rows = Vec::new();
+    let mut sizes = [0; 3];
+    for (size, path) in sizes.iter_mut().zip(encoded) {
+        let (split, _) = tables::encoded::read(path)?;
+        *size = split.len();
+        rows.extend(split);
+    }
+    Ok((rows, sizes))
 }
 
 /// Features of `rows` in their order, computed in length-sorted batches.

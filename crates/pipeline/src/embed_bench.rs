@@ -26,12 +26,8 @@ pub fn run(artifacts: &Path, params: &embed::EmbedParams, options: &BenchOptions
             model.display()
         );
     }
-    let mut rows = Vec::new();
-    for split in ["train", "val", "test"] {
-        let (split_rows, _) =
-            tables::encoded::read(&artifacts.join(format!("encode/{split}.parquet")))?;
-        rows.extend(split_rows);
-    }
+    let encoded = ["train", "val", "test"].map(|s| artifacts.join(format!("encode/{s}.parquet")));
+    let (rows, _) = embed::stage::read_splits(encoded.each_ref().map(|p| p.as_path()))?;
     let params = embed::EmbedParams {
         batch_tokens: options.batch_tokens.or(params.batch_tokens),
         max_batch_rows: options.max_batch_rows.or(params.max_batch_rows),
@@ -56,7 +52,7 @@ pub fn run(artifacts: &Path, params: &embed::EmbedParams, options: &BenchOptions
         started.elapsed().as_secs_f64(),
         options.attention,
     );
-    let (timings, _) = embed::bench::time_passes(&mut encoder, &rows, &params, options.passes)?;
+    let timings = embed::bench::time_passes(&mut encoder, &rows, &params, options.passes)?;
     for (i, t) in timings.iter().enumerate() {
         println!(
             "pass {} ({}): {} rows, {} tokens ({:.1}% padding) in {} batches of {} shapes: {:.3}s, {:.0} rows/s, {:.0} tokens/s",

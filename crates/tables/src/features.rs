@@ -43,19 +43,21 @@ pub struct FeatureTable {
     pub features: Vec<f32>,
 }
 
-pub fn write(path: &Path, table: &FeatureTable, provenance: &Provenance) -> Result<()> {
+/// Writes `table` (taken by value: its columns move into Arrow arrays
+/// without a copy).
+pub fn write(path: &Path, table: FeatureTable, provenance: &Provenance) -> Result<()> {
     ensure!(
         table.features.len() == table.row_ids.len() * table.hidden,
         "feature matrix has the wrong size"
     );
     let schema = schema(table.hidden);
     let item = Arc::new(Field::new("item", DataType::Float32, false));
-    let values = Arc::new(Float32Array::from(table.features.clone()));
+    let values = Arc::new(Float32Array::from(table.features));
     let batch = RecordBatch::try_new(
         schema.clone(),
         vec![
-            Arc::new(Int64Array::from(table.row_ids.clone())),
-            Arc::new(Int64Array::from(table.labels.clone())),
+            Arc::new(Int64Array::from(table.row_ids)),
+            Arc::new(Int64Array::from(table.labels)),
             Arc::new(FixedSizeListArray::try_new(
                 item,
                 table.hidden as i32,
