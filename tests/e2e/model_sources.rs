@@ -98,13 +98,97 @@ fn hub_source_downloads_converts_and_works_offline() {
     assert_eq!(model_onnx(&offline), model_onnx(&local));
 
     let missing = project("hf:test-org/no-such-model");
-    let run = missing.cli_env(&["status"], &[("HF_HUB_OFFLINE", "1"), ("HF_HOME", home)]);
+    let run = missing.cli_env(
+        &["run-pipeline"],
+        &[("HF_HUB_OFFLINE", "1"), ("HF_HOME", home)],
+    );
     assert_ne!(run.code, 0);
     assert!(
         run.stderr.contains("hf:test-org/no-such-model") && run.stderr.contains("HF_HUB_OFFLINE"),
         "{}",
         run.stderr
     );
+}
+
+/// Only run-pipeline fetches a model: the commands that look (status, dag,
+/// gc) or read stored results (predict, evaluate) never download one, even
+/// where the hub would serve it.
+#[test]
+fn only_run_pipeline_downloads_a_model() {
+    let hub_root = tempfile::tempdir().unwrap();
+    let repo = hub_root.path().join("test-org/tiny-bert");
+    fs::create_dir_all(&repo).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        fs::copy(tiny_dir().join(f), repo.join(f)).unwrap();
+    }
+    let hub = fake_hub(hub_root.path());
+    let hf_home = tempfile::tempdir().unwrap();
+    let home = hf_home.path().to_str().unwrap();
+    let env = [("HF_ENDPOINT", hub.url.as_str()), ("HF_HOME", home)];
+    let downloaded = || walkdir_files(hf_home.path());
+
+    let p = project("hf:test-org/tiny-bert");
+    let status = p.cli_env(&["status"], &env);
+    status.ok();
+    assert!(
+        status.stdout.contains(
+            "model    would run: inputs config.json, tokenizer.json, model.safetensors \
+             are not fetched yet (a run fetches them from hf:test-org/tiny-bert)"
+        ) && status.stdout.contains("upstream model would run first"),
+        "{}",
+        status.stdout
+    );
+    let dag = p.cli_env(&["dag"], &env);
+    assert!(
+        dag.ok()
+            .stdout
+            .contains("<- model.safetensors: not fetched yet (from hf:test-org/tiny-bert)"),
+        "{}",
+        dag.stdout
+    );
+    p.cli_env(&["gc"], &env).ok();
+    let predict = p.cli_env(&["predict", "--text", "fine"], &env);
+    assert_ne!(predict.code, 0, "nothing is trained yet");
+    let evaluate = p.cli_env(&["evaluate", "--csv", "data/none.csv"], &env);
+    assert_ne!(evaluate.code, 0);
+    assert_eq!(
+        downloaded(),
+        Vec::<String>::new(),
+        "nothing fetched by looking"
+    );
+
+    // The hub did serve it: run-pipeline fetches, and status then sees it.
+    assert_eq!(
+        p.cli_env(&["run-pipeline", "--until", "model"], &env)
+            .ok()
+            .outcome("model"),
+        "ran"
+    );
+    assert!(!downloaded().is_empty());
+    assert!(
+        p.cli_env(&["status"], &env)
+            .ok()
+            .stdout
+            .contains("model    up to date")
+    );
+}
+
+/// Files under `dir`, recursively, relative to it.
+fn walkdir_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                out.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 #[test]

@@ -17,19 +17,11 @@ use runner::manifest::LockFile;
 const PYTORCH_REFERENCE: &str = "PyTorch reference (issue #3, same machine type): pad 17, batch 32: 125 s (540 sentences/s); \
      length-sorted, per-batch padding, untruncated: 107 s (632 sentences/s, 8,418 tokens/s); target for embed: <= 55 s";
 
-pub fn run(args: &[String]) -> Result<()> {
-    let mut csv = None;
-    let mut overrides = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if a == "--set" {
-            overrides.push(it.next().context("--set needs STAGE.KEY=VALUE")?.clone());
-        } else {
-            csv = Some(PathBuf::from(a));
-        }
-    }
+/// Benchmarks the pipeline on `csv` (default: SST-2 train from
+/// `../shared/data`), with `overrides` (`stage.key=value`) applied.
+pub fn run(csv: Option<&Path>, overrides: &[String]) -> Result<()> {
     let csv = match csv {
-        Some(p) => p,
+        Some(p) => p.to_path_buf(),
         None => default_csv()?,
     };
     let work = tempfile::tempdir()?;
@@ -50,7 +42,7 @@ pub fn run(args: &[String]) -> Result<()> {
     );
     println!("{PYTORCH_REFERENCE}");
 
-    let mut sets: Vec<String> = overrides.clone();
+    let mut sets: Vec<String> = overrides.to_vec();
     sets.push("embed.device=\"cpu\"".into());
     let cold = time_cli(&config, &["run-pipeline"], &sets)?;
     println!("\ncold run, whole pipeline (every stage, CLI start-up included): {cold:.2} s");

@@ -7,18 +7,133 @@ mod bench;
 mod gpu_bundle;
 mod test_env;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand};
+use pipeline::cli::Global;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Sentiment classifier on frozen BERT features: a cached pipeline, and its developer tasks"
+)]
+struct Xtask {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    #[command(flatten)]
+    Pipeline(pipeline::cli::Command),
+    /// Run every test (`cargo test --workspace ARGS`), first setting up the
+    /// Python oracles the tests compare against (a pinned venv in the cache).
+    Test {
+        /// Passed on to `cargo test`, e.g. `-p runner -- --nocapture`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        cargo_test_args: Vec<String>,
+    },
+    /// Time every stage of the default pipeline on the CPU and print the
+    /// figures; `--set` overrides a parameter.
+    Bench {
+        /// A labelled CSV (default: ../shared/data/sst2_train.csv).
+        csv: Option<PathBuf>,
+    },
+    /// Pack what gpu/bench.sh (the GPU check) needs into .gpubin/ and .gpu/.
+    GpuBundle,
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    let result = match args.get(1).map(String::as_str) {
-        Some("test") => test_env::run_tests(&args[2..]),
-        Some("bench") => bench::run(&args[2..]).map(|()| ExitCode::SUCCESS),
-        Some("gpu-bundle") => gpu_bundle::run_bundle().map(|()| ExitCode::SUCCESS),
-        _ => return pipeline::cli::main(),
-    };
-    result.unwrap_or_else(|e| {
-        eprintln!("error: {e:#}");
-        ExitCode::FAILURE
-    })
+    let xtask = Xtask::parse();
+    if let Task::Pipeline(command) = &xtask.command {
+        pipeline::cli::init_logging();
+        return pipeline::cli::exit_code(pipeline::cli::execute(&xtask.global, command));
+    }
+    pipeline::cli::exit_code(run_task(&xtask.global, &xtask.command))
+}
+
+fn run_task(global: &Global, task: &Task) -> Result<ExitCode> {
+    // The developer tasks make their own project; a pipeline file or
+    // artifacts folder given to them would be ignored, so it is refused.
+    if global.config.is_some() || global.artifacts.is_some() {
+        bail!(
+            "--config and --artifacts apply to the pipeline's commands, not to `{}`",
+            name(task)
+        );
+    }
+    if !global.overrides.is_empty() && !matches!(task, Task::Bench { .. }) {
+        bail!(
+            "--set applies to the pipeline's commands and to `bench`, not to `{}`",
+            name(task)
+        );
+    }
+    match task {
+        Task::Pipeline(_) => unreachable!("run by main"),
+        Task::Test { cargo_test_args } => test_env::run_tests(cargo_test_args),
+        Task::Bench { csv } => {
+            bench::run(csv.as_deref(), &global.overrides).map(|()| ExitCode::SUCCESS)
+        }
+        Task::GpuBundle => gpu_bundle::run_bundle().map(|()| ExitCode::SUCCESS),
+    }
+}
+
+fn name(task: &Task) -> &'static str {
+    match task {
+        Task::Pipeline(_) => "pipeline",
+        Task::Test { .. } => "test",
+        Task::Bench { .. } => "bench",
+        Task::GpuBundle => "gpu-bundle",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Xtask::command().debug_assert();
+    }
+
+    #[test]
+    fn help_lists_the_developer_tasks_beside_the_pipeline_commands() {
+        let help = Xtask::command().render_help().to_string();
+        for command in [
+            "run-pipeline",
+            "status",
+            "predict",
+            "test",
+            "bench",
+            "gpu-bundle",
+        ] {
+            assert!(
+                help.lines()
+                    .any(|l| l.trim_start().starts_with(&format!("{command} "))),
+                "{command} missing from:\n{help}"
+            );
+        }
+    }
+
+    #[test]
+    fn tasks_take_their_arguments() {
+        let parse = |args: &[&str]| Xtask::try_parse_from(args).map(|x| (x.global, x.command));
+        let (global, task) = parse(&["xtask", "bench", "x.csv", "--set", "head.epochs=1"]).unwrap();
+        assert!(matches!(task, Task::Bench { csv: Some(p) } if p == PathBuf::from("x.csv")));
+        assert_eq!(global.overrides, ["head.epochs=1"]);
+        let (_, task) = parse(&["xtask", "test", "-p", "runner", "--", "--nocapture"]).unwrap();
+        assert!(
+            matches!(&task, Task::Test { cargo_test_args } if cargo_test_args == &["-p", "runner", "--", "--nocapture"]),
+            "{task:?}"
+        );
+        let (global, task) = parse(&["xtask", "--config", "p.toml", "gpu-bundle"]).unwrap();
+        let err = run_task(&global, &task).unwrap_err();
+        assert!(err.to_string().contains("not to `gpu-bundle`"), "{err}");
+        assert!(parse(&["xtask", "bench", "a.csv", "b.csv"]).is_err());
+    }
 }

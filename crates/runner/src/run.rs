@@ -242,6 +242,9 @@ impl Pipeline {
                     Input::File { name, path } => {
                         out.push_str(&format!("  <- {name}: {}\n", path.display()))
                     }
+                    Input::NotFetched { name, from } => {
+                        out.push_str(&format!("  <- {name}: not fetched yet (from {from})\n"))
+                    }
                 }
             }
             for output in stage.outputs() {
@@ -357,8 +360,21 @@ impl Pipeline {
         let mut records = BTreeMap::new();
         let mut paths = BTreeMap::new();
         let mut pending_upstream = Vec::new();
+        let mut not_fetched = Vec::new();
         for input in stage.inputs() {
             match &input {
+                Input::NotFetched {
+                    name: input_name,
+                    from,
+                } => {
+                    if !options.dry_run {
+                        bail!(
+                            "{name}: input {input_name} is not fetched yet (from {from}); \
+                             this pipeline was built for looking, not for running"
+                        );
+                    }
+                    not_fetched.push((input_name.as_str().to_owned(), from.clone()));
+                }
                 Input::File {
                     name: input_name,
                     path,
@@ -399,12 +415,15 @@ impl Pipeline {
                 },
             }
         }
-        if !pending_upstream.is_empty() {
-            // Only in dry runs: upstream would run, so our inputs are unknown.
-            let reasons = pending_upstream
-                .iter()
-                .map(|up| format!("upstream {up} would run first"))
-                .collect();
+        if !pending_upstream.is_empty() || !not_fetched.is_empty() {
+            // Only in dry runs: upstream would run, or an input is not here
+            // yet, so the key is unknown.
+            let mut reasons = not_fetched_reasons(&not_fetched);
+            reasons.extend(
+                pending_upstream
+                    .iter()
+                    .map(|up| format!("upstream {up} would run first")),
+            );
             let report = report(name, Outcome::WouldRun, reasons, started, None, Vec::new());
             return Ok((report, None));
         }
@@ -495,36 +514,6 @@ impl Pipeline {
             report(name, Outcome::Ran, reasons, started, Some(key), notes),
             Some(manifest),
         ))
-    }
-
-    /// Removes store entries that the lock file does not reference, and
-    /// scratch left by killed runs. Returns what was (or would be) removed.
-    pub fn gc(&self, artifacts: &Path, dry_run: bool) -> Result<Vec<(PathBuf, u64)>> {
-        let _lock = RunLock::acquire(artifacts, true)?;
-        let store = Store::open(artifacts)?;
-        let lock = LockFile::load(&store.lock_file_path())?;
-        let mut doomed = Vec::new();
-        for (stage, key) in store.entries() {
-            let referenced = lock
-                .stages
-                .get(&stage)
-                .map(|m| m.key == key)
-                .unwrap_or(false);
-            if !referenced {
-                doomed.push(store.entry_dir(&stage, &key));
-            }
-        }
-        doomed.extend(store.scratch_leftovers());
-        let mut removed = Vec::new();
-        for path in doomed {
-            let size = crate::fsutil::dir_size(&path);
-            if !dry_run {
-                fs::remove_dir_all(&path)
-                    .with_context(|| format!("cannot remove {}", path.display()))?;
-            }
-            removed.push((path, size));
-        }
-        Ok(removed)
     }
 }
 
@@ -634,6 +623,27 @@ fn execute(
         digests.remember(&entry.join(output), &record.digest)?;
     }
     Ok(manifest)
+}
+
+/// One reason per origin: "inputs a, b are not fetched yet (...)".
+fn not_fetched_reasons(inputs: &[(String, String)]) -> Vec<String> {
+    let mut by_origin: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (name, from) in inputs {
+        by_origin.entry(from).or_default().push(name);
+    }
+    by_origin
+        .into_iter()
+        .map(|(from, names)| {
+            let (noun, verb, them) = match names.len() {
+                1 => ("input", "is", "it"),
+                _ => ("inputs", "are", "them"),
+            };
+            format!(
+                "{noun} {} {verb} not fetched yet (a run fetches {them} from {from})",
+                names.join(", ")
+            )
+        })
+        .collect()
 }
 
 /// Differences between the previous result of a stage and what it would

@@ -13,6 +13,11 @@ pub enum Input {
     Stage { stage: String, output: String },
     /// A file outside the store, such as the source CSV or a model file.
     File { name: String, path: PathBuf },
+    /// An external file that is not on this machine yet: `from` says where
+    /// it would be fetched from (e.g. `pypi:<package>`). Only a pipeline
+    /// built for looking (status, dag) declares one; a dry run reports the
+    /// stage as one that would run, a real run refuses it.
+    NotFetched { name: String, from: String },
 }
 
 impl Input {
@@ -30,12 +35,19 @@ impl Input {
         }
     }
 
+    pub fn not_fetched(name: &str, from: impl Into<String>) -> Input {
+        Input::NotFetched {
+            name: name.to_string(),
+            from: from.into(),
+        }
+    }
+
     /// Name under which the input is recorded and looked up: `stage/output`
     /// for stage outputs, the declared name for external files.
     pub fn name(&self) -> String {
         match self {
             Input::Stage { stage, output } => format!("{stage}/{output}"),
-            Input::File { name, .. } => name.clone(),
+            Input::File { name, .. } | Input::NotFetched { name, .. } => name.clone(),
         }
     }
 }

@@ -17,7 +17,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::digest::DigestCache;
 use crate::fsutil::replace_symlink;
-use crate::manifest::{MANIFEST_FILE, Manifest};
+use crate::manifest::{LockFile, MANIFEST_FILE, Manifest};
+use crate::runlock::RunLock;
 
 pub struct Store {
     root: PathBuf,
@@ -209,6 +210,34 @@ impl Store {
             .map(|rd| rd.flatten().map(|e| e.path()).collect())
             .unwrap_or_default()
     }
+}
+
+/// Removes the store entries that `pipeline.lock` does not reference, and
+/// scratch left by killed runs, under the run lock (waiting for a run in
+/// progress). Returns what was (or, with `dry_run`, would be) removed and
+/// its size in bytes. Needs no pipeline: the lock says what is current.
+pub fn gc(artifacts: &Path, dry_run: bool) -> Result<Vec<(PathBuf, u64)>> {
+    let _lock = RunLock::acquire(artifacts, true)?;
+    let store = Store::open(artifacts)?;
+    let lock = LockFile::load(&store.lock_file_path())?;
+    let mut doomed = Vec::new();
+    for (stage, key) in store.entries() {
+        let referenced = lock.stages.get(&stage).is_some_and(|m| m.key == key);
+        if !referenced {
+            doomed.push(store.entry_dir(&stage, &key));
+        }
+    }
+    doomed.extend(store.scratch_leftovers());
+    let mut removed = Vec::new();
+    for path in doomed {
+        let size = crate::fsutil::dir_size(&path);
+        if !dry_run {
+            fs::remove_dir_all(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+        removed.push((path, size));
+    }
+    Ok(removed)
 }
 
 /// Where `artifacts/<stage>` points for the entry of `key` (relative, so

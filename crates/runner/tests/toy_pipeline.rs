@@ -353,14 +353,13 @@ fn gc_removes_only_unreferenced_entries() {
     let f = Fixture::new();
     f.run("!", &opts());
     f.run("?", &opts());
-    let p = f.pipeline("?", "", false);
-    let would = p.gc(&f.artifacts(), true).unwrap();
+    let would = runner::store::gc(&f.artifacts(), true).unwrap();
     assert_eq!(would.len(), 2, "old shout and old count entries: {would:?}");
     assert!(
         would.iter().all(|(path, _)| path.exists()),
         "dry run removes nothing"
     );
-    p.gc(&f.artifacts(), false).unwrap();
+    runner::store::gc(&f.artifacts(), false).unwrap();
     assert!(would.iter().all(|(path, _)| !path.exists()));
     assert_eq!(
         outcomes(&f.run("?", &opts())),
@@ -569,10 +568,7 @@ fn gc_removes_a_planted_entry_link_but_not_what_it_points_to() {
     f.run("!", &opts());
     let outside = Outside::new();
     plant_symlink(outside.path(), &f.artifacts().join(".store/shout/planted"));
-    let removed = f
-        .pipeline("!", "", false)
-        .gc(&f.artifacts(), false)
-        .unwrap();
+    let removed = runner::store::gc(&f.artifacts(), false).unwrap();
     assert_eq!(removed.len(), 1, "{removed:?}");
     assert!(fs::symlink_metadata(f.artifacts().join(".store/shout/planted")).is_err());
     outside.assert_untouched();
@@ -630,4 +626,54 @@ fn chain_break_finds_a_result_made_from_an_earlier_upstream_result() {
         pipeline.chain_break(&f.artifacts(), &lock_of(), "count").unwrap(),
         Some(ChainBreak::Unlinked { stage, .. }) if stage == "count"
     ));
+}
+
+/// A stage whose external input is not on this machine yet.
+struct Remote;
+
+impl Stage for Remote {
+    fn name(&self) -> &str {
+        "remote"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn params(&self) -> Value {
+        json!({})
+    }
+    fn inputs(&self) -> Vec<Input> {
+        vec![Input::not_fetched("weights.bin", "hub:org/model")]
+    }
+    fn outputs(&self) -> Vec<String> {
+        vec!["out.txt".into()]
+    }
+    fn run(&self, _: &mut RunContext) -> Result<()> {
+        panic!("a stage with an unfetched input must never run")
+    }
+}
+
+#[test]
+fn an_input_not_fetched_is_reported_by_a_dry_run_and_refused_by_a_real_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = dir.path().join("artifacts");
+    let p = Pipeline::new(vec![Box::new(Remote)]).unwrap();
+    let dry = RunOptions {
+        dry_run: true,
+        ..opts()
+    };
+    let reports = p.run(&artifacts, &dry, &mut |_| {}).unwrap();
+    assert_eq!(outcomes(&reports), [("remote", Outcome::WouldRun)]);
+    assert_eq!(
+        reports[0].reasons,
+        ["input weights.bin is not fetched yet (a run fetches it from hub:org/model)"]
+    );
+    let err = p.run(&artifacts, &opts(), &mut |_| {}).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("remote: input weights.bin is not fetched yet"),
+        "{err:#}"
+    );
+    assert!(
+        p.dag_text()
+            .contains("<- weights.bin: not fetched yet (from hub:org/model)")
+    );
 }
