@@ -1,0 +1,82 @@
+//! safetensors BERT checkpoint -> ONNX graph, in Rust: `weights` reads
+//! the checkpoint, `bert` lays out the topology, `builder` writes ONNX.
+//!
+//! The graph is `BertModel` as in transformers (eager attention): inputs
+//! `input_ids`, `attention_mask`, `token_type_ids` (int64 [batch, sequence]);
+//! outputs `last_hidden_state` [batch, sequence, H] and, when the checkpoint
+//! has pooler weights, `pooler_output` [batch, H]. Every size comes from
+//! config.json and is checked against the weights. Patterns are the plain
+//! ones ONNX Runtime's optimiser fuses (LayerNormalization, Gelu from
+//! Div/Erf/Add/Mul/Mul).
+
+mod bert;
+mod builder;
+mod weights;
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use prost::Message;
+use safetensors::SafeTensors;
+
+use crate::bert_config::BertConfig;
+use builder::Builder;
+use weights::Weights;
+
+pub use builder::OPSET;
+
+/// Which operators the graph is written with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ops {
+    /// ONNX Runtime's fused transformer kernels (com.microsoft Attention,
+    /// SkipLayerNormalization, BiasGelu): what its own transformer
+    /// optimiser produces, and much faster. ONNX Runtime only.
+    Fused,
+    /// Standard ONNX opset 17 only: portable to any runtime.
+    Standard,
+}
+
+/// The float type inside the converted graph. Inputs (int64) and outputs
+/// (float32) are the same for both: fp16 casts back at the end, so nothing
+/// downstream changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    /// Weights and activations in IEEE half precision: for GPUs (tensor
+    /// cores); on CPUs ONNX Runtime is slower in fp16 than in fp32.
+    Fp16,
+}
+
+/// What the converted graph offers, saved beside it as model.json.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GraphInfo {
+    pub hidden_size: usize,
+    pub max_positions: usize,
+    pub has_pooler: bool,
+}
+
+/// Converts `model.safetensors` + `config.json` to an fp32 ONNX graph.
+pub fn convert(config_path: &Path, weights_path: &Path, ops: Ops) -> Result<(Vec<u8>, GraphInfo)> {
+    convert_with(config_path, weights_path, ops, Precision::Fp32)
+}
+
+/// Converts `model.safetensors` + `config.json` to ONNX bytes.
+pub fn convert_with(
+    config_path: &Path,
+    weights_path: &Path,
+    ops: Ops,
+    precision: Precision,
+) -> Result<(Vec<u8>, GraphInfo)> {
+    let config = BertConfig::load(config_path)?;
+    let bytes = std::fs::read(weights_path)
+        .with_context(|| format!("cannot read {}", weights_path.display()))?;
+    let tensors = SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{} is not a safetensors file", weights_path.display()))?;
+    let weights = Weights::new(&tensors, weights_path)?;
+    let mut builder = Builder::new(precision);
+    let (spec, info) = bert::build(&mut builder, &config, &weights, ops)?;
+    Ok((builder.finish(spec).encode_to_vec(), info))
+}
