@@ -191,6 +191,28 @@ fn walkdir_files(dir: &Path) -> Vec<String> {
     out
 }
 
+/// The model stage is keyed on the files' content, not on where they are:
+/// the same files under another path are the same model.
+#[test]
+fn a_moved_model_directory_is_the_same_model() {
+    let copy = tempfile::tempdir().unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        fs::copy(tiny_dir().join(f), copy.path().join(f)).unwrap();
+    }
+    let p = project(&format!("dir:{}", tiny_dir().display()));
+    let first = p.cli(&["run-pipeline", "--until", "model"]);
+    assert_eq!(first.ok().outcome("model"), "ran");
+    let config = fs::read_to_string(p.path("pipeline.toml")).unwrap();
+    let moved = config.replace(
+        &tiny_dir().display().to_string(),
+        &copy.path().display().to_string(),
+    );
+    assert_ne!(config, moved);
+    p.write_config(&moved);
+    let again = p.cli(&["run-pipeline", "--until", "model"]);
+    assert_eq!(again.ok().outcome("model"), "cached", "{}", again.stdout);
+}
+
 #[test]
 fn onnx_source_uses_a_ready_graph() {
     // The PyTorch export of the tiny model, used as given.

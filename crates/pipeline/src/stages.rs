@@ -47,8 +47,10 @@ pub fn build_pipeline(loaded: &Loaded, fetch: ModelFetch) -> Result<Pipeline> {
             params: config.head.clone(),
         }),
     ];
-    // The report page shows the parameters every stage was keyed on (and the
-    // CSV's path, which is left out of ingest's key: its content is hashed).
+    // The report page shows the parameters every stage was keyed on, and
+    // where the data and the model came from (left out of those keys: their
+    // content is hashed). Shown, so part of the report's key: moving the CSV
+    // re-renders the page, nothing else.
     let mut shown = serde_json::Map::new();
     for stage in &stages {
         shown.insert(stage.name().to_string(), stage.params());
@@ -59,6 +61,9 @@ pub fn build_pipeline(loaded: &Loaded, fetch: ModelFetch) -> Result<Pipeline> {
         let csv = config.ingest.csv.strip_prefix(loaded.dir());
         let csv = csv.unwrap_or(&config.ingest.csv).display().to_string();
         ingest.insert("csv".into(), Value::String(csv));
+    }
+    if let Some(Value::Object(model)) = shown.get_mut("model") {
+        model.insert("source".into(), Value::String(config.model.source.clone()));
     }
     stages.push(Box::new(ReportStage {
         run_params: Value::Object(shown),
@@ -149,7 +154,8 @@ impl Stage for ModelStage {
         2
     }
     fn params(&self) -> Value {
-        key_params(&self.params, &[])
+        // `source` says where the files come from; their content is hashed.
+        key_params(&self.params, &["source"])
     }
     fn inputs(&self) -> Vec<Input> {
         let Some(files) = &self.files else {
