@@ -4,7 +4,7 @@ mod common;
 
 use std::fs;
 
-use common::{Project, shared_data};
+use common::{Background, Project, shared_data};
 
 const STAGES: [&str; 6] = ["ingest", "model", "encode", "embed", "head", "report"];
 
@@ -204,22 +204,17 @@ fn a_second_concurrent_run_waits_or_says_why_it_cannot() {
         refused.stderr
     );
 
-    let config = p.path("pipeline.toml");
-    let waiting = std::process::Command::new(env!("CARGO_BIN_EXE_pipeline-cli"))
-        .args(["run-pipeline", "--config", config.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let mut waiting = Background::start(&p, &["run-pipeline"]);
+    // Synchronised on what the run says, however long it takes to get there
+    // (resolving the model, a busy machine).
+    waiting.wait_for_stderr("waiting: another pipeline run");
     assert!(
         !p.path("artifacts/pipeline.lock").exists(),
         "the waiting run must not have started"
     );
     holder.unlock().unwrap();
-    let out = waiting.wait_with_output().unwrap();
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("waiting"));
+    let out = waiting.finish();
+    out.ok();
     assert!(p.path("artifacts/ingest/train.parquet").is_file());
 }
 
@@ -265,61 +260,90 @@ fn each_parameter_reruns_exactly_its_downstream() {
     );
 }
 
-/// Two real runs started together on the same artifacts/, several times:
-/// both finish (one waits for the other), and the store verifies afterwards.
+/// Two real runs on the same artifacts/ that certainly overlap: both are
+/// started while the test holds the lock, and released together once both
+/// have said they wait. One runs; the other waits again and then finds every
+/// result made (all cached); the store verifies afterwards.
 #[test]
 fn two_real_runs_at_once_leave_a_consistent_store() {
     let p = uci_project();
-    let config = p.path("pipeline.toml");
-    let spawn = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_pipeline-cli"))
-            .args(args)
-            .arg("--config")
-            .arg(&config)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    fs::create_dir_all(p.path("artifacts")).unwrap();
+    let holder = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(p.path("artifacts/.lock"))
+        .unwrap();
     for (round, set) in ["head.epochs=2", "head.epochs=3", "ingest.seed=7"]
         .iter()
         .enumerate()
     {
-        let a = spawn(&["run-pipeline", "--set", set]);
-        let b = spawn(&["run-pipeline", "--set", set]);
-        for (name, child) in [("first", a), ("second", b)] {
-            let out = child.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
+        holder.lock().unwrap();
+        let mut runs = [
+            Background::start(&p, &["run-pipeline", "--set", set]),
+            Background::start(&p, &["run-pipeline", "--set", set]),
+        ];
+        for run in &mut runs {
+            run.wait_for_stderr("waiting: another pipeline run");
+        }
+        holder.unlock().unwrap();
+        let [a, b] = runs.map(|r| r.finish());
+        let mut ran = Vec::new();
+        for (name, out) in [("first", &a), ("second", &b)] {
+            assert_eq!(
+                out.code, 0,
                 "round {round}: {name} run failed: {}",
-                String::from_utf8_lossy(&out.stderr)
+                out.stderr
+            );
+            let outcomes: Vec<String> = STAGES.iter().map(|s| out.outcome(s)).collect();
+            ran.push(outcomes.iter().any(|o| o == "ran"));
+        }
+        // Exactly one made the new results; had both run at once, both
+        // would have run stages (or one would have failed).
+        assert_eq!(
+            ran.iter().filter(|r| **r).count(),
+            1,
+            "round {round}: first:\n{}\nsecond:\n{}",
+            a.stdout,
+            b.stdout
+        );
+        let later = if ran[0] { &b } else { &a };
+        for stage in STAGES {
+            assert_eq!(
+                later.outcome(stage),
+                "cached",
+                "round {round}:\n{}",
+                later.stdout
             );
         }
-        let status: serde_json::Value = serde_json::from_str(
-            &p.cli(&["status", "--verify", "--json", "--set", set])
-                .ok()
-                .stdout,
-        )
-        .unwrap();
-        for s in status.as_array().unwrap() {
-            assert_eq!(s["outcome"], "cached", "round {round}: {s}");
-        }
+        assert_all_verify(&p, set, round);
     }
     // With --no-wait the loser says why instead of waiting.
-    let a = spawn(&["run-pipeline", "--force", "embed"]);
-    let b = spawn(&["run-pipeline", "--force", "embed", "--no-wait"]);
-    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    holder.lock().unwrap();
+    let refused = p.cli(&["run-pipeline", "--force", "embed", "--no-wait"]);
+    assert_ne!(refused.code, 0);
     assert!(
-        a.status.success() || b.status.success(),
-        "one run completes"
+        refused.stderr.contains("another pipeline run"),
+        "{}",
+        refused.stderr
     );
-    for out in [&a, &b] {
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert!(err.contains("another pipeline run"), "{err}");
-        }
+    holder.unlock().unwrap();
+    assert_all_verify(&p, "ingest.seed=7", 3);
+}
+
+/// `status --verify` re-hashes every stored file: all must be cached.
+fn assert_all_verify(p: &Project, set: &str, round: usize) {
+    let status: serde_json::Value = serde_json::from_str(
+        &p.cli(&["status", "--verify", "--json", "--set", set])
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    let outcomes = status.as_array().unwrap();
+    assert_eq!(outcomes.len(), STAGES.len());
+    for s in outcomes {
+        assert_eq!(s["outcome"], "cached", "round {round}: {s}");
     }
-    p.cli(&["status", "--verify"]).ok();
 }
 
 /// `embed-bench` (the GPU check's tool) times passes over the current

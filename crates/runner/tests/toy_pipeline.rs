@@ -342,8 +342,8 @@ fn dry_run_and_until_change_nothing_outside_their_scope() {
     );
     let msg = format!("{:#}", bad.unwrap_err());
     assert!(
-        msg.contains("unknown stage \"nope\"") && msg.contains("shout, count")
-            || msg.contains("count, shout"),
+        msg.contains("unknown stage \"nope\"")
+            && (msg.contains("shout, count") || msg.contains("count, shout")),
         "{msg}"
     );
 }

@@ -237,3 +237,85 @@ pub fn py_script(name: &str) -> String {
         .display()
         .to_string()
 }
+
+/// A CLI run in the background whose stderr can be waited on, line by
+/// line: to synchronise on what a run has said, not on a sleep.
+pub struct Background {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    stderr: Vec<String>,
+    stdout: std::thread::JoinHandle<String>,
+}
+
+impl Background {
+    /// Starts the CLI with `args` and `--config <project>/pipeline.toml`.
+    pub fn start(p: &Project, args: &[&str]) -> Background {
+        use std::io::{BufRead, Read};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pipeline-cli"))
+            .args(args)
+            .arg("--config")
+            .arg(p.path("pipeline.toml"))
+            .current_dir(p.dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn the pipeline CLI");
+        let (send, lines) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut out = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut text = String::new();
+            out.read_to_string(&mut text).ok();
+            text
+        });
+        Background {
+            child,
+            lines,
+            stderr: Vec::new(),
+            stdout,
+        }
+    }
+
+    /// Blocks until the run writes a stderr line containing `needle`.
+    /// Panics if it exits first, or says nothing of the kind in 10 minutes
+    /// (a hang, not a slow machine).
+    pub fn wait_for_stderr(&mut self, needle: &str) {
+        let deadline = std::time::Duration::from_secs(600);
+        loop {
+            match self.lines.recv_timeout(deadline) {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    self.stderr.push(line);
+                    if found {
+                        return;
+                    }
+                }
+                Err(e) => panic!(
+                    "the run never wrote {needle:?} to stderr ({e}); it wrote:\n{}",
+                    self.stderr.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits for the run to exit; everything it wrote.
+    pub fn finish(mut self) -> Run {
+        let status = self.child.wait().unwrap();
+        self.stderr.extend(self.lines.iter());
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout: self.stdout.join().unwrap(),
+            stderr: self.stderr.join("\n"),
+        }
+    }
+}
