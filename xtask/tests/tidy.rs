@@ -180,3 +180,18 @@ fn every_source_file_opens_with_a_module_doc() {
         "every module says what it is for in its first lines (`//!`)",
     );
 }
+
+#[test]
+fn only_model_pypi_checks_downloads() {
+    let mut broken = code_containing("sha2", &["crates/model/src/pypi.rs"]);
+    broken.extend(
+        members()
+            .into_iter()
+            .filter(|(name, deps)| name != "model" && deps.contains("sha2"))
+            .map(|(name, _)| format!("crate {name} depends on sha2")),
+    );
+    assert_none(
+        broken,
+        "downloads are checked against their wheel's RECORD (sha256) in one place: `model::pypi`",
+    );
+}

@@ -27,7 +27,7 @@ pub fn library_path(gpu: bool) -> Result<PathBuf> {
         return Ok(p);
     }
     let (package, version) = if gpu { GPU_WHEEL } else { CPU_WHEEL };
-    let dir = pypi::cache_dir().join(format!("{package}-{version}"));
+    let dir = install_dir(gpu);
     let lib = dir.join(format!("libonnxruntime.so.{version}"));
     if lib.is_file() {
         return Ok(lib);
@@ -39,6 +39,22 @@ pub fn library_path(gpu: bool) -> Result<PathBuf> {
         )
     })?;
     Ok(lib)
+}
+
+/// Where the wheel's libraries are installed in the cache.
+fn install_dir(gpu: bool) -> PathBuf {
+    let (package, version) = if gpu { GPU_WHEEL } else { CPU_WHEEL };
+    pypi::cache_dir().join(format!("{package}-{version}"))
+}
+
+/// [`library_path`], but an installed copy is first checked byte for byte
+/// against the digests recorded when it was installed (and installed anew
+/// if damaged): for set-up steps such as `cargo xtask test`, not every run.
+pub fn verified_library_path(gpu: bool) -> Result<PathBuf> {
+    if std::env::var_os("ORT_DYLIB_PATH").is_none() {
+        pypi::ensure_intact(&install_dir(gpu), || library_path(gpu).map(drop))?;
+    }
+    library_path(gpu)
 }
 
 /// Unpacks the shared libraries of `onnxruntime/capi/` from the PyPI wheel.

