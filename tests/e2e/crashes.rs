@@ -199,6 +199,22 @@ impl Landings {
     }
 }
 
+/// Losses and accuracies per epoch: the history without its timings.
+fn history_without_seconds(dir: &Path) -> Vec<(usize, f64, f64, f64)> {
+    let (rows, _) = tables::training::read_history(&dir.join("head/history.parquet")).unwrap();
+    rows.iter()
+        .map(|r| (r.epoch, r.train_loss, r.val_loss, r.val_accuracy))
+        .collect()
+}
+
+/// What an uninterrupted run made: untimed output digests, and the
+/// history without its seconds.
+struct Reference {
+    keys: BTreeMap<String, String>,
+    digests: BTreeMap<String, String>,
+    history: Vec<(usize, f64, f64, f64)>,
+}
+
 /// After a kill: the rerun reports exactly `expected`, verifies, and its
 /// results equal the uninterrupted run's.
 fn rerun_and_check(
@@ -206,7 +222,7 @@ fn rerun_and_check(
     dir: &Path,
     sets: &[&str],
     expected: &BTreeMap<String, String>,
-    want_digests: &BTreeMap<String, String>,
+    want: &Reference,
     what: &str,
 ) {
     let rerun = cli(p, dir, &[&["run-pipeline"], sets].concat());
@@ -225,9 +241,14 @@ fn rerun_and_check(
         assert_eq!(s["outcome"], "cached", "{what}: failed --verify: {s}");
     }
     assert_eq!(
-        &untimed_digests(dir),
-        want_digests,
+        untimed_digests(dir),
+        want.digests,
         "{what}: results differ from the uninterrupted run"
+    );
+    assert_eq!(
+        history_without_seconds(dir),
+        want.history,
+        "{what}: history"
     );
     assert!(
         !dir.join(".tmp").read_dir().unwrap().any(|_| true),
@@ -239,20 +260,21 @@ fn set_args(set: Option<&str>) -> Vec<&str> {
     set.map(|s| vec!["--set", s]).unwrap_or_default()
 }
 
-/// Keys and untimed digests of an uninterrupted run with `set`.
-fn reference(
-    p: &Project,
-    set: Option<&str>,
-) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+/// What an uninterrupted run with `set` makes.
+fn reference(p: &Project, set: Option<&str>) -> Reference {
     let dir = p.path(&format!("reference-{}", set.unwrap_or("default")));
     cli(p, &dir, &[&["run-pipeline"], &set_args(set)[..]].concat()).ok();
-    (keys(&dir), untimed_digests(&dir))
+    Reference {
+        keys: keys(&dir),
+        digests: untimed_digests(&dir),
+        history: history_without_seconds(&dir),
+    }
 }
 
 #[test]
 fn sigkill_while_new_keys_are_committed_then_rerun_recomputes_what_was_interrupted() {
     let p = Project::uci_tiny_on_cpu();
-    let (want_keys, want_digests) = reference(&p, None);
+    let want = reference(&p, None);
     let mut delays = Delays(0x9E37_79B9_7F4A_7C15);
     let mut landings = Landings::default();
     let mut attempts = 0;
@@ -283,7 +305,7 @@ fn sigkill_while_new_keys_are_committed_then_rerun_recomputes_what_was_interrupt
             let expected = expected_outcomes(&before, &snapshot(&dir), &[]);
             landings.record(&dir, &expected);
             let what = format!("cold run killed in {stage} after {delay:?}");
-            rerun_and_check(&p, &dir, &[], &expected, &want_digests, &what);
+            rerun_and_check(&p, &dir, &[], &expected, &want, &what);
             fs::remove_dir_all(&dir).unwrap();
         }
         assert_eq!(
@@ -293,13 +315,14 @@ fn sigkill_while_new_keys_are_committed_then_rerun_recomputes_what_was_interrupt
     }
 
     // A parameter change on a project that holds the default results.
-    let (changed_keys, changed_digests) = reference(&p, Some(CHANGED));
-    assert_eq!(changed_keys["model"], want_keys["model"]);
+    let changed_ref = reference(&p, Some(CHANGED));
+    let changed_keys = &changed_ref.keys;
+    assert_eq!(changed_keys["model"], want.keys["model"]);
     assert!(
         STAGES
             .iter()
             .filter(|s| **s != "model")
-            .all(|s| changed_keys[*s] != want_keys[*s]),
+            .all(|s| changed_keys[*s] != want.keys[*s]),
         "{CHANGED} gives every stage but model a new key"
     );
     let dir = p.path("changed");
@@ -320,12 +343,12 @@ fn sigkill_while_new_keys_are_committed_then_rerun_recomputes_what_was_interrupt
         let expected = expected_outcomes(&before, &snapshot(&dir), &changed);
         changed_landings.record(&dir, &expected);
         let what = format!("--set {CHANGED} killed after {delay:?}");
-        rerun_and_check(&p, &dir, &set, &expected, &changed_digests, &what);
+        rerun_and_check(&p, &dir, &set, &expected, &changed_ref, &what);
         // Back to the defaults, and the new keys deleted: the next attempt
         // commits them anew.
         cli(&p, &dir, &["run-pipeline"]).ok();
         cli(&p, &dir, &["gc"]).ok();
-        for (stage, key) in &changed_keys {
+        for (stage, key) in changed_keys {
             let kept = dir.join(".store").join(stage).join(key).exists();
             assert_eq!(kept, stage == "model", "{stage} after gc");
         }
