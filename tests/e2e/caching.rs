@@ -186,14 +186,8 @@ fn force_until_and_dry_run() {
 #[test]
 fn a_second_concurrent_run_waits_or_says_why_it_cannot() {
     let p = uci_project();
-    fs::create_dir_all(p.path("artifacts")).unwrap();
     // Stand in for a running pipeline: hold its lock.
-    let holder = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(p.path("artifacts/.lock"))
-        .unwrap();
+    let holder = run_lock_file(&p);
     holder.lock().unwrap();
 
     let refused = p.cli(&["run-pipeline", "--no-wait"]);
@@ -267,13 +261,7 @@ fn each_parameter_reruns_exactly_its_downstream() {
 #[test]
 fn two_real_runs_at_once_leave_a_consistent_store() {
     let p = uci_project();
-    fs::create_dir_all(p.path("artifacts")).unwrap();
-    let holder = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(p.path("artifacts/.lock"))
-        .unwrap();
+    let holder = run_lock_file(&p);
     for (round, set) in ["head.epochs=2", "head.epochs=3", "ingest.seed=7"]
         .iter()
         .enumerate()
@@ -329,6 +317,18 @@ fn two_real_runs_at_once_leave_a_consistent_store() {
     );
     holder.unlock().unwrap();
     assert_all_verify(&p, "ingest.seed=7", 3);
+}
+
+/// The file a run locks (`artifacts/.lock`), opened as a run opens it:
+/// locking it stands in for a run in progress.
+fn run_lock_file(p: &Project) -> fs::File {
+    fs::create_dir_all(p.path("artifacts")).unwrap();
+    fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(p.path("artifacts/.lock"))
+        .unwrap()
 }
 
 /// `status --verify` re-hashes every stored file: all must be cached.

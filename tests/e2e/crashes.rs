@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Project, Run, TIMED};
+use common::{Project, Run, untimed_digests};
 use runner::manifest::LockFile;
 
 const STAGES: [&str; 6] = ["ingest", "model", "encode", "embed", "head", "report"];
@@ -95,20 +95,6 @@ fn keys(dir: &Path) -> BTreeMap<String, String> {
         .stages
         .into_iter()
         .map(|(stage, m)| (stage, m.key))
-        .collect()
-}
-
-/// `stage/output` -> digest of every current result, but the timed files.
-fn untimed_digests(dir: &Path) -> BTreeMap<String, String> {
-    lock(dir)
-        .stages
-        .iter()
-        .flat_map(|(stage, m)| {
-            m.outputs
-                .iter()
-                .map(move |(name, r)| (format!("{stage}/{name}"), r.digest.clone()))
-        })
-        .filter(|(file, _)| !TIMED.contains(&file.as_str()))
         .collect()
 }
 

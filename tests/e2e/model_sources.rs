@@ -43,6 +43,19 @@ fn fake_hub(root: &Path) -> FakeHub {
     panic!("the fake hub did not start");
 }
 
+/// A fake hub serving the tiny BERT as `test-org/tiny-bert` (and the
+/// folder it serves from, removed when dropped).
+fn hub_serving_tiny_bert() -> (tempfile::TempDir, FakeHub) {
+    let root = tempfile::tempdir().unwrap();
+    let repo = root.path().join("test-org/tiny-bert");
+    fs::create_dir_all(&repo).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        fs::copy(tiny_dir().join(f), repo.join(f)).unwrap();
+    }
+    let hub = fake_hub(root.path());
+    (root, hub)
+}
+
 fn tiny_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/models/bert-tiny-random")
@@ -65,13 +78,7 @@ fn model_onnx(p: &Project) -> Vec<u8> {
 
 #[test]
 fn hub_source_downloads_converts_and_works_offline() {
-    let hub_root = tempfile::tempdir().unwrap();
-    let repo = hub_root.path().join("test-org/tiny-bert");
-    fs::create_dir_all(&repo).unwrap();
-    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
-        fs::copy(tiny_dir().join(f), repo.join(f)).unwrap();
-    }
-    let hub = fake_hub(hub_root.path());
+    let (_hub_root, hub) = hub_serving_tiny_bert();
     let hf_home = tempfile::tempdir().unwrap();
     let home = hf_home.path().to_str().unwrap();
 
@@ -115,13 +122,7 @@ fn hub_source_downloads_converts_and_works_offline() {
 /// where the hub would serve it.
 #[test]
 fn only_run_pipeline_downloads_a_model() {
-    let hub_root = tempfile::tempdir().unwrap();
-    let repo = hub_root.path().join("test-org/tiny-bert");
-    fs::create_dir_all(&repo).unwrap();
-    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
-        fs::copy(tiny_dir().join(f), repo.join(f)).unwrap();
-    }
-    let hub = fake_hub(hub_root.path());
+    let (_hub_root, hub) = hub_serving_tiny_bert();
     let hf_home = tempfile::tempdir().unwrap();
     let home = hf_home.path().to_str().unwrap();
     let env = [("HF_ENDPOINT", hub.url.as_str()), ("HF_HOME", home)];

@@ -95,6 +95,18 @@ fn code_containing(needle: &str, allowed: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// What breaks "`needle` only in `file`, `dependency` only of `krate`".
+fn confined(needle: &str, file: &str, krate: &str, dependency: &str) -> Vec<String> {
+    let mut broken = code_containing(needle, &[file]);
+    broken.extend(
+        members()
+            .into_iter()
+            .filter(|(name, deps)| name != krate && deps.contains(dependency))
+            .map(|(name, _)| format!("crate {name} depends on {dependency}")),
+    );
+    broken
+}
+
 #[track_caller]
 fn assert_none(broken: Vec<String>, rule: &str) {
     assert!(
@@ -137,13 +149,7 @@ fn only_tables_depends_on_arrow_or_parquet() {
 
 #[test]
 fn only_ortlib_initialises_onnx_runtime() {
-    let mut broken = code_containing("ort::init", &["crates/embed/src/ortlib.rs"]);
-    broken.extend(
-        members()
-            .into_iter()
-            .filter(|(name, deps)| name != "embed" && deps.contains("ort"))
-            .map(|(name, _)| format!("crate {name} depends on ort")),
-    );
+    let broken = confined("ort::init", "crates/embed/src/ortlib.rs", "embed", "ort");
     assert_none(
         broken,
         "ONNX Runtime is found, installed and initialised in one place: `embed::ortlib`",
@@ -152,13 +158,7 @@ fn only_ortlib_initialises_onnx_runtime() {
 
 #[test]
 fn only_the_runner_hashes_files() {
-    let mut broken = code_containing("blake3", &["crates/runner/src/digest.rs"]);
-    broken.extend(
-        members()
-            .into_iter()
-            .filter(|(name, deps)| name != "runner" && deps.contains("blake3"))
-            .map(|(name, _)| format!("crate {name} depends on blake3")),
-    );
+    let broken = confined("blake3", "crates/runner/src/digest.rs", "runner", "blake3");
     assert_none(
         broken,
         "digests are computed (and memoised) only by `runner::digest`, so a digest means one thing",
@@ -183,13 +183,7 @@ fn every_source_file_opens_with_a_module_doc() {
 
 #[test]
 fn only_model_pypi_checks_downloads() {
-    let mut broken = code_containing("sha2", &["crates/model/src/pypi.rs"]);
-    broken.extend(
-        members()
-            .into_iter()
-            .filter(|(name, deps)| name != "model" && deps.contains("sha2"))
-            .map(|(name, _)| format!("crate {name} depends on sha2")),
-    );
+    let broken = confined("sha2", "crates/model/src/pypi.rs", "model", "sha2");
     assert_none(
         broken,
         "downloads are checked against their wheel's RECORD (sha256) in one place: `model::pypi`",

@@ -145,19 +145,9 @@ impl Project {
         p
     }
 
-    /// `stage/output` -> digest of every current result (from pipeline.lock),
-    /// except the [`TIMED`] files.
+    /// [`untimed_digests`] of the project's artifacts/.
     pub fn untimed_output_digests(&self) -> std::collections::BTreeMap<String, String> {
-        let lock = runner::manifest::LockFile::load(&self.path("artifacts/pipeline.lock")).unwrap();
-        lock.stages
-            .iter()
-            .flat_map(|(stage, m)| {
-                m.outputs
-                    .iter()
-                    .map(move |(name, r)| (format!("{stage}/{name}"), r.digest.clone()))
-            })
-            .filter(|(file, _)| !TIMED.contains(&file.as_str()))
-            .collect()
+        untimed_digests(&self.path("artifacts"))
     }
 
     /// (stage, outcome, reasons) of `status --json` (`verify`: re-hash everything).
@@ -179,6 +169,21 @@ impl Project {
             })
             .collect()
     }
+}
+
+/// `stage/output` -> digest of every current result in `artifacts` (from
+/// pipeline.lock), except the [`TIMED`] files.
+pub fn untimed_digests(artifacts: &Path) -> std::collections::BTreeMap<String, String> {
+    let lock = runner::manifest::LockFile::load(&artifacts.join("pipeline.lock")).unwrap();
+    lock.stages
+        .iter()
+        .flat_map(|(stage, m)| {
+            m.outputs
+                .iter()
+                .map(move |(name, r)| (format!("{stage}/{name}"), r.digest.clone()))
+        })
+        .filter(|(file, _)| !TIMED.contains(&file.as_str()))
+        .collect()
 }
 
 /// `[model]` for the tiny random BERT of ../shared/models: a real
