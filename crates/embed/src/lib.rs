@@ -5,6 +5,7 @@ pub mod bench;
 pub mod encoder;
 pub mod ortlib;
 pub mod stage;
+pub mod store;
 
 pub use encoder::{CudaAttention, Device, Encoder, Pooling};
 pub use stage::{EmbedParams, EmbedSummary, OUTPUTS, SPEED_ONLY_PARAMS, run};

@@ -1,5 +1,6 @@
 //! The embed stage: encoded splits -> feature Parquet files.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Instant;
 
@@ -7,10 +8,12 @@ use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tables::encoded::EncodedRow;
+use tables::feature_chunks::{Chunk, Key};
 use tables::features::FeatureTable;
 
 use crate::batching::plan;
 use crate::encoder::{Device, Encoder, Pooling};
+use crate::store::{self, FeatureStore};
 
 /// `[embed]` in pipeline.toml.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,10 +85,21 @@ pub struct EmbedSummary {
     pub device: String,
 }
 
+/// The model the stage runs: its graph, and that graph's content digest
+/// (part of every feature-store key).
+pub struct ModelGraph<'a> {
+    pub path: &'a Path,
+    pub digest: &'a str,
+}
+
+/// Embeds the three encoded splits into `out_dir`, taking every row the
+/// feature store in `store_dir` already holds from there and adding the
+/// rows it embeds to it, a chunk at a time.
 pub fn run(
     params: &EmbedParams,
     encoded: [&Path; 3],
-    model: &Path,
+    model: ModelGraph,
+    store_dir: &Path,
     out_dir: &Path,
     provenance: tables::Provenance,
 ) -> Result<EmbedSummary> {
@@ -93,6 +107,24 @@ pub fn run(
         bail!("embed.batch_tokens and embed.max_batch_rows must be positive");
     }
     let (rows, split_sizes) = read_splits(encoded)?;
+    let pooling = format!("{:?}", params.pooling).to_lowercase();
+    let keys: Vec<Key> = rows
+        .iter()
+        .map(|r| store::row_key(model.digest, &pooling, &r.ids))
+        .collect();
+    let (mut store, mut store_warnings) = FeatureStore::open(store_dir)?;
+    let (stored, fetch_warnings) = store.fetch(&keys)?;
+    store_warnings.extend(fetch_warnings);
+    // One row per distinct key the store lacks: a repeated input is
+    // embedded once.
+    let mut seen = HashSet::new();
+    let (new_rows, new_keys): (Vec<EncodedRow>, Vec<Key>) = rows
+        .iter()
+        .zip(&keys)
+        .filter(|(_, key)| !stored.contains_key(*key) && seen.insert(**key))
+        .map(|(row, key)| (row.clone(), *key))
+        .unzip();
+    let model = model.path;
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -104,25 +136,66 @@ pub fn run(
         notes: warnings,
         ..Default::default()
     };
+    summary.notes.extend(store_warnings);
     let hidden = encoder.hidden_size();
     let provenance = provenance
         .with("hidden_size", hidden.to_string())
         .with("pooling", format!("{:?}", params.pooling).to_lowercase())
         .with("device", encoder.device);
 
-    let bar = ProgressBar::new(rows.len() as u64);
+    let bar = ProgressBar::new(new_rows.len() as u64);
     bar.set_style(
-        ProgressStyle::with_template("embed {bar:30} {pos}/{len} rows  {per_sec}  ETA {eta}")
+        ProgressStyle::with_template("embed {bar:30} {pos}/{len} new rows  {per_sec}  ETA {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    // One pass over the three splits together: fewer, fuller batches (and
-    // on a GPU fewer new batch shapes) than three passes.
+    // One pass over the new rows of the three splits together: fewer,
+    // fuller batches (and on a GPU fewer new batch shapes) than three
+    // passes. Each full chunk is committed as it fills: a resume point.
     let embed_started = Instant::now();
-    let mut features = embed_rows(&mut encoder, &rows, params, &bar)?;
+    let mut pending = Chunk {
+        keys: Vec::new(),
+        hidden,
+        features: Vec::new(),
+    };
+    let new_features =
+        embed_rows_with(&mut encoder, &new_rows, params, &bar, &mut |batch, out| {
+            for (k, &i) in batch.iter().enumerate() {
+                pending.keys.push(new_keys[i]);
+                pending
+                    .features
+                    .extend_from_slice(&out[k * hidden..(k + 1) * hidden]);
+            }
+            if pending.keys.len() >= store::CHUNK_ROWS {
+                store.commit(std::mem::replace(
+                    &mut pending,
+                    Chunk {
+                        keys: Vec::new(),
+                        hidden,
+                        features: Vec::new(),
+                    },
+                ))?;
+            }
+            Ok(())
+        })?;
+    store.commit(pending)?;
     bar.finish_and_clear();
     summary.embed_seconds = embed_started.elapsed().as_secs_f64();
-    summary.rows = rows.len();
-    summary.tokens = rows.iter().map(|r| r.ids.len()).sum();
+    summary.rows = new_rows.len();
+    summary.tokens = new_rows.iter().map(|r| r.ids.len()).sum();
+
+    // Every row's vector: from the store, or just embedded.
+    let new_index: HashMap<Key, usize> =
+        new_keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+    let mut features = Vec::with_capacity(rows.len() * hidden);
+    for key in &keys {
+        match stored.get(key) {
+            Some(vector) => features.extend_from_slice(vector),
+            None => {
+                let i = new_index[key];
+                features.extend_from_slice(&new_features[i * hidden..(i + 1) * hidden]);
+            }
+        }
+    }
 
     // Parquet encoding of a feature matrix is CPU-bound (~1.8 s for SST-2's
     // training split on one core of the 2-core machine): the three files are
@@ -161,16 +234,27 @@ pub fn run(
             .try_for_each(|w| w.join().expect("a Parquet writer thread panicked"))
     })?;
     let write_seconds = write_started.elapsed().as_secs_f64();
+    let from_store = keys.iter().filter(|k| stored.contains_key(*k)).count();
     summary.notes.push(format!(
-        "{} rows, {} tokens on {} in {:.2}s ({:.0} rows/s, {:.0} tokens/s); session created in {:.2}s; written in {write_seconds:.2}s; H = {hidden}, pooling {:?}",
-        summary.rows,
-        summary.tokens,
-        summary.device,
-        summary.embed_seconds,
-        summary.rows as f64 / summary.embed_seconds,
-        summary.tokens as f64 / summary.embed_seconds,
-        summary.session_seconds,
-        params.pooling
+        "{} rows: {} embedded now ({} distinct inputs), {from_store} from the feature store",
+        rows.len(),
+        rows.len() - from_store,
+        new_rows.len(),
+    ));
+    if !new_rows.is_empty() {
+        summary.notes.push(format!(
+            "{} distinct inputs, {} tokens on {} in {:.2}s ({:.0} rows/s, {:.0} tokens/s)",
+            summary.rows,
+            summary.tokens,
+            summary.device,
+            summary.embed_seconds,
+            summary.rows as f64 / summary.embed_seconds,
+            summary.tokens as f64 / summary.embed_seconds,
+        ));
+    }
+    summary.notes.push(format!(
+        "session created in {:.2}s; written in {write_seconds:.2}s; H = {hidden}, pooling {:?}",
+        summary.session_seconds, params.pooling
     ));
     Ok(summary)
 }
@@ -194,6 +278,18 @@ pub fn embed_rows(
     rows: &[EncodedRow],
     params: &EmbedParams,
     bar: &ProgressBar,
+) -> Result<Vec<f32>> {
+    embed_rows_with(encoder, rows, params, bar, &mut |_, _| Ok(()))
+}
+
+/// [`embed_rows`], calling `on_batch(rows, features)` after each batch with
+/// the batch's row indices and their vectors ([rows × hidden]).
+pub fn embed_rows_with(
+    encoder: &mut Encoder,
+    rows: &[EncodedRow],
+    params: &EmbedParams,
+    bar: &ProgressBar,
+    on_batch: &mut dyn FnMut(&[usize], &[f32]) -> Result<()>,
 ) -> Result<Vec<f32>> {
     let hidden = encoder.hidden_size();
     let lengths: Vec<usize> = rows.iter().map(|r| r.ids.len()).collect();
@@ -220,6 +316,7 @@ pub fn embed_rows(
                 features[i * hidden..(i + 1) * hidden]
                     .copy_from_slice(&out[k * hidden..(k + 1) * hidden]);
             }
+            on_batch(&padded.rows, &out)?;
             bar.inc(padded.rows.len() as u64);
         }
         Ok::<(), anyhow::Error>(())

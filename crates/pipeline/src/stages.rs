@@ -258,7 +258,12 @@ impl Stage for EmbedStage {
         let summary = embed::run(
             &self.params,
             split_paths(ctx, "encode"),
-            ctx.input("model/model.onnx"),
+            embed::stage::ModelGraph {
+                path: ctx.input("model/model.onnx"),
+                digest: ctx.input_digest("model/model.onnx"),
+            },
+            // The feature store: kept across runs, see embed::store.
+            ctx.cache_dir(),
             ctx.out_dir(),
             provenance(ctx),
         )?;

@@ -72,7 +72,9 @@ pub struct RunContext {
     key: String,
     params: Value,
     inputs: BTreeMap<String, PathBuf>,
+    digests: BTreeMap<String, String>,
     out_dir: PathBuf,
+    cache_dir: PathBuf,
     notes: Vec<String>,
 }
 
@@ -81,13 +83,17 @@ impl RunContext {
         key: String,
         params: Value,
         inputs: BTreeMap<String, PathBuf>,
+        digests: BTreeMap<String, String>,
         out_dir: PathBuf,
+        cache_dir: PathBuf,
     ) -> Self {
         RunContext {
             key,
             params,
             inputs,
+            digests,
             out_dir,
+            cache_dir,
             notes: Vec::new(),
         }
     }
@@ -107,6 +113,22 @@ impl RunContext {
         self.inputs
             .get(name)
             .unwrap_or_else(|| panic!("stage asked for undeclared input {name:?}"))
+    }
+
+    /// Content digest (hex blake3) of a declared input, by [`Input::name`].
+    pub fn input_digest(&self, name: &str) -> &str {
+        self.digests
+            .get(name)
+            .unwrap_or_else(|| panic!("stage asked for undeclared input {name:?}"))
+    }
+
+    /// The stage's own folder for what it keeps across runs
+    /// (`artifacts/.cache/<stage>/`): the runner creates it, holds the run
+    /// lock while the stage runs, and never reads it. Whatever is there
+    /// must be safe to find half-written: the stage commits its own files
+    /// (the embed stage's feature store does).
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
     }
 
     /// Path to write a declared output to (inside a private temporary directory).

@@ -7,6 +7,7 @@
 //!   .store/<stage>/<key>/    outputs + manifest.json; immutable once renamed in
 //!   .tmp/                    stages write here; renamed into .store on success
 //!   .cache/digests.json      digest memo
+//!   .cache/<stage>/          a stage's own cache (the embed stage's feature store)
 //!   .lock                    held by the running process
 //! ```
 
@@ -95,6 +96,15 @@ impl Store {
 
     pub fn digest_memo_path(&self) -> PathBuf {
         self.root.join(".cache").join("digests.json")
+    }
+
+    /// `.cache/<stage>/`, a real directory (see [`RunContext::cache_dir`]).
+    ///
+    /// [`RunContext::cache_dir`]: crate::RunContext::cache_dir
+    pub fn stage_cache_dir(&self, stage: &str) -> Result<PathBuf> {
+        let dir = self.root.join(".cache").join(stage);
+        ensure_real_dir(&dir)?;
+        Ok(dir)
     }
 
     pub fn entry_dir(&self, stage: &str, key: &str) -> PathBuf {

@@ -6,6 +6,7 @@
 //! bytes and the stage runner's early cutoff works.
 
 pub mod encoded;
+pub mod feature_chunks;
 pub mod features;
 mod io;
 pub mod splits;

@@ -1,0 +1,241 @@
+//! The feature store: one vector per distinct model input, kept across runs
+//! in the embed stage's cache folder (`artifacts/.cache/embed/`), so that a
+//! rerun embeds only rows it has never seen.
+//!
+//! ```text
+//! <dir>/chunks/<blake3 of the file>.parquet   committed chunks (tables::feature_chunks)
+//! <dir>/.tmp/                                 a chunk being written
+//! ```
+//!
+//! A row's key is blake3 over the model graph's digest, the pooling and the
+//! row's token ids (the exact model input), so a repeated sentence, or a
+//! `max_len` that truncates nothing new, finds its vector. A chunk is
+//! written to `.tmp/`, synced, and renamed into `chunks/` under its own
+//! digest: the rename commits it, and a chunk whose bytes no longer match
+//! its name is dropped (with a warning) when it is read, and its rows are
+//! embedded again. The runner's lock makes the running stage the only
+//! writer.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use tables::feature_chunks::{Chunk, Key};
+
+/// Rows per chunk: each is a resume point after a kill.
+pub const CHUNK_ROWS: usize = 4096;
+
+/// The key of one model input.
+pub fn row_key(model_digest: &str, pooling: &str, ids: &[u32]) -> Key {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"feature-row-v1\0");
+    hasher.update(model_digest.as_bytes());
+    hasher.update(b"\0");
+    hasher.update(pooling.as_bytes());
+    hasher.update(b"\0");
+    for id in ids {
+        hasher.update(&id.to_le_bytes());
+    }
+    *hasher.finalize().as_bytes()
+}
+
+pub struct FeatureStore {
+    dir: PathBuf,
+    /// Key -> the chunk (index into `chunks`) that holds it.
+    index: HashMap<Key, usize>,
+    chunks: Vec<PathBuf>,
+}
+
+impl FeatureStore {
+    /// Opens the store in `dir` (created if missing) and indexes every
+    /// chunk's keys. A chunk that cannot be read is removed; each such
+    /// event is returned as a warning.
+    pub fn open(dir: &Path) -> Result<(FeatureStore, Vec<String>)> {
+        let chunk_dir = dir.join("chunks");
+        fs::create_dir_all(&chunk_dir)
+            .with_context(|| format!("cannot create {}", chunk_dir.display()))?;
+        // Leftovers of a killed run: never trusted (the run lock is held).
+        let _ = fs::remove_dir_all(dir.join(".tmp"));
+        let mut paths: Vec<PathBuf> = fs::read_dir(&chunk_dir)?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .collect();
+        paths.sort();
+        let mut store = FeatureStore {
+            dir: dir.to_path_buf(),
+            index: HashMap::new(),
+            chunks: Vec::new(),
+        };
+        let mut warnings = Vec::new();
+        for path in paths {
+            match tables::feature_chunks::read(&path) {
+                Ok(chunk) => store.add_to_index(path, &chunk.keys),
+                Err(e) => {
+                    warnings.push(drop_chunk(&path, &format!("{e:#}")));
+                }
+            }
+        }
+        Ok((store, warnings))
+    }
+
+    fn add_to_index(&mut self, path: PathBuf, keys: &[Key]) {
+        let id = self.chunks.len();
+        self.chunks.push(path);
+        for key in keys {
+            self.index.insert(*key, id);
+        }
+    }
+
+    /// Distinct vectors held.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    pub fn contains(&self, key: &Key) -> bool {
+        self.index.contains_key(key)
+    }
+
+    /// The vectors of `keys` that the store holds intact, by key. Each chunk
+    /// read is first checked against its digest (its name); a damaged one
+    /// is removed, its keys forgotten (the caller embeds them again), and a
+    /// warning returned.
+    pub fn fetch(&mut self, keys: &[Key]) -> Result<(HashMap<Key, Vec<f32>>, Vec<String>)> {
+        let mut by_chunk: HashMap<usize, Vec<Key>> = HashMap::new();
+        for key in keys {
+            if let Some(&id) = self.index.get(key) {
+                by_chunk.entry(id).or_default().push(*key);
+            }
+        }
+        let mut found = HashMap::new();
+        let mut warnings = Vec::new();
+        let mut ids: Vec<usize> = by_chunk.keys().copied().collect();
+        ids.sort();
+        for id in ids {
+            let path = self.chunks[id].clone();
+            let chunk = match verified_read(&path) {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    warnings.push(drop_chunk(&path, &format!("{e:#}")));
+                    self.index.retain(|_, chunk| *chunk != id);
+                    continue;
+                }
+            };
+            let wanted: std::collections::HashSet<&Key> = by_chunk[&id].iter().collect();
+            let h = chunk.hidden;
+            for (row, key) in chunk.keys.iter().enumerate() {
+                if wanted.contains(key) {
+                    found.insert(*key, chunk.features[row * h..(row + 1) * h].to_vec());
+                }
+            }
+        }
+        Ok((found, warnings))
+    }
+
+    /// Commits `chunk`: written to `.tmp/`, synced, renamed into `chunks/`
+    /// under its digest.
+    pub fn commit(&mut self, chunk: Chunk) -> Result<()> {
+        if chunk.keys.is_empty() {
+            return Ok(());
+        }
+        let tmp = self.dir.join(".tmp");
+        fs::create_dir_all(&tmp)?;
+        let scratch = tmp.join(format!("chunk-{}.parquet", std::process::id()));
+        let keys = chunk.keys.clone();
+        tables::feature_chunks::write(&scratch, chunk)?;
+        let digest = blake3::hash(&fs::read(&scratch)?).to_hex().to_string();
+        let path = self.dir.join("chunks").join(format!("{digest}.parquet"));
+        fs::rename(&scratch, &path)
+            .with_context(|| format!("cannot move a feature chunk to {}", path.display()))?;
+        if let Ok(d) = fs::File::open(self.dir.join("chunks")) {
+            let _ = d.sync_all();
+        }
+        self.add_to_index(path, &keys);
+        Ok(())
+    }
+}
+
+/// The chunk at `path`, if its bytes still hash to its name.
+fn verified_read(path: &Path) -> Result<Chunk> {
+    let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let name = path.file_stem().unwrap_or_default().to_string_lossy();
+    if blake3::hash(&bytes).to_hex().as_str() != name {
+        anyhow::bail!("its bytes no longer match its digest");
+    }
+    tables::feature_chunks::read(path)
+}
+
+/// Removes a damaged chunk; the warning that says so.
+fn drop_chunk(path: &Path, why: &str) -> String {
+    let _ = fs::remove_file(path);
+    format!(
+        "feature store: dropped {} ({why}); its rows are embedded again",
+        path.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(keys: &[u8]) -> Chunk {
+        Chunk {
+            keys: keys.iter().map(|&k| [k; 32]).collect(),
+            hidden: 2,
+            features: keys.iter().flat_map(|&k| [k as f32, -(k as f32)]).collect(),
+        }
+    }
+
+    #[test]
+    fn committed_vectors_are_found_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, warnings) = FeatureStore::open(dir.path()).unwrap();
+        assert!(store.is_empty() && warnings.is_empty());
+        store.commit(chunk(&[1, 2])).unwrap();
+        store.commit(chunk(&[3])).unwrap();
+        let (mut store, _) = FeatureStore::open(dir.path()).unwrap();
+        assert_eq!(store.len(), 3);
+        let (found, warnings) = store.fetch(&[[2; 32], [3; 32], [9; 32]]).unwrap();
+        assert!(warnings.is_empty());
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[&[2; 32]], [2.0, -2.0]);
+        assert_eq!(found[&[3; 32]], [3.0, -3.0]);
+    }
+
+    #[test]
+    fn a_damaged_chunk_is_dropped_and_its_rows_reported_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = FeatureStore::open(dir.path()).unwrap();
+        store.commit(chunk(&[1])).unwrap();
+        store.commit(chunk(&[2])).unwrap();
+        let damaged = store.chunks[0].clone();
+        let mut bytes = fs::read(&damaged).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 1;
+        fs::write(&damaged, bytes).unwrap();
+        let (found, warnings) = store.fetch(&[[1; 32], [2; 32]]).unwrap();
+        assert_eq!(found.len(), 1, "only the intact chunk serves");
+        assert!(found.contains_key(&[2; 32]));
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("no longer match its digest"),
+            "{warnings:?}"
+        );
+        assert!(!damaged.exists());
+        assert!(!store.contains(&[1; 32]));
+    }
+
+    #[test]
+    fn keys_tell_model_pooling_and_ids_apart() {
+        let base = row_key("m1", "pooler", &[101, 7, 102]);
+        assert_eq!(base, row_key("m1", "pooler", &[101, 7, 102]));
+        assert_ne!(base, row_key("m2", "pooler", &[101, 7, 102]));
+        assert_ne!(base, row_key("m1", "mean", &[101, 7, 102]));
+        assert_ne!(base, row_key("m1", "pooler", &[101, 7]));
+    }
+}

@@ -1,0 +1,115 @@
+//! A chunk of the embed stage's feature store (`artifacts/.cache/embed/`):
+//! one feature vector per distinct model input.
+//!
+//! | column     | type                          |                                        |
+//! |------------|-------------------------------|----------------------------------------|
+//! | `key`      | fixed_size_binary[32]         | blake3 of the model input (see `embed::store`) |
+//! | `features` | fixed_size_list<float32>[H]   | pooled BERT output                     |
+//!
+//! Written plain, like the embed outputs. Metadata: `hidden_size`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Result, ensure};
+use arrow::array::{Array, FixedSizeBinaryArray, FixedSizeListArray, Float32Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema};
+
+use crate::io::{Encoding, Provenance, fixed_list_width, read_batches, typed, write_batch_encoded};
+
+/// A row key: 32 bytes.
+pub type Key = [u8; 32];
+
+/// Keys and their feature vectors, row-major [rows × hidden].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk {
+    pub keys: Vec<Key>,
+    pub hidden: usize,
+    pub features: Vec<f32>,
+}
+
+fn schema(hidden: usize) -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("key", DataType::FixedSizeBinary(32), false),
+        Field::new(
+            "features",
+            DataType::FixedSizeList(
+                Arc::new(Field::new("item", DataType::Float32, false)),
+                hidden as i32,
+            ),
+            false,
+        ),
+    ]))
+}
+
+pub fn write(path: &Path, chunk: Chunk) -> Result<()> {
+    ensure!(
+        chunk.features.len() == chunk.keys.len() * chunk.hidden,
+        "feature chunk has the wrong size"
+    );
+    let schema = schema(chunk.hidden);
+    let keys = FixedSizeBinaryArray::try_from_iter(chunk.keys.iter())?;
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let values = Arc::new(Float32Array::from(chunk.features));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(keys),
+            Arc::new(FixedSizeListArray::try_new(
+                item,
+                chunk.hidden as i32,
+                values,
+                None,
+            )?),
+        ],
+    )?;
+    let provenance = Provenance::default().with("hidden_size", chunk.hidden.to_string());
+    write_batch_encoded(path, schema, batch, &provenance, Encoding::Plain)
+}
+
+pub fn read(path: &Path) -> Result<Chunk> {
+    let (batches, file_schema) = read_batches(path)?;
+    let hidden = fixed_list_width(&file_schema, "features", path, "a feature chunk")?;
+    let mut chunk = Chunk {
+        keys: Vec::new(),
+        hidden,
+        features: Vec::new(),
+    };
+    for batch in batches {
+        let keys: FixedSizeBinaryArray = typed(batch.column(0), "key")?;
+        ensure!(
+            keys.value_length() == 32,
+            "{}: keys are not 32 bytes",
+            path.display()
+        );
+        chunk.keys.extend(
+            keys.iter()
+                .map(|k| <Key>::try_from(k.unwrap_or(&[0; 32])).unwrap()),
+        );
+        let list: FixedSizeListArray = typed(batch.column(1), "features")?;
+        let values: Float32Array = typed(list.values(), "features items")?;
+        let start = list.offset() * hidden;
+        chunk
+            .features
+            .extend_from_slice(&values.values()[start..start + batch.num_rows() * hidden]);
+    }
+    Ok(chunk)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.parquet");
+        let chunk = Chunk {
+            keys: vec![[1; 32], [2; 32]],
+            hidden: 3,
+            features: vec![0.5, 1.0, -2.0, 3.0, 4.0, 5.5],
+        };
+        write(&path, chunk.clone()).unwrap();
+        assert_eq!(read(&path).unwrap(), chunk);
+    }
+}

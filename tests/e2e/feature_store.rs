@@ -1,0 +1,204 @@
+//! The embed stage's feature store: a rerun embeds only rows it has never
+//! seen (another split seed, an appended row, a repeated sentence), a kill
+//! inside embed loses at most the chunk in flight, a damaged chunk is
+//! dropped and its rows embedded again, and in every case the features
+//! equal a clean run's within the batching tolerance (`compare-features`).
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Project, Run, shared_data};
+
+/// The "R rows: N embedded now (D distinct inputs), S from the feature
+/// store" note of embed, as (R, N, D, S).
+fn embed_counts(run: &Run) -> (usize, usize, usize, usize) {
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("from the feature store"))
+        .unwrap_or_else(|| panic!("no feature-store note in:\n{}", run.stdout));
+    let numbers: Vec<usize> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.parse().unwrap())
+        .collect();
+    (numbers[0], numbers[1], numbers[2], numbers[3])
+}
+
+/// A project on `csv_text` with the tiny model on the CPU.
+fn project(csv_text: &str) -> Project {
+    let p = Project::empty();
+    p.write_csv(csv_text.as_bytes());
+    p.write_config(&format!(
+        "[ingest]\ncsv = \"data/input.csv\"\n[embed]\ndevice = \"cpu\"\n{}",
+        common::tiny_model()
+    ));
+    p
+}
+
+/// `compare-features` between `a`'s and `b`'s embed results: the largest
+/// relative error it prints.
+fn largest_difference(a: &Project, b: &Project) -> f64 {
+    let run = a.cli(&[
+        "compare-features",
+        a.path("artifacts/embed").to_str().unwrap(),
+        b.path("artifacts/embed").to_str().unwrap(),
+    ]);
+    run.ok()
+        .stdout
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        .filter(|w| w.contains('e'))
+        .filter_map(|w| w.parse::<f64>().ok())
+        .fold(0.0, f64::max)
+}
+
+fn uci() -> String {
+    fs::read_to_string(shared_data("uci_amazon_yelp.csv")).unwrap()
+}
+
+#[test]
+fn a_seed_change_an_appended_row_and_a_repeat_embed_only_what_is_new() {
+    let p = project(&uci());
+    let first = p.cli(&["run-pipeline"]);
+    assert_eq!(
+        embed_counts(first.ok()),
+        (2000, 2000, 1983, 0),
+        "UCI repeats 17 sentences"
+    );
+
+    let reseeded = p.cli(&["run-pipeline", "--set", "ingest.seed=7"]);
+    assert_eq!(reseeded.ok().outcome("embed"), "ran");
+    assert_eq!(embed_counts(&reseeded), (2000, 0, 0, 2000));
+    let clean = project(&uci());
+    clean.cli(&["run-pipeline", "--set", "ingest.seed=7"]).ok();
+    let apart = largest_difference(&p, &clean);
+    assert!(apart <= 1e-5, "store against clean run: {apart:e}");
+
+    // Two new rows with the same text: one model input, embedded once.
+    let appended = format!(
+        "{}a sentence no review ever had,1\na sentence no review ever had,1\n",
+        uci()
+    );
+    p.write_csv(appended.as_bytes());
+    let grown = p.cli(&["run-pipeline"]);
+    assert_eq!(embed_counts(grown.ok()), (2002, 2, 1, 2000));
+    let clean = project(&appended);
+    clean.cli(&["run-pipeline"]).ok();
+    let apart = largest_difference(&p, &clean);
+    assert!(apart <= 1e-5, "store against clean run: {apart:e}");
+}
+
+#[test]
+fn a_damaged_chunk_is_dropped_and_its_rows_embedded_again() {
+    let p = project(&uci());
+    p.cli(&["run-pipeline"]).ok();
+    let chunks: Vec<_> = fs::read_dir(p.path("artifacts/.cache/embed/chunks"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(chunks.len(), 1, "2000 rows fit one chunk: {chunks:?}");
+    let mut bytes = fs::read(&chunks[0]).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    fs::write(&chunks[0], &bytes).unwrap();
+
+    let run = p.cli(&["run-pipeline", "--force", "embed"]);
+    assert!(
+        run.ok().stdout.contains("feature store: dropped") && run.stdout.contains("embedded again"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(embed_counts(&run), (2000, 2000, 1983, 0));
+    // The rows, embedded again in the same batches, make the same chunk
+    // again: same bytes, same name, intact.
+    assert_ne!(fs::read(&chunks[0]).unwrap(), bytes);
+    // Recomputed in the same batches: equal to the first run, bit for bit.
+    assert_eq!(
+        run.outcome("head"),
+        "cached",
+        "early cutoff: the recomputed features are the same bytes\n{}",
+        run.stdout
+    );
+}
+
+/// SIGKILLs `args` after `delay`; whether it was still running.
+fn run_and_kill(p: &Project, args: &[&str], delay: Duration) -> bool {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pipeline-cli"))
+        .args(args)
+        .arg("--config")
+        .arg(p.path("pipeline.toml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    let running = matches!(child.try_wait(), Ok(None));
+    child.kill().ok();
+    child.wait().unwrap();
+    running
+}
+
+fn committed_chunks(p: &Project) -> usize {
+    fs::read_dir(p.path("artifacts/.cache/embed/chunks"))
+        .map(|rd| rd.count())
+        .unwrap_or(0)
+}
+
+fn embed_running(p: &Path) -> bool {
+    fs::read_dir(p.join("artifacts/.tmp"))
+        .map(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("embed-"))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_kill_inside_embed_loses_at_most_the_chunk_in_flight() {
+    // Enough rows for several chunks (4096 rows each).
+    let text: String = fs::read_to_string(shared_data("sst2_train.csv"))
+        .unwrap()
+        .lines()
+        .take(15_001)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let clean = project(&text);
+    clean.cli(&["run-pipeline", "--until", "encode"]).ok();
+    let started = Instant::now();
+    let full = clean.cli(&["run-pipeline", "--until", "embed"]);
+    let span = started.elapsed().as_secs_f64();
+    let (rows, new, _, _) = embed_counts(full.ok());
+    assert_eq!(rows, new);
+
+    let p = project(&text);
+    p.cli(&["run-pipeline", "--until", "encode"]).ok();
+    // Kill later and later until a kill lands inside embed after at least
+    // one chunk was committed.
+    let mut landed = false;
+    for step in 1..=40 {
+        let delay = Duration::from_secs_f64(span * (0.3 + 0.02 * step as f64));
+        let killed = run_and_kill(&p, &["run-pipeline", "--until", "embed"], delay);
+        if killed && embed_running(p.dir.path()) && committed_chunks(&p) > 0 {
+            landed = true;
+            break;
+        }
+        // Start over: the store of a missed attempt would make the next
+        // one trivially fast.
+        let _ = fs::remove_dir_all(p.path("artifacts/.cache/embed"));
+    }
+    assert!(landed, "no kill landed inside embed after a chunk commit");
+    let rerun = p.cli(&["run-pipeline", "--until", "embed"]);
+    let (rows_again, new_again, _, stored) = embed_counts(rerun.ok());
+    assert_eq!(rows_again, rows);
+    assert!(
+        stored >= 4096 && new_again < new,
+        "the rerun reused what the killed run committed: {new_again} new, {stored} stored"
+    );
+    let apart = largest_difference(&p, &clean);
+    assert!(apart <= 1e-5, "after a kill against clean run: {apart:e}");
+}
