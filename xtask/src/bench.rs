@@ -62,7 +62,121 @@ pub fn run(csv: Option<&Path>, overrides: &[String]) -> Result<()> {
     let t = time_cli(&config, &["run-pipeline"], &truncated)?;
     println!("\ntruncated to 17 tokens (encode.max_len=17), encode + embed + head rerun: {t:.2} s");
     print_stage_times(work.path())?;
+
+    feature_store(work.path(), &config, &csv, &sets)?;
     Ok(())
+}
+
+/// The feature store's cases (issue #12), each against the cold run's
+/// embed stage: a seed change, 1 % appended rows, a kill at about half of
+/// a clean embed then a rerun, and the key index's memory for 1 M rows.
+fn feature_store(work: &Path, config: &Path, csv: &Path, sets: &[String]) -> Result<()> {
+    println!("\nfeature store (each rerun --until embed; ratio to the cold run's embed stage)");
+    let lock = |dir: &Path| LockFile::load(&dir.join("pipeline.lock"));
+    let embed_seconds = |dir: &Path| -> Result<f64> {
+        Ok(lock(dir)?
+            .stages
+            .get("embed")
+            .context("no embed result")?
+            .duration_s)
+    };
+    let artifacts = work.join("artifacts");
+    // The cold run's embed stage (every row new, an empty store): its
+    // result is current again after a plain run (the truncated run made
+    // another one current), with the cold run's duration in the lock.
+    time_cli(config, &["run-pipeline", "--until", "embed"], sets)?;
+    let clean_embed = embed_seconds(&artifacts)?;
+    let notes = |dir: &Path| -> Result<String> {
+        Ok(lock(dir)?.stages["embed"]
+            .notes
+            .iter()
+            .find(|n| n.contains("feature store"))
+            .cloned()
+            .unwrap_or_default())
+    };
+    println!("  clean embed (cold run): {clean_embed:.2} s");
+
+    let mut reseeded = sets.to_vec();
+    reseeded.push("ingest.seed=7".into());
+    time_cli(config, &["run-pipeline", "--until", "embed"], &reseeded)?;
+    let seconds = embed_seconds(&artifacts)?;
+    println!(
+        "  after --set ingest.seed=7: embed {seconds:.2} s = {:.1} % of clean (target <= 5 %); {}",
+        100.0 * seconds / clean_embed,
+        notes(&artifacts)?
+    );
+
+    // 1 % new rows: existing sentences with a word appended (new token ids).
+    let text = std::fs::read_to_string(csv)?;
+    let lines: Vec<&str> = text.lines().collect();
+    let extra = (lines.len() - 1) / 100;
+    let mut grown = text.clone();
+    if !grown.ends_with('\n') {
+        grown.push('\n');
+    }
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    for record in reader.records().take(extra) {
+        let record = record?;
+        writer.write_record([&format!("{} indeed", &record[0]), &record[1]])?;
+    }
+    grown.push_str(std::str::from_utf8(&writer.into_inner()?)?);
+    let grown_csv = work.join("grown.csv");
+    std::fs::write(&grown_csv, grown)?;
+    let mut appended = sets.to_vec();
+    appended.push(format!("ingest.csv={:?}", grown_csv.display().to_string()));
+    time_cli(config, &["run-pipeline", "--until", "embed"], &appended)?;
+    let seconds = embed_seconds(&artifacts)?;
+    println!(
+        "  after appending {extra} new rows (1 %): embed {seconds:.2} s = {:.1} % of clean (target <= 6 %); {}",
+        100.0 * seconds / clean_embed,
+        notes(&artifacts)?
+    );
+
+    // A kill at about half of a clean embed, then a rerun: a fresh
+    // artifacts folder (empty store) with everything upstream made first.
+    let killed = work.join("killed");
+    let killed = killed.to_str().context("a work folder that is not UTF-8")?;
+    let (upstream, embed) = (
+        ["run-pipeline", "--until", "encode", "--artifacts", killed],
+        ["run-pipeline", "--until", "embed", "--artifacts", killed],
+    );
+    time_cli(config, &upstream, sets)?;
+    let killed_seconds = kill_after(config, &embed, sets, clean_embed / 2.0)?;
+    let rerun_seconds = time_cli(config, &embed, sets)?;
+    let killed = Path::new(killed);
+    println!(
+        "  SIGKILL after {killed_seconds:.2} s, rerun {rerun_seconds:.2} s: total {:.2} s = {:.2}x clean (target <= 1.1x); rerun: {}",
+        killed_seconds + rerun_seconds,
+        (killed_seconds + rerun_seconds) / clean_embed,
+        notes(&killed)?
+    );
+
+    let rows = 1_000_000;
+    let bytes = embed::store::index_memory(rows)?;
+    println!(
+        "  key index for {rows} synthetic rows: {:.0} MB resident (target <= 200 MB)",
+        bytes as f64 / 1e6
+    );
+    Ok(())
+}
+
+/// Runs the CLI and SIGKILLs it after `seconds`; the seconds it ran.
+fn kill_after(config: &Path, args: &[&str], sets: &[String], seconds: f64) -> Result<f64> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(args).arg("--config").arg(config);
+    for s in sets {
+        cmd.arg("--set").arg(s);
+    }
+    let started = Instant::now();
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    std::thread::sleep(std::time::Duration::from_secs_f64(seconds));
+    child.kill()?;
+    child.wait()?;
+    Ok(started.elapsed().as_secs_f64())
 }
 
 fn print_stage_times(artifacts_parent: &Path) -> Result<()> {

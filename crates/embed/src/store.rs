@@ -160,6 +160,38 @@ impl FeatureStore {
     }
 }
 
+/// Resident memory (bytes) the store's key index takes for `rows` distinct
+/// synthetic keys: what a lookup over that many rows costs before any
+/// vector is read (`cargo xtask bench`). Linux only (`/proc/self/statm`).
+pub fn index_memory(rows: usize) -> Result<u64> {
+    fn resident() -> Result<u64> {
+        let statm =
+            fs::read_to_string("/proc/self/statm").context("cannot read /proc/self/statm")?;
+        let pages: u64 = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .context("unexpected /proc/self/statm")?;
+        Ok(pages * 4096)
+    }
+    let before = resident()?;
+    let mut store = FeatureStore {
+        dir: PathBuf::new(),
+        index: HashMap::new(),
+        chunks: Vec::new(),
+    };
+    let keys: Vec<Key> = (0..rows as u64)
+        .map(|i| *blake3::hash(&i.to_le_bytes()).as_bytes())
+        .collect();
+    for chunk in keys.chunks(CHUNK_ROWS) {
+        store.add_to_index(PathBuf::from("synthetic.parquet"), chunk);
+    }
+    drop(keys);
+    let after = resident()?;
+    std::hint::black_box(&store);
+    Ok(after.saturating_sub(before))
+}
+
 /// The chunk at `path`, if its bytes still hash to its name.
 fn verified_read(path: &Path) -> Result<Chunk> {
     let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
