@@ -202,3 +202,42 @@ fn a_kill_inside_embed_loses_at_most_the_chunk_in_flight() {
     let apart = largest_difference(&p, &clean);
     assert!(apart <= 1e-5, "after a kill against clean run: {apart:e}");
 }
+
+#[test]
+fn scoring_the_same_sentences_twice_embeds_them_once() {
+    let p = project(&uci());
+    p.cli(&["run-pipeline"]).ok();
+    fs::write(
+        p.path("data/held.csv"),
+        "sentence,label\nnothing here was ever said,0\na review from nowhere,1\nyet another one,1\n",
+    )
+    .unwrap();
+    let first = p.cli(&["evaluate", "--csv", "data/held.csv"]);
+    assert!(
+        first
+            .ok()
+            .stderr
+            .contains("3 rows: 3 embedded now (3 distinct inputs), 0 from the feature store"),
+        "{}",
+        first.stderr
+    );
+    let again = p.cli(&["evaluate", "--csv", "data/held.csv"]);
+    assert!(
+        again
+            .ok()
+            .stderr
+            .contains("3 rows: 0 embedded now (0 distinct inputs), 3 from the feature store"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(first.stdout, again.stdout, "the same figures");
+    // predict goes through the same store: a sentence it holds adds
+    // nothing, a new one adds a chunk.
+    let chunks = || committed_chunks(&p);
+    let before = chunks();
+    p.cli(&["predict", "--text", "a review from nowhere"]).ok();
+    assert_eq!(chunks(), before);
+    p.cli(&["predict", "--text", "a sentence predict alone has seen"])
+        .ok();
+    assert_eq!(chunks(), before + 1);
+}

@@ -6,6 +6,7 @@ pub mod encoder;
 pub mod ortlib;
 pub mod stage;
 pub mod store;
+pub mod through_store;
 
 pub use encoder::{CudaAttention, Device, Encoder, Pooling};
 pub use stage::{EmbedParams, EmbedSummary, OUTPUTS, SPEED_ONLY_PARAMS, run};

@@ -1,6 +1,5 @@
 //! The embed stage: encoded splits -> feature Parquet files.
 
-use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Instant;
 
@@ -8,12 +7,12 @@ use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tables::encoded::EncodedRow;
-use tables::feature_chunks::{Chunk, Key};
 use tables::features::FeatureTable;
 
 use crate::batching::plan;
 use crate::encoder::{Device, Encoder, Pooling};
-use crate::store::{self, FeatureStore};
+use crate::store::FeatureStore;
+use crate::through_store;
 
 /// `[embed]` in pipeline.toml.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,29 +106,14 @@ pub fn run(
         bail!("embed.batch_tokens and embed.max_batch_rows must be positive");
     }
     let (rows, split_sizes) = read_splits(encoded)?;
-    let pooling = format!("{:?}", params.pooling).to_lowercase();
-    let keys: Vec<Key> = rows
-        .iter()
-        .map(|r| store::row_key(model.digest, &pooling, &r.ids))
-        .collect();
-    let (mut store, mut store_warnings) = FeatureStore::open(store_dir)?;
-    let (stored, fetch_warnings) = store.fetch(&keys)?;
-    store_warnings.extend(fetch_warnings);
-    // One row per distinct key the store lacks: a repeated input is
-    // embedded once.
-    let mut seen = HashSet::new();
-    let (new_rows, new_keys): (Vec<EncodedRow>, Vec<Key>) = rows
-        .iter()
-        .zip(&keys)
-        .filter(|(_, key)| !stored.contains_key(*key) && seen.insert(**key))
-        .map(|(row, key)| (row.clone(), *key))
-        .unzip();
-    let model = model.path;
+    let keys = through_store::keys(&rows, model.digest, params);
+    let (mut store, store_warnings) = FeatureStore::open(store_dir)?;
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
     let started = Instant::now();
-    let (mut encoder, warnings) = Encoder::open(model, params.pooling, params.device, threads)?;
+    let (mut encoder, warnings) =
+        Encoder::open(model.path, params.pooling, params.device, threads)?;
     let mut summary = EmbedSummary {
         session_seconds: started.elapsed().as_secs_f64(),
         device: encoder.device.to_string(),
@@ -143,7 +127,7 @@ pub fn run(
         .with("pooling", format!("{:?}", params.pooling).to_lowercase())
         .with("device", encoder.device);
 
-    let bar = ProgressBar::new(new_rows.len() as u64);
+    let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("embed {bar:30} {pos}/{len} new rows  {per_sec}  ETA {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -151,51 +135,14 @@ pub fn run(
     // One pass over the new rows of the three splits together: fewer,
     // fuller batches (and on a GPU fewer new batch shapes) than three
     // passes. Each full chunk is committed as it fills: a resume point.
-    let embed_started = Instant::now();
-    let mut pending = Chunk {
-        keys: Vec::new(),
-        hidden,
-        features: Vec::new(),
-    };
-    let new_features =
-        embed_rows_with(&mut encoder, &new_rows, params, &bar, &mut |batch, out| {
-            for (k, &i) in batch.iter().enumerate() {
-                pending.keys.push(new_keys[i]);
-                pending
-                    .features
-                    .extend_from_slice(&out[k * hidden..(k + 1) * hidden]);
-            }
-            if pending.keys.len() >= store::CHUNK_ROWS {
-                store.commit(std::mem::replace(
-                    &mut pending,
-                    Chunk {
-                        keys: Vec::new(),
-                        hidden,
-                        features: Vec::new(),
-                    },
-                ))?;
-            }
-            Ok(())
-        })?;
-    store.commit(pending)?;
+    let (mut features, used) =
+        through_store::features(&mut encoder, &rows, &keys, params, &mut store, &bar)?;
     bar.finish_and_clear();
-    summary.embed_seconds = embed_started.elapsed().as_secs_f64();
-    summary.rows = new_rows.len();
-    summary.tokens = new_rows.iter().map(|r| r.ids.len()).sum();
-
-    // Every row's vector: from the store, or just embedded.
-    let new_index: HashMap<Key, usize> =
-        new_keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
-    let mut features = Vec::with_capacity(rows.len() * hidden);
-    for key in &keys {
-        match stored.get(key) {
-            Some(vector) => features.extend_from_slice(vector),
-            None => {
-                let i = new_index[key];
-                features.extend_from_slice(&new_features[i * hidden..(i + 1) * hidden]);
-            }
-        }
-    }
+    summary.embed_seconds = used.embed_seconds;
+    summary.rows = used.distinct;
+    summary.tokens = used.tokens;
+    summary.notes.extend(used.warnings.iter().cloned());
+    let used_summary = used.summary();
 
     // Parquet encoding of a feature matrix is CPU-bound (~1.8 s for SST-2's
     // training split on one core of the 2-core machine): the three files are
@@ -234,14 +181,8 @@ pub fn run(
             .try_for_each(|w| w.join().expect("a Parquet writer thread panicked"))
     })?;
     let write_seconds = write_started.elapsed().as_secs_f64();
-    let from_store = keys.iter().filter(|k| stored.contains_key(*k)).count();
-    summary.notes.push(format!(
-        "{} rows: {} embedded now ({} distinct inputs), {from_store} from the feature store",
-        rows.len(),
-        rows.len() - from_store,
-        new_rows.len(),
-    ));
-    if !new_rows.is_empty() {
+    summary.notes.push(used_summary);
+    if summary.rows > 0 {
         summary.notes.push(format!(
             "{} distinct inputs, {} tokens on {} in {:.2}s ({:.0} rows/s, {:.0} tokens/s)",
             summary.rows,

@@ -273,12 +273,13 @@ pub fn execute(global: &Global, command: &Command) -> Result<ExitCode> {
         )?,
         Command::CompareFeatures { .. } => unreachable!("handled above"),
         Command::Evaluate { csv, out } => {
-            let (metrics, text) = crate::evaluate::evaluate(
+            let (metrics, text, used) = crate::evaluate::evaluate(
                 &pipeline(ModelFetch::LocalOnly)?,
                 &ctx.artifacts,
                 csv,
                 &ctx.loaded.config.ingest,
             )?;
+            crate::predict::report_store_use(&used);
             writeln!(
                 std::io::stdout().lock(),
                 "{} labelled sentences from {}: accuracy {:.4}, macro F1 {:.4}\n\n{text}",
@@ -307,7 +308,8 @@ pub fn execute(global: &Global, command: &Command) -> Result<ExitCode> {
                 );
             }
             let pipeline = pipeline(ModelFetch::LocalOnly)?;
-            let predictions = crate::predict::predict(&pipeline, &ctx.artifacts, &sentences)?;
+            // Results only: predict's output is often piped on.
+            let (predictions, _) = crate::predict::predict(&pipeline, &ctx.artifacts, &sentences)?;
             // writeln!, not println!: a closed pipe is an error to return
             // (see `main`), where println! would panic.
             let mut out = std::io::stdout().lock();

@@ -6,13 +6,14 @@ use std::path::Path;
 use anyhow::{Result, bail};
 
 /// The report of the trained pipeline in `artifacts` on `csv`, read with the
-/// pipeline's own ingest settings (columns, label mapping, empty sentences).
+/// pipeline's own ingest settings (columns, label mapping, empty sentences),
+/// and what the feature store served.
 pub fn evaluate(
     pipeline: &runner::Pipeline,
     artifacts: &Path,
     csv: &Path,
     ingest: &ingest::IngestParams,
-) -> Result<(report::Metrics, String)> {
+) -> Result<(report::Metrics, String, embed::through_store::StoreUse)> {
     let trained = crate::predict::trained_classes(artifacts)?;
     let table = ingest::read_csv(csv, ingest)?;
     // Class ids of this file are its own; match them to the trained ones by name.
@@ -29,7 +30,7 @@ pub fn evaluate(
         })
         .collect::<Result<_>>()?;
     let sentences: Vec<String> = table.rows.iter().map(|r| r.sentence.clone()).collect();
-    let predictions = crate::predict::predict(pipeline, artifacts, &sentences)?;
+    let (predictions, used) = crate::predict::predict(pipeline, artifacts, &sentences)?;
     let labels: Vec<i64> = table
         .rows
         .iter()
@@ -38,5 +39,5 @@ pub fn evaluate(
     let preds: Vec<i64> = predictions.iter().map(|p| p.class as i64).collect();
     let metrics = report::metrics(&labels, &preds, &trained);
     let text = report::classification_report(&metrics, 2);
-    Ok((metrics, text))
+    Ok((metrics, text, used))
 }

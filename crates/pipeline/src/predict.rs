@@ -19,11 +19,15 @@ pub fn trained_classes(artifacts: &Path) -> Result<Vec<String>> {
     crate::stages::split_classes(&artifacts.join("ingest/train.parquet"))
 }
 
+/// Classifies `sentences`. Their vectors go through the embed stage's
+/// feature store (under the run lock: one writer per artifacts folder), so
+/// a sentence scored before is not embedded again; what the store served
+/// is in the returned [`embed::through_store::StoreUse`].
 pub fn predict(
     pipeline: &runner::Pipeline,
     artifacts: &Path,
     sentences: &[String],
-) -> Result<Vec<Prediction>> {
+) -> Result<(Vec<Prediction>, embed::through_store::StoreUse)> {
     // Every setting below comes from results that form one chain.
     let lock = crate::trained::trained_chain(pipeline, artifacts)?;
     let classes = trained_classes(artifacts)?;
@@ -55,12 +59,25 @@ pub fn predict(
         embed::Device::Cpu,
         threads,
     )?;
-    let features = embed::stage::embed_rows(
+    let params = embed::EmbedParams {
+        pooling,
+        ..embed::EmbedParams::default()
+    };
+    let model_digest = &lock.stages["model"].outputs["model.onnx"].digest;
+    let keys = embed::through_store::keys(&rows, model_digest, &params);
+    let _writer = runner::RunLock::acquire(artifacts, true)?;
+    let (mut store, mut warnings) =
+        embed::store::FeatureStore::open(&artifacts.join(".cache").join("embed"))?;
+    let (features, mut used) = embed::through_store::features(
         &mut encoder,
         &rows,
-        &embed::EmbedParams::default(),
+        &keys,
+        &params,
+        &mut store,
         &indicatif::ProgressBar::hidden(),
     )?;
+    warnings.append(&mut used.warnings);
+    used.warnings = warnings;
 
     let device = burn_cpu_device();
     let (head, shape) = head::Head::load(&artifacts.join("head/head.safetensors"), &device)?;
@@ -71,7 +88,7 @@ pub fn predict(
         );
     }
     let probs = head.probabilities(features, rows.len(), shape.input, &device)?;
-    Ok(probs
+    let predictions = probs
         .chunks(shape.classes)
         .map(|p| {
             let best = (0..p.len())
@@ -83,7 +100,17 @@ pub fn predict(
                 probability: p[best],
             }
         })
-        .collect())
+        .collect();
+    Ok((predictions, used))
+}
+
+/// What the feature store served, on stderr (stdout carries the results;
+/// `evaluate` says it, `predict` stays quiet for pipes).
+pub fn report_store_use(used: &embed::through_store::StoreUse) {
+    for warning in &used.warnings {
+        eprintln!("warning: {warning}");
+    }
+    eprintln!("{}", used.summary());
 }
 
 fn burn_cpu_device() -> head::Device {
