@@ -241,3 +241,46 @@ fn scoring_the_same_sentences_twice_embeds_them_once() {
         .ok();
     assert_eq!(chunks(), before + 1);
 }
+
+#[test]
+fn gc_keeps_the_vectors_the_current_result_uses_and_removes_the_rest() {
+    let p = project(&uci());
+    p.cli(&["run-pipeline", "--until", "embed"]).ok();
+    // Truncation to 8 tokens: new inputs for every longer row.
+    let short = p.cli(&[
+        "run-pipeline",
+        "--until",
+        "embed",
+        "--set",
+        "encode.max_len=8",
+    ]);
+    let (_, _, truncated, _) = embed_counts(short.ok());
+    assert!(truncated > 100, "{}", short.stdout);
+    p.cli(&["run-pipeline", "--until", "embed"]).ok(); // the defaults current again
+
+    let would = p.cli(&["gc", "--dry-run"]);
+    let line = format!("feature store: {truncated} vectors (");
+    assert!(
+        would.ok().stdout.contains(&line) && would.stdout.contains("would be removed, 1983 kept"),
+        "{}",
+        would.stdout
+    );
+    let done = p.cli(&["gc"]);
+    assert!(
+        done.ok().stdout.contains(&line) && done.stdout.contains("removed, 1983 kept"),
+        "{}",
+        done.stdout
+    );
+    // What the current result uses is still there; what gc removed is
+    // embedded again when asked for.
+    let again = p.cli(&["run-pipeline", "--until", "embed", "--force", "embed"]);
+    assert_eq!(embed_counts(again.ok()), (2000, 0, 0, 2000));
+    let short = p.cli(&[
+        "run-pipeline",
+        "--until",
+        "embed",
+        "--set",
+        "encode.max_len=8",
+    ]);
+    assert_eq!(embed_counts(short.ok()).2, truncated);
+}

@@ -16,7 +16,7 @@
 //! embedded again. The runner's lock makes the running stage the only
 //! writer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -160,6 +160,65 @@ impl FeatureStore {
     }
 }
 
+/// What [`FeatureStore::retain`] removed (or, in a dry run, would).
+#[derive(Debug, Default, PartialEq)]
+pub struct Pruned {
+    pub kept: usize,
+    pub removed: usize,
+    pub bytes: u64,
+}
+
+impl FeatureStore {
+    /// Keeps the vectors of `keep` and removes the rest: a chunk with
+    /// nothing to keep is deleted, one with some is rewritten with just
+    /// those (committed before the old one goes). `dry_run`: count only.
+    pub fn retain(&mut self, keep: &HashSet<Key>, dry_run: bool) -> Result<Pruned> {
+        let mut pruned = Pruned::default();
+        for path in std::mem::take(&mut self.chunks) {
+            let chunk = verified_read(&path).with_context(|| {
+                format!("{}: run the pipeline to repair it first", path.display())
+            })?;
+            let kept: Vec<usize> = (0..chunk.keys.len())
+                .filter(|&i| keep.contains(&chunk.keys[i]))
+                .collect();
+            pruned.kept += kept.len();
+            pruned.removed += chunk.keys.len() - kept.len();
+            // What the removed vectors take (key and floats), the same
+            // figure for a dry run and a real one.
+            pruned.bytes += ((chunk.keys.len() - kept.len()) * (32 + 4 * chunk.hidden)) as u64;
+            if kept.len() == chunk.keys.len() {
+                self.chunks.push(path);
+                continue;
+            }
+            let h = chunk.hidden;
+            let rest = Chunk {
+                keys: kept.iter().map(|&i| chunk.keys[i]).collect(),
+                hidden: h,
+                features: kept
+                    .iter()
+                    .flat_map(|&i| chunk.features[i * h..(i + 1) * h].iter().copied())
+                    .collect(),
+            };
+            if dry_run {
+                self.chunks.push(path);
+                continue;
+            }
+            self.commit(rest)?;
+            fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+        if !dry_run {
+            // The index now names only what is left (and rewritten chunks).
+            self.index.clear();
+            for (id, path) in self.chunks.clone().into_iter().enumerate() {
+                for key in tables::feature_chunks::read(&path)?.keys {
+                    self.index.insert(key, id);
+                }
+            }
+        }
+        Ok(pruned)
+    }
+}
+
 /// Resident memory (bytes) the store's key index takes for `rows` distinct
 /// synthetic keys: what a lookup over that many rows costs before any
 /// vector is read (`cargo xtask bench`). Linux only (`/proc/self/statm`).
@@ -260,6 +319,33 @@ mod tests {
         );
         assert!(!damaged.exists());
         assert!(!store.contains(&[1; 32]));
+    }
+
+    #[test]
+    fn retain_keeps_what_is_named_and_removes_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = FeatureStore::open(dir.path()).unwrap();
+        store.commit(chunk(&[1, 2])).unwrap();
+        store.commit(chunk(&[3])).unwrap();
+        store.commit(chunk(&[4])).unwrap();
+        let keep: HashSet<Key> = [[1; 32], [4; 32]].into();
+        let would = store.retain(&keep, true).unwrap();
+        assert_eq!(
+            would,
+            Pruned {
+                kept: 2,
+                removed: 2,
+                bytes: 2 * (32 + 8)
+            }
+        );
+        assert_eq!(store.len(), 4, "a dry run changes nothing");
+        assert_eq!(store.retain(&keep, false).unwrap(), would);
+        let (mut store, _) = FeatureStore::open(dir.path()).unwrap();
+        assert_eq!(store.len(), 2);
+        let (found, _) = store.fetch(&[[1; 32], [2; 32], [3; 32], [4; 32]]).unwrap();
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[&[1; 32]], [1.0, -1.0]);
+        assert_eq!(found[&[4; 32]], [4.0, -4.0]);
     }
 
     #[test]

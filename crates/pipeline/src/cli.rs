@@ -334,6 +334,23 @@ pub fn execute(global: &Global, command: &Command) -> Result<ExitCode> {
                 removed.len(),
                 if *dry_run { " (dry run)" } else { "" }
             );
+            match crate::feature_gc::gc(&ctx.artifacts, *dry_run)? {
+                Some(pruned) => println!(
+                    "feature store: {} vectors ({} bytes) {}, {} kept",
+                    pruned.removed,
+                    pruned.bytes,
+                    if *dry_run {
+                        "would be removed"
+                    } else {
+                        "removed"
+                    },
+                    pruned.kept
+                ),
+                None => println!(
+                    "feature store: left alone (the current embed result was not made from the \
+                     current encode result; run the pipeline, then gc)"
+                ),
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -6,6 +6,7 @@ pub mod compare;
 pub mod config;
 pub mod embed_bench;
 pub mod evaluate;
+pub mod feature_gc;
 pub mod predict;
 mod stages;
 pub mod trained;

@@ -1,0 +1,64 @@
+//! `gc` of the embed stage's feature store: keeps the vectors the current
+//! embed result was made from, removes the rest.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use runner::manifest::LockFile;
+
+/// What was (or would be) removed; `None` when the store was left alone
+/// (see [`referenced_keys`]).
+pub fn gc(artifacts: &Path, dry_run: bool) -> Result<Option<embed::store::Pruned>> {
+    let dir = artifacts.join(".cache").join("embed");
+    if !dir.is_dir() {
+        return Ok(Some(embed::store::Pruned::default()));
+    }
+    let _writer = runner::RunLock::acquire(artifacts, true)?;
+    let Some(keep) = referenced_keys(artifacts)? else {
+        return Ok(None);
+    };
+    let (mut store, _) = embed::store::FeatureStore::open(&dir)?;
+    store.retain(&keep, dry_run).map(Some)
+}
+
+/// The keys of every row of the current embed result: its model digest
+/// and pooling (from `pipeline.lock`) over the current encode result's
+/// token ids. `None` when the embed result was not made from the current
+/// encode result (a partial run since): then what it references is not at
+/// hand, and nothing is removed.
+fn referenced_keys(artifacts: &Path) -> Result<Option<HashSet<tables::feature_chunks::Key>>> {
+    let lock = LockFile::load(&artifacts.join("pipeline.lock"))?;
+    let (Some(embed), Some(encode)) = (lock.stages.get("embed"), lock.stages.get("encode")) else {
+        return Ok(Some(HashSet::new()));
+    };
+    let splits = ["train.parquet", "val.parquet", "test.parquet"];
+    let current = splits.iter().all(|split| {
+        embed
+            .inputs
+            .get(&format!("encode/{split}"))
+            .map(|r| &r.digest)
+            == encode.outputs.get(*split).map(|o| &o.digest)
+    });
+    if !current {
+        return Ok(None);
+    }
+    let model_digest = &embed
+        .inputs
+        .get("model/model.onnx")
+        .context("pipeline.lock: embed has no model/model.onnx input")?
+        .digest;
+    let params = embed::EmbedParams {
+        pooling: serde_json::from_value(embed.params["pooling"].clone())
+            .context("pipeline.lock: embed.pooling")?,
+        ..embed::EmbedParams::default()
+    };
+    let entry = artifacts.join(".store").join("encode").join(&encode.key);
+    let paths = splits.map(|split| entry.join(split));
+    let (rows, _) = embed::stage::read_splits([&paths[0], &paths[1], &paths[2]])?;
+    Ok(Some(
+        embed::through_store::keys(&rows, model_digest, &params)
+            .into_iter()
+            .collect(),
+    ))
+}
