@@ -284,3 +284,42 @@ fn gc_keeps_the_vectors_the_current_result_uses_and_removes_the_rest() {
     ]);
     assert_eq!(embed_counts(short.ok()).2, truncated);
 }
+
+#[test]
+fn status_says_how_many_rows_a_rerun_would_embed() {
+    let p = project(&uci());
+    p.cli(&["run-pipeline", "--until", "embed"]).ok();
+    let status = p.cli(&["status", "--set", "embed.pooling=\"mean\""]);
+    assert!(
+        status
+            .ok()
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("embed ") && l.ends_with("; 2000 of 2000 rows new")),
+        "{}",
+        status.stdout
+    );
+    // A dry run reads the store and writes nothing to it.
+    p.cli(&[
+        "run-pipeline",
+        "--until",
+        "embed",
+        "--set",
+        "embed.pooling=\"mean\"",
+    ])
+    .ok();
+    let chunks = committed_chunks(&p);
+    let status = p.cli(&[
+        "status",
+        "--set",
+        "embed.batch_tokens=64",
+        "--set",
+        "head.epochs=2",
+    ]);
+    assert!(
+        status.ok().stdout.contains("embed    would restore"),
+        "{}",
+        status.stdout
+    );
+    assert_eq!(committed_chunks(&p), chunks, "status writes nothing");
+}

@@ -200,6 +200,21 @@ pub fn run(
     Ok(summary)
 }
 
+/// How many of the encoded splits' rows the feature store in `store_dir`
+/// lacks, and how many rows there are: what a run would embed. Reads only.
+pub fn rows_to_embed(
+    params: &EmbedParams,
+    encoded: [&Path; 3],
+    model_digest: &str,
+    store_dir: &Path,
+) -> Result<(usize, usize)> {
+    let (rows, _) = read_splits(encoded)?;
+    let store = FeatureStore::peek(store_dir)?;
+    let keys = through_store::keys(&rows, model_digest, params);
+    let new = keys.iter().filter(|k| !store.contains(k)).count();
+    Ok((new, rows.len()))
+}
+
 /// The rows of the three encoded splits, one split after another, and each
 /// split's row count.
 pub fn read_splits(encoded: [&Path; 3]) -> Result<(Vec<EncodedRow>, [usize; 3])> {

@@ -80,6 +80,28 @@ impl FeatureStore {
         Ok((store, warnings))
     }
 
+    /// The keys `dir` holds, read without changing anything (for a dry
+    /// run): a missing folder is an empty store, an unreadable chunk is
+    /// skipped.
+    pub fn peek(dir: &Path) -> Result<FeatureStore> {
+        let mut store = FeatureStore {
+            dir: dir.to_path_buf(),
+            index: HashMap::new(),
+            chunks: Vec::new(),
+        };
+        let Ok(entries) = fs::read_dir(dir.join("chunks")) else {
+            return Ok(store);
+        };
+        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        for path in paths {
+            if let Ok(chunk) = tables::feature_chunks::read(&path) {
+                store.add_to_index(path, &chunk.keys);
+            }
+        }
+        Ok(store)
+    }
+
     fn add_to_index(&mut self, path: PathBuf, keys: &[Key]) {
         let id = self.chunks.len();
         self.chunks.push(path);

@@ -270,6 +270,17 @@ impl Stage for EmbedStage {
         summary.notes.into_iter().for_each(|n| ctx.note(n));
         Ok(())
     }
+    fn preview(&self, inputs: &runner::Preview) -> Result<Option<String>> {
+        let encoded =
+            ["train", "val", "test"].map(|s| inputs.input(&format!("encode/{s}.parquet")));
+        let (new, rows) = embed::stage::rows_to_embed(
+            &self.params,
+            encoded,
+            inputs.input_digest("model/model.onnx"),
+            inputs.cache_dir(),
+        )?;
+        Ok(Some(format!("{new} of {rows} rows new")))
+    }
 }
 
 struct HeadStage {

@@ -24,4 +24,4 @@ pub use fsutil::write_atomic;
 pub use plan::Pipeline;
 pub use run::{Force, Outcome, RunOptions, StageReport};
 pub use runlock::RunLock;
-pub use stage::{Input, RunContext, Stage};
+pub use stage::{Input, Preview, RunContext, Stage};

@@ -285,6 +285,24 @@ impl<'a> StagePlan<'a> {
     }
 }
 
+impl StagePlan<'_> {
+    /// The stage's [`Stage::preview`] of a run with these inputs.
+    pub fn preview(&self, store: &Store) -> Result<Option<String>> {
+        let PlannedInputs::Known { records, paths, .. } = &self.inputs else {
+            return Ok(None);
+        };
+        let preview = crate::stage::Preview {
+            inputs: paths,
+            digests: records
+                .iter()
+                .map(|(name, r)| (name.clone(), r.digest.clone()))
+                .collect(),
+            cache_dir: store.stage_cache_path(self.stage.name()),
+        };
+        self.stage.preview(&preview)
+    }
+}
+
 /// One reason per origin: "inputs a, b are not fetched yet (...)".
 fn not_fetched_reasons(inputs: &[(String, String)]) -> Vec<String> {
     let mut by_origin: BTreeMap<&str, Vec<&str>> = BTreeMap::new();

@@ -230,7 +230,10 @@ impl RunState<'_> {
                 self.make_current(&manifest)?;
                 done(Outcome::Restored, reasons, vec![], Some(manifest))
             }
-            Decision::Run { reasons } if dry_run => done(Outcome::WouldRun, reasons, vec![], None),
+            Decision::Run { mut reasons } if dry_run => {
+                reasons.extend(plan.preview(&self.store)?);
+                done(Outcome::WouldRun, reasons, vec![], None)
+            }
             Decision::Run { reasons } => {
                 let manifest = execute(&plan, &self.store, &mut self.digests, started)?;
                 self.make_current(&manifest)?;

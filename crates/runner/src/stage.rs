@@ -65,6 +65,40 @@ pub trait Stage {
     /// Plain file names written into the output directory.
     fn outputs(&self) -> Vec<String>;
     fn run(&self, ctx: &mut RunContext) -> Result<()>;
+    /// A dry run's extra word on a stage that would run, its inputs known
+    /// (e.g. how many rows are new). Reads only; `None` by default.
+    fn preview(&self, _inputs: &Preview) -> Result<Option<String>> {
+        Ok(None)
+    }
+}
+
+/// What [`Stage::preview`] may look at: the inputs a run would get, and
+/// the stage's cache folder (which may not exist yet).
+pub struct Preview<'a> {
+    pub(crate) inputs: &'a BTreeMap<String, PathBuf>,
+    pub(crate) digests: BTreeMap<String, String>,
+    pub(crate) cache_dir: PathBuf,
+}
+
+impl Preview<'_> {
+    /// Path of a declared input, by [`Input::name`].
+    pub fn input(&self, name: &str) -> &Path {
+        self.inputs
+            .get(name)
+            .unwrap_or_else(|| panic!("stage asked for undeclared input {name:?}"))
+    }
+
+    /// Content digest of a declared input.
+    pub fn input_digest(&self, name: &str) -> &str {
+        self.digests
+            .get(name)
+            .unwrap_or_else(|| panic!("stage asked for undeclared input {name:?}"))
+    }
+
+    /// The stage's cache folder ([`RunContext::cache_dir`]); not created.
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
 }
 
 /// Handed to [`Stage::run`]: where inputs are, where outputs go.

@@ -102,9 +102,14 @@ impl Store {
     ///
     /// [`RunContext::cache_dir`]: crate::RunContext::cache_dir
     pub fn stage_cache_dir(&self, stage: &str) -> Result<PathBuf> {
-        let dir = self.root.join(".cache").join(stage);
+        let dir = self.stage_cache_path(stage);
         ensure_real_dir(&dir)?;
         Ok(dir)
+    }
+
+    /// Where [`Store::stage_cache_dir`] is, without creating it.
+    pub fn stage_cache_path(&self, stage: &str) -> PathBuf {
+        self.root.join(".cache").join(stage)
     }
 
     pub fn entry_dir(&self, stage: &str, key: &str) -> PathBuf {
