@@ -323,3 +323,57 @@ fn status_says_how_many_rows_a_rerun_would_embed() {
     );
     assert_eq!(committed_chunks(&p), chunks, "status writes nothing");
 }
+
+/// A chunk is ordinary Parquet: pyarrow reads its keys and vectors, and
+/// the vectors are the ones the embed output holds.
+#[test]
+fn pyarrow_reads_a_chunk() {
+    let p = project(&uci());
+    p.cli(&["run-pipeline", "--until", "embed"]).ok();
+    let chunk = fs::read_dir(p.path("artifacts/.cache/embed/chunks"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let script = "import sys, pyarrow.parquet as pq\n\
+        c = pq.read_table(sys.argv[1]); e = pq.read_table(sys.argv[2])\n\
+        assert str(c.schema.field('key').type) == 'fixed_size_binary[32]', c.schema\n\
+        keys = c.column('key').to_pylist(); assert all(len(k) == 32 for k in keys)\n\
+        vectors = {tuple(v) for v in c.column('features').to_pylist()}\n\
+        rows = e.column('features').to_pylist()\n\
+        print(c.num_rows, sum(tuple(r) in vectors for r in rows), len(rows))";
+    let out = common::run_python(&[
+        "-c",
+        script,
+        chunk.to_str().unwrap(),
+        p.path("artifacts/embed/train.parquet").to_str().unwrap(),
+    ]);
+    let counts: Vec<usize> = out.split_whitespace().map(|w| w.parse().unwrap()).collect();
+    assert_eq!(counts[0], 1983, "one vector per distinct input");
+    assert_eq!(
+        counts[1], counts[2],
+        "every training row's vector is in the chunk"
+    );
+}
+
+/// `predict` writes to the store, so it takes the run lock: it waits for a
+/// run in progress instead of writing beside it.
+#[test]
+fn predict_waits_for_a_run_in_progress() {
+    let p = project(&uci());
+    p.cli(&["run-pipeline"]).ok();
+    let holder = fs::OpenOptions::new()
+        .write(true)
+        .open(p.path("artifacts/.lock"))
+        .unwrap();
+    holder.lock().unwrap();
+    let mut predict = common::Background::start(&p, &["predict", "--text", "held back"]);
+    predict.wait_for_stderr("waiting: another pipeline run");
+    let chunks = committed_chunks(&p);
+    holder.unlock().unwrap();
+    let out = predict.finish();
+    out.ok();
+    assert!(out.stdout.contains("held back"));
+    assert_eq!(committed_chunks(&p), chunks + 1);
+}

@@ -70,8 +70,8 @@ impl FeatureStore {
         };
         let mut warnings = Vec::new();
         for path in paths {
-            match tables::feature_chunks::read(&path) {
-                Ok(chunk) => store.add_to_index(path, &chunk.keys),
+            match tables::feature_chunks::read_keys(&path) {
+                Ok(keys) => store.add_to_index(path, &keys),
                 Err(e) => {
                     warnings.push(drop_chunk(&path, &format!("{e:#}")));
                 }
@@ -95,8 +95,8 @@ impl FeatureStore {
         let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
         paths.sort();
         for path in paths {
-            if let Ok(chunk) = tables::feature_chunks::read(&path) {
-                store.add_to_index(path, &chunk.keys);
+            if let Ok(keys) = tables::feature_chunks::read_keys(&path) {
+                store.add_to_index(path, &keys);
             }
         }
         Ok(store)
@@ -232,7 +232,7 @@ impl FeatureStore {
             // The index now names only what is left (and rewritten chunks).
             self.index.clear();
             for (id, path) in self.chunks.clone().into_iter().enumerate() {
-                for key in tables::feature_chunks::read(&path)?.keys {
+                for key in tables::feature_chunks::read_keys(&path)? {
                     self.index.insert(key, id);
                 }
             }

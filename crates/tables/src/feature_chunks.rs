@@ -15,7 +15,9 @@ use anyhow::{Result, ensure};
 use arrow::array::{Array, FixedSizeBinaryArray, FixedSizeListArray, Float32Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 
-use crate::io::{Encoding, Provenance, fixed_list_width, read_batches, typed, write_batch_encoded};
+use crate::io::{
+    Encoding, Provenance, fixed_list_width, read_batches, read_columns, typed, write_batch_encoded,
+};
 
 /// A row key: 32 bytes.
 pub type Key = [u8; 32];
@@ -96,6 +98,25 @@ pub fn read(path: &Path) -> Result<Chunk> {
     Ok(chunk)
 }
 
+/// The keys of a chunk, without reading its vectors.
+pub fn read_keys(path: &Path) -> Result<Vec<Key>> {
+    let mut keys = Vec::new();
+    for batch in read_columns(path, &["key"])? {
+        let column: FixedSizeBinaryArray = typed(batch.column(0), "key")?;
+        ensure!(
+            column.value_length() == 32,
+            "{}: keys are not 32 bytes",
+            path.display()
+        );
+        keys.extend(
+            column
+                .iter()
+                .map(|k| <Key>::try_from(k.unwrap_or(&[0; 32])).unwrap()),
+        );
+    }
+    Ok(keys)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +132,6 @@ mod tests {
         };
         write(&path, chunk.clone()).unwrap();
         assert_eq!(read(&path).unwrap(), chunk);
+        assert_eq!(read_keys(&path).unwrap(), chunk.keys);
     }
 }

@@ -98,6 +98,20 @@ pub(crate) fn write_batch_encoded(
     Ok(())
 }
 
+/// The named top-level columns only (the others are not read from disk).
+pub(crate) fn read_columns(path: &Path, columns: &[&str]) -> Result<Vec<RecordBatch>> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
+    let mask =
+        parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
+    let batches = builder
+        .with_projection(mask)
+        .build()?
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(batches)
+}
+
 pub(crate) fn read_batches(path: &Path) -> Result<(Vec<RecordBatch>, Arc<Schema>)> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
