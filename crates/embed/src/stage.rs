@@ -238,6 +238,9 @@ pub fn embed_rows(
     embed_rows_with(encoder, rows, params, bar, &mut |_, _| Ok(()))
 }
 
+/// Called after each batch with its row indices and their vectors.
+pub type OnBatch<'a> = dyn FnMut(&[usize], &[f32]) -> Result<()> + 'a;
+
 /// [`embed_rows`], calling `on_batch(rows, features)` after each batch with
 /// the batch's row indices and their vectors ([rows × hidden]).
 pub fn embed_rows_with(
@@ -245,7 +248,7 @@ pub fn embed_rows_with(
     rows: &[EncodedRow],
     params: &EmbedParams,
     bar: &ProgressBar,
-    on_batch: &mut dyn FnMut(&[usize], &[f32]) -> Result<()>,
+    on_batch: &mut OnBatch,
 ) -> Result<Vec<f32>> {
     let hidden = encoder.hidden_size();
     let lengths: Vec<usize> = rows.iter().map(|r| r.ids.len()).collect();

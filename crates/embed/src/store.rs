@@ -40,6 +40,9 @@ pub fn row_key(model_digest: &str, pooling: &str, ids: &[u32]) -> Key {
     *hasher.finalize().as_bytes()
 }
 
+/// Vectors by key.
+pub type Vectors = HashMap<Key, Vec<f32>>;
+
 pub struct FeatureStore {
     dir: PathBuf,
     /// Key -> the chunk (index into `chunks`) that holds it.
@@ -127,7 +130,7 @@ impl FeatureStore {
     /// read is first checked against its digest (its name); a damaged one
     /// is removed, its keys forgotten (the caller embeds them again), and a
     /// warning returned.
-    pub fn fetch(&mut self, keys: &[Key]) -> Result<(HashMap<Key, Vec<f32>>, Vec<String>)> {
+    pub fn fetch(&mut self, keys: &[Key]) -> Result<(Vectors, Vec<String>)> {
         let mut by_chunk: HashMap<usize, Vec<Key>> = HashMap::new();
         for key in keys {
             if let Some(&id) = self.index.get(key) {
