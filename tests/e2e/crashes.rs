@@ -17,7 +17,6 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Project, Run, untimed_digests};
@@ -58,24 +57,10 @@ fn cli(p: &Project, dir: &Path, args: &[&str]) -> Run {
     p.cli(&all)
 }
 
-/// Runs `args` and SIGKILLs it after `delay` (if it is still running).
-/// Returns whether it was killed.
+/// [`common::run_and_kill`] on the artifacts folder `dir`.
 fn run_and_kill(p: &Project, dir: &Path, args: &[&str], delay: Duration) -> bool {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pipeline-cli"))
-        .args(args)
-        .arg("--artifacts")
-        .arg(dir)
-        .arg("--config")
-        .arg(p.path("pipeline.toml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(delay);
-    let killed = matches!(child.try_wait(), Ok(None));
-    child.kill().ok(); // SIGKILL on Unix
-    child.wait().unwrap();
-    killed
+    let args = [args, &["--artifacts", dir.to_str().unwrap()]].concat();
+    common::run_and_kill(p, &args, delay)
 }
 
 /// Seconds `args` takes, start to exit.

@@ -8,10 +8,9 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Project, Run, shared_data};
+use common::{Project, Run, run_and_kill, shared_data};
 
 /// The "R rows: N embedded now (D distinct inputs), S from the feature
 /// store" note of embed, as (R, N, D, S).
@@ -124,23 +123,6 @@ fn a_damaged_chunk_is_dropped_and_its_rows_embedded_again() {
         "early cutoff: the recomputed features are the same bytes\n{}",
         run.stdout
     );
-}
-
-/// SIGKILLs `args` after `delay`; whether it was still running.
-fn run_and_kill(p: &Project, args: &[&str], delay: Duration) -> bool {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pipeline-cli"))
-        .args(args)
-        .arg("--config")
-        .arg(p.path("pipeline.toml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(delay);
-    let running = matches!(child.try_wait(), Ok(None));
-    child.kill().ok();
-    child.wait().unwrap();
-    running
 }
 
 fn committed_chunks(p: &Project) -> usize {

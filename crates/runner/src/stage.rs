@@ -72,6 +72,13 @@ pub trait Stage {
     }
 }
 
+/// The value of a declared input in `map`; asking for another is a bug in
+/// the stage.
+fn declared<'m, V>(map: &'m BTreeMap<String, V>, name: &str) -> &'m V {
+    map.get(name)
+        .unwrap_or_else(|| panic!("stage asked for undeclared input {name:?}"))
+}
+
 /// What [`Stage::preview`] may look at: the inputs a run would get, and
 /// the stage's cache folder (which may not exist yet).
 pub struct Preview<'a> {
@@ -83,16 +90,12 @@ pub struct Preview<'a> {
 impl Preview<'_> {
     /// Path of a declared input, by [`Input::name`].
     pub fn input(&self, name: &str) -> &Path {
-        self.inputs
-            .get(name)
-            .unwrap_or_else(|| panic!("stage asked for undeclared input {name:?}"))
+        declared(self.inputs, name).as_path()
     }
 
     /// Content digest of a declared input.
     pub fn input_digest(&self, name: &str) -> &str {
-        self.digests
-            .get(name)
-            .unwrap_or_else(|| panic!("stage asked for undeclared input {name:?}"))
+        declared(&self.digests, name).as_str()
     }
 
     /// The stage's cache folder ([`RunContext::cache_dir`]); not created.
@@ -144,16 +147,12 @@ impl RunContext {
 
     /// Path of a declared input, by [`Input::name`].
     pub fn input(&self, name: &str) -> &Path {
-        self.inputs
-            .get(name)
-            .unwrap_or_else(|| panic!("stage asked for undeclared input {name:?}"))
+        declared(&self.inputs, name).as_path()
     }
 
     /// Content digest (hex blake3) of a declared input, by [`Input::name`].
     pub fn input_digest(&self, name: &str) -> &str {
-        self.digests
-            .get(name)
-            .unwrap_or_else(|| panic!("stage asked for undeclared input {name:?}"))
+        declared(&self.digests, name).as_str()
     }
 
     /// The stage's own folder for what it keeps across runs

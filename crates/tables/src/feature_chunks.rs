@@ -12,11 +12,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Result, ensure};
-use arrow::array::{Array, FixedSizeBinaryArray, FixedSizeListArray, Float32Array, RecordBatch};
+use arrow::array::{FixedSizeBinaryArray, FixedSizeListArray, Float32Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 
 use crate::io::{
-    Encoding, Provenance, fixed_list_width, read_batches, read_columns, typed, write_batch_encoded,
+    Encoding, Provenance, extend_f32_rows, fixed_list_width, read_batches, read_columns, typed,
+    write_batch_encoded,
 };
 
 /// A row key: 32 bytes.
@@ -88,12 +89,7 @@ pub fn read(path: &Path) -> Result<Chunk> {
             keys.iter()
                 .map(|k| <Key>::try_from(k.unwrap_or(&[0; 32])).unwrap()),
         );
-        let list: FixedSizeListArray = typed(batch.column(1), "features")?;
-        let values: Float32Array = typed(list.values(), "features items")?;
-        let start = list.offset() * hidden;
-        chunk
-            .features
-            .extend_from_slice(&values.values()[start..start + batch.num_rows() * hidden]);
+        extend_f32_rows(&mut chunk.features, batch.column(1), hidden, "features")?;
     }
     Ok(chunk)
 }

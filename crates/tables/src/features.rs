@@ -14,10 +14,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Result, ensure};
-use arrow::array::{Array, FixedSizeListArray, Float32Array, Int64Array, RecordBatch};
+use arrow::array::{FixedSizeListArray, Float32Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 
-use crate::io::{Encoding, Provenance, fixed_list_width, read_batches, typed, write_batch_encoded};
+use crate::io::{
+    Encoding, Provenance, extend_f32_rows, fixed_list_width, read_batches, typed,
+    write_batch_encoded,
+};
 
 pub fn schema(hidden: usize) -> Arc<Schema> {
     Arc::new(Schema::new(vec![
@@ -83,12 +86,7 @@ pub fn read(path: &Path) -> Result<FeatureTable> {
         let labels: Int64Array = typed(batch.column(1), "label")?;
         table.row_ids.extend(row_ids.values().iter());
         table.labels.extend(labels.values().iter());
-        let list: FixedSizeListArray = typed(batch.column(2), "features")?;
-        let values: Float32Array = typed(list.values(), "features items")?;
-        let start = list.offset() * hidden;
-        table
-            .features
-            .extend_from_slice(&values.values()[start..start + batch.num_rows() * hidden]);
+        extend_f32_rows(&mut table.features, batch.column(2), hidden, "features")?;
     }
     Ok(table)
 }

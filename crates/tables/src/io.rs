@@ -181,3 +181,18 @@ pub(crate) fn typed<T: arrow::array::Array + Clone + 'static>(
         .cloned()
         .with_context(|| format!("{what} has an unexpected type"))
 }
+
+/// Appends the rows of a fixed_size_list<float32>[`width`] column to `out`.
+pub(crate) fn extend_f32_rows(
+    out: &mut Vec<f32>,
+    array: &arrow::array::ArrayRef,
+    width: usize,
+    what: &str,
+) -> Result<()> {
+    use arrow::array::{Array, FixedSizeListArray, Float32Array};
+    let list: FixedSizeListArray = typed(array, what)?;
+    let values: Float32Array = typed(list.values(), what)?;
+    let start = list.offset() * width;
+    out.extend_from_slice(&values.values()[start..start + list.len() * width]);
+    Ok(())
+}

@@ -324,3 +324,21 @@ impl Background {
         }
     }
 }
+
+/// Runs the CLI on `p` with `args` and SIGKILLs it after `delay` (if it
+/// is still running). Returns whether it was killed.
+pub fn run_and_kill(p: &Project, args: &[&str], delay: std::time::Duration) -> bool {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pipeline-cli"))
+        .args(args)
+        .arg("--config")
+        .arg(p.path("pipeline.toml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    let killed = matches!(child.try_wait(), Ok(None));
+    child.kill().ok(); // SIGKILL on Unix
+    child.wait().unwrap();
+    killed
+}
