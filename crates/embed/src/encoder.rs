@@ -21,6 +21,18 @@ pub enum Pooling {
     Mean,
 }
 
+impl Pooling {
+    /// Its name in pipeline.toml (`pooler`, `cls`, `mean`): what the embed
+    /// outputs record and what feature-store keys are made of.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pooling::Pooler => "pooler",
+            Pooling::Cls => "cls",
+            Pooling::Mean => "mean",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Device {

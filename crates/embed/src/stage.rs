@@ -124,7 +124,7 @@ pub fn run(
     let hidden = encoder.hidden_size();
     let provenance = provenance
         .with("hidden_size", hidden.to_string())
-        .with("pooling", format!("{:?}", params.pooling).to_lowercase())
+        .with("pooling", params.pooling.name())
         .with("device", encoder.device);
 
     let bar = ProgressBar::new(0);
@@ -142,7 +142,6 @@ pub fn run(
     summary.rows = used.distinct;
     summary.tokens = used.tokens;
     summary.notes.extend(used.warnings.iter().cloned());
-    let used_summary = used.summary();
 
     // Parquet encoding of a feature matrix is CPU-bound (~1.8 s for SST-2's
     // training split on one core of the 2-core machine): the three files are
@@ -181,7 +180,7 @@ pub fn run(
             .try_for_each(|w| w.join().expect("a Parquet writer thread panicked"))
     })?;
     let write_seconds = write_started.elapsed().as_secs_f64();
-    summary.notes.push(used_summary);
+    summary.notes.push(used.summary());
     if summary.rows > 0 {
         summary.notes.push(format!(
             "{} distinct inputs, {} tokens on {} in {:.2}s ({:.0} rows/s, {:.0} tokens/s)",

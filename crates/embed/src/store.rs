@@ -283,7 +283,7 @@ fn verified_read(path: &Path) -> Result<Chunk> {
     if blake3::hash(&bytes).to_hex().as_str() != name {
         anyhow::bail!("its bytes no longer match its digest");
     }
-    tables::feature_chunks::read(path)
+    tables::feature_chunks::from_bytes(bytes, path)
 }
 
 /// Removes a damaged chunk; the warning that says so.

@@ -43,9 +43,8 @@ impl StoreUse {
 /// The key of each row under `model_digest` (of `model.onnx`) and the
 /// encoder's pooling.
 pub fn keys(rows: &[EncodedRow], model_digest: &str, params: &EmbedParams) -> Vec<Key> {
-    let pooling = format!("{:?}", params.pooling).to_lowercase();
     rows.iter()
-        .map(|r| store::row_key(model_digest, &pooling, &r.ids))
+        .map(|r| store::row_key(model_digest, params.pooling.name(), &r.ids))
         .collect()
 }
 

@@ -48,15 +48,11 @@ fn run_and_commit(
     };
     let stage = plan.stage;
     let name = stage.name();
-    let input_digests = records
-        .iter()
-        .map(|(name, r)| (name.clone(), r.digest.clone()))
-        .collect();
     let mut ctx = RunContext::new(
         key.clone(),
         plan.params.clone(),
         paths.clone(),
-        input_digests,
+        crate::plan::input_digests(records),
         scratch.to_path_buf(),
         store.stage_cache_dir(name)?,
     );

@@ -259,12 +259,8 @@ impl<'a> StagePlan<'a> {
             }
         }
         let inputs = if pending_upstream.is_empty() && not_fetched.is_empty() {
-            let input_digests = records
-                .iter()
-                .map(|(k, r)| (k.clone(), r.digest.clone()))
-                .collect();
             PlannedInputs::Known {
-                key: stage_key(name, stage.version(), &params, &input_digests),
+                key: stage_key(name, stage.version(), &params, &input_digests(&records)),
                 records,
                 paths,
             }
@@ -293,14 +289,20 @@ impl StagePlan<'_> {
         };
         let preview = crate::stage::Preview {
             inputs: paths,
-            digests: records
-                .iter()
-                .map(|(name, r)| (name.clone(), r.digest.clone()))
-                .collect(),
+            digests: input_digests(records),
             cache_dir: store.stage_cache_path(self.stage.name()),
         };
         self.stage.preview(&preview)
     }
+}
+
+/// Input name -> content digest: what the key is made of, and what a
+/// stage may ask for ([`crate::RunContext::input_digest`]).
+pub(crate) fn input_digests(records: &BTreeMap<String, InputRecord>) -> BTreeMap<String, String> {
+    records
+        .iter()
+        .map(|(name, r)| (name.clone(), r.digest.clone()))
+        .collect()
 }
 
 /// One reason per origin: "inputs a, b are not fetched yet (...)".

@@ -16,7 +16,7 @@ use arrow::array::{FixedSizeBinaryArray, FixedSizeListArray, Float32Array, Recor
 use arrow::datatypes::{DataType, Field, Schema};
 
 use crate::io::{
-    Encoding, Provenance, extend_f32_rows, fixed_list_width, read_batches, read_columns, typed,
+    Encoding, Provenance, batches_of, extend_f32_rows, fixed_list_width, read_columns, typed,
     write_batch_encoded,
 };
 
@@ -70,25 +70,18 @@ pub fn write(path: &Path, chunk: Chunk) -> Result<()> {
     write_batch_encoded(path, schema, batch, &provenance, Encoding::Plain)
 }
 
-pub fn read(path: &Path) -> Result<Chunk> {
-    let (batches, file_schema) = read_batches(path)?;
-    let hidden = fixed_list_width(&file_schema, "features", path, "a feature chunk")?;
+/// A chunk from the bytes of its file, already read from `source` (the
+/// feature store hashes them before decoding: one read of the disk).
+pub fn from_bytes(bytes: Vec<u8>, source: &Path) -> Result<Chunk> {
+    let (batches, schema) = batches_of(bytes::Bytes::from(bytes), source)?;
+    let hidden = fixed_list_width(&schema, "features", source, "a feature chunk")?;
     let mut chunk = Chunk {
         keys: Vec::new(),
         hidden,
         features: Vec::new(),
     };
     for batch in batches {
-        let keys: FixedSizeBinaryArray = typed(batch.column(0), "key")?;
-        ensure!(
-            keys.value_length() == 32,
-            "{}: keys are not 32 bytes",
-            path.display()
-        );
-        chunk.keys.extend(
-            keys.iter()
-                .map(|k| <Key>::try_from(k.unwrap_or(&[0; 32])).unwrap()),
-        );
+        extend_keys(&mut chunk.keys, batch.column(0), source)?;
         extend_f32_rows(&mut chunk.features, batch.column(1), hidden, "features")?;
     }
     Ok(chunk)
@@ -98,19 +91,24 @@ pub fn read(path: &Path) -> Result<Chunk> {
 pub fn read_keys(path: &Path) -> Result<Vec<Key>> {
     let mut keys = Vec::new();
     for batch in read_columns(path, &["key"])? {
-        let column: FixedSizeBinaryArray = typed(batch.column(0), "key")?;
-        ensure!(
-            column.value_length() == 32,
-            "{}: keys are not 32 bytes",
-            path.display()
-        );
-        keys.extend(
-            column
-                .iter()
-                .map(|k| <Key>::try_from(k.unwrap_or(&[0; 32])).unwrap()),
-        );
+        extend_keys(&mut keys, batch.column(0), path)?;
     }
     Ok(keys)
+}
+
+fn extend_keys(out: &mut Vec<Key>, array: &arrow::array::ArrayRef, source: &Path) -> Result<()> {
+    let column: FixedSizeBinaryArray = typed(array, "key")?;
+    ensure!(
+        column.value_length() == 32,
+        "{}: keys are not 32 bytes",
+        source.display()
+    );
+    out.extend(
+        column
+            .iter()
+            .map(|k| <Key>::try_from(k.unwrap_or(&[0; 32])).unwrap()),
+    );
+    Ok(())
 }
 
 #[cfg(test)]
@@ -127,7 +125,10 @@ mod tests {
             features: vec![0.5, 1.0, -2.0, 3.0, 4.0, 5.5],
         };
         write(&path, chunk.clone()).unwrap();
-        assert_eq!(read(&path).unwrap(), chunk);
         assert_eq!(read_keys(&path).unwrap(), chunk.keys);
+        assert_eq!(
+            from_bytes(std::fs::read(&path).unwrap(), &path).unwrap(),
+            chunk
+        );
     }
 }

@@ -114,8 +114,17 @@ pub(crate) fn read_columns(path: &Path, columns: &[&str]) -> Result<Vec<RecordBa
 
 pub(crate) fn read_batches(path: &Path) -> Result<(Vec<RecordBatch>, Arc<Schema>)> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-        .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
+    batches_of(file, path)
+}
+
+/// The batches and schema of Parquet data from `reader` (a file, or bytes
+/// already in memory), read from `source`.
+pub(crate) fn batches_of<R: parquet::file::reader::ChunkReader + 'static>(
+    reader: R,
+    source: &Path,
+) -> Result<(Vec<RecordBatch>, Arc<Schema>)> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(reader)
+        .with_context(|| format!("{} is not a readable Parquet file", source.display()))?;
     let schema = builder.schema().clone();
     let batches = builder
         .build()?
