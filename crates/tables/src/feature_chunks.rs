@@ -12,12 +12,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Result, ensure};
-use arrow::array::{FixedSizeBinaryArray, FixedSizeListArray, Float32Array, RecordBatch};
+use arrow::array::{FixedSizeBinaryArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 
 use crate::io::{
-    Encoding, Provenance, batches_of, extend_f32_rows, fixed_list_width, read_columns, typed,
-    write_batch_encoded,
+    Encoding, Provenance, batches_of, extend_f32_rows, f32_rows, f32_rows_type, fixed_list_width,
+    read_columns, typed, write_batch_encoded,
 };
 
 /// A row key: 32 bytes.
@@ -34,14 +34,7 @@ pub struct Chunk {
 fn schema(hidden: usize) -> Arc<Schema> {
     Arc::new(Schema::new(vec![
         Field::new("key", DataType::FixedSizeBinary(32), false),
-        Field::new(
-            "features",
-            DataType::FixedSizeList(
-                Arc::new(Field::new("item", DataType::Float32, false)),
-                hidden as i32,
-            ),
-            false,
-        ),
+        Field::new("features", f32_rows_type(hidden), false),
     ]))
 }
 
@@ -52,18 +45,11 @@ pub fn write(path: &Path, chunk: Chunk) -> Result<()> {
     );
     let schema = schema(chunk.hidden);
     let keys = FixedSizeBinaryArray::try_from_iter(chunk.keys.iter())?;
-    let item = Arc::new(Field::new("item", DataType::Float32, false));
-    let values = Arc::new(Float32Array::from(chunk.features));
     let batch = RecordBatch::try_new(
         schema.clone(),
         vec![
             Arc::new(keys),
-            Arc::new(FixedSizeListArray::try_new(
-                item,
-                chunk.hidden as i32,
-                values,
-                None,
-            )?),
+            Arc::new(f32_rows(chunk.features, chunk.hidden)?),
         ],
     )?;
     let provenance = Provenance::default().with("hidden_size", chunk.hidden.to_string());

@@ -14,26 +14,19 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Result, ensure};
-use arrow::array::{FixedSizeListArray, Float32Array, Int64Array, RecordBatch};
+use arrow::array::{Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 
 use crate::io::{
-    Encoding, Provenance, extend_f32_rows, fixed_list_width, read_batches, typed,
-    write_batch_encoded,
+    Encoding, Provenance, extend_f32_rows, f32_rows, f32_rows_type, fixed_list_width, read_batches,
+    typed, write_batch_encoded,
 };
 
 pub fn schema(hidden: usize) -> Arc<Schema> {
     Arc::new(Schema::new(vec![
         Field::new("row_id", DataType::Int64, false),
         Field::new("label", DataType::Int64, false),
-        Field::new(
-            "features",
-            DataType::FixedSizeList(
-                Arc::new(Field::new("item", DataType::Float32, false)),
-                hidden as i32,
-            ),
-            false,
-        ),
+        Field::new("features", f32_rows_type(hidden), false),
     ]))
 }
 
@@ -54,19 +47,12 @@ pub fn write(path: &Path, table: FeatureTable, provenance: &Provenance) -> Resul
         "feature matrix has the wrong size"
     );
     let schema = schema(table.hidden);
-    let item = Arc::new(Field::new("item", DataType::Float32, false));
-    let values = Arc::new(Float32Array::from(table.features));
     let batch = RecordBatch::try_new(
         schema.clone(),
         vec![
             Arc::new(Int64Array::from(table.row_ids)),
             Arc::new(Int64Array::from(table.labels)),
-            Arc::new(FixedSizeListArray::try_new(
-                item,
-                table.hidden as i32,
-                values,
-                None,
-            )?),
+            Arc::new(f32_rows(table.features, table.hidden)?),
         ],
     )?;
     write_batch_encoded(path, schema, batch, provenance, Encoding::Plain)

@@ -205,3 +205,26 @@ pub(crate) fn extend_f32_rows(
     out.extend_from_slice(&values.values()[start..start + list.len() * width]);
     Ok(())
 }
+
+/// The column type of `width` float32 values per row.
+pub(crate) fn f32_rows_type(width: usize) -> arrow::datatypes::DataType {
+    use arrow::datatypes::{DataType, Field};
+    DataType::FixedSizeList(
+        Arc::new(Field::new("item", DataType::Float32, false)),
+        width as i32,
+    )
+}
+
+/// `values` ([rows × width], row-major) as a [`f32_rows_type`] column,
+/// without a copy.
+pub(crate) fn f32_rows(values: Vec<f32>, width: usize) -> Result<arrow::array::FixedSizeListArray> {
+    use arrow::array::{FixedSizeListArray, Float32Array};
+    use arrow::datatypes::{DataType, Field};
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    Ok(FixedSizeListArray::try_new(
+        item,
+        width as i32,
+        Arc::new(Float32Array::from(values)),
+        None,
+    )?)
+}

@@ -11,12 +11,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Result;
-use arrow::array::{
-    FixedSizeListArray, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch,
-};
+use arrow::array::{Float64Array, Int32Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 
-use crate::io::{Provenance, write_batch};
+use crate::io::{Provenance, f32_rows, f32_rows_type, write_batch};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct EpochRow {
@@ -68,16 +66,11 @@ pub fn write_predictions(
                 .unwrap_or(0) as i64
         })
         .collect();
-    let item = Arc::new(Field::new("item", DataType::Float32, false));
     let schema = Arc::new(Schema::new(vec![
         Field::new("row_id", DataType::Int64, false),
         Field::new("label", DataType::Int64, false),
         Field::new("pred", DataType::Int64, false),
-        Field::new(
-            "probabilities",
-            DataType::FixedSizeList(item.clone(), classes as i32),
-            false,
-        ),
+        Field::new("probabilities", f32_rows_type(classes), false),
     ]));
     let batch = RecordBatch::try_new(
         schema.clone(),
@@ -85,12 +78,7 @@ pub fn write_predictions(
             Arc::new(Int64Array::from(row_ids.to_vec())),
             Arc::new(Int64Array::from(labels.to_vec())),
             Arc::new(Int64Array::from(preds)),
-            Arc::new(FixedSizeListArray::try_new(
-                item,
-                classes as i32,
-                Arc::new(Float32Array::from(probabilities.to_vec())),
-                None,
-            )?),
+            Arc::new(f32_rows(probabilities.to_vec(), classes)?),
         ],
     )?;
     write_batch(path, schema, batch, provenance)
