@@ -1,10 +1,12 @@
 //! `cargo xtask`: the pipeline's CLI, plus `test`, which prepares the Python
-//! oracles (scikit-learn, pyarrow, duckdb) and runs the whole test suite,
-//! `bench`, which prints timings on real data, and `gpu-bundle`, which packs
-//! what the GPU benchmark (`gpu/bench.sh`) needs.
+//! oracles (scikit-learn, pyarrow, duckdb) and Ray and runs the whole test
+//! suite, `bench`, which prints timings on real data, `gpu-bundle`, which
+//! packs what the GPU benchmark (`gpu/bench.sh`) needs, and `setup-ray`,
+//! which installs Ray for the embed stage's Ray executor.
 
 mod bench;
 mod gpu_bundle;
+mod setup_ray;
 mod test_env;
 
 use std::path::PathBuf;
@@ -46,6 +48,8 @@ enum Task {
     },
     /// Pack what gpu/bench.sh (the GPU check) needs into .gpubin/ and .gpu/.
     GpuBundle,
+    /// Install Ray (pinned, in a venv in the cache) for `embed.executor = "ray"`.
+    SetupRay,
 }
 
 fn main() -> ExitCode {
@@ -79,6 +83,7 @@ fn run_task(global: &Global, task: &Task) -> Result<ExitCode> {
             bench::run(csv.as_deref(), &global.overrides).map(|()| ExitCode::SUCCESS)
         }
         Task::GpuBundle => gpu_bundle::run_bundle().map(|()| ExitCode::SUCCESS),
+        Task::SetupRay => setup_ray::run().map(|()| ExitCode::SUCCESS),
     }
 }
 
@@ -88,6 +93,7 @@ fn name(task: &Task) -> &'static str {
         Task::Test { .. } => "test",
         Task::Bench { .. } => "bench",
         Task::GpuBundle => "gpu-bundle",
+        Task::SetupRay => "setup-ray",
     }
 }
 
@@ -111,6 +117,7 @@ mod tests {
             "test",
             "bench",
             "gpu-bundle",
+            "setup-ray",
         ] {
             assert!(
                 help.lines()

@@ -5,7 +5,7 @@
 //! (pinned versions, from PyPI), created on first use. ONNX Runtime and the
 //! default model are installed (or verified) before any test runs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
@@ -44,13 +44,20 @@ const PY_REQUIREMENTS: &[&str] = &[
 ];
 
 pub fn run_tests(extra: &[String]) -> Result<ExitCode> {
-    let python = ensure_venv()?;
+    let python = ensure_venv(
+        &model::pypi::cache_dir().join("test-venv"),
+        PY_REQUIREMENTS,
+        "the Python test oracles",
+    )?;
+    // The Ray executor's tests start a loopback cluster with it.
+    let ray_python = crate::setup_ray::ensure()?;
     install_downloads()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .args(["test", "--workspace"])
         .args(extra)
         .env("PIPELINE_TEST_PYTHON", &python)
+        .env("PIPELINE_TEST_RAY_PYTHON", &ray_python)
         .status()
         .context("cannot start cargo test")?;
     Ok(if status.success() {
@@ -71,25 +78,23 @@ fn install_downloads() -> Result<()> {
     Ok(())
 }
 
-fn ensure_venv() -> Result<PathBuf> {
-    let venv = model::pypi::cache_dir().join("test-venv");
+/// A venv in `venv` with exactly `requirements` (pinned), made on first
+/// use and made again when the list changes; its Python.
+pub fn ensure_venv(venv: &Path, requirements: &[&str], what: &str) -> Result<PathBuf> {
     let python = venv.join("bin").join("python");
     let stamp = venv.join("requirements.txt");
-    let wanted = PY_REQUIREMENTS.join("\n");
+    let wanted = requirements.join("\n");
     if python.is_file() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str())
     {
         return Ok(python);
     }
-    eprintln!(
-        "setting up the Python test oracles in {} ...",
-        venv.display()
-    );
+    eprintln!("setting up {what} in {} ...", venv.display());
     run(Command::new("python3")
         .args(["-m", "venv", "--clear"])
-        .arg(&venv))?;
+        .arg(venv))?;
     run(Command::new(&python)
         .args(["-m", "pip", "install", "--quiet"])
-        .args(PY_REQUIREMENTS))?;
+        .args(requirements))?;
     std::fs::write(&stamp, wanted)?;
     Ok(python)
 }

@@ -21,7 +21,7 @@ fn main() -> anyhow::Result<()> {
     println!("session {:.2}s", t.elapsed().as_secs_f64());
     let t = Instant::now();
     let bar = indicatif::ProgressBar::hidden();
-    embed::stage::embed_rows(&mut enc, rows, &params, &bar)?;
+    embed::local::embed_rows(&mut enc, rows, &params, &bar)?;
     let s = t.elapsed().as_secs_f64();
     println!(
         "{} rows in {s:.2}s = {:.0} rows/s",

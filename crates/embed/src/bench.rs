@@ -10,7 +10,8 @@ use tables::encoded::EncodedRow;
 
 use crate::batching::plan;
 use crate::encoder::Encoder;
-use crate::stage::{EmbedParams, embed_rows};
+use crate::local::embed_rows;
+use crate::params::EmbedParams;
 
 /// What one pass did and how long it took.
 #[derive(Debug, Clone)]

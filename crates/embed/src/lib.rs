@@ -2,11 +2,16 @@
 
 pub mod batching;
 pub mod bench;
+pub mod chunk_task;
 pub mod encoder;
+pub mod local;
 pub mod ortlib;
+pub mod params;
+pub mod ray;
 pub mod stage;
 pub mod store;
 pub mod through_store;
 
 pub use encoder::{CudaAttention, Device, Encoder, Pooling};
-pub use stage::{EmbedParams, EmbedSummary, OUTPUTS, SPEED_ONLY_PARAMS, run};
+pub use params::{EmbedParams, Executor, RUN_ONLY_PARAMS};
+pub use stage::{EmbedSummary, OUTPUTS, run};

@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use tables::feature_chunks::{Chunk, Key};
 
-/// Rows per chunk: each is a resume point after a kill.
+/// Rows per chunk unless `embed.chunk_rows` says otherwise: each chunk is a
+/// resume point after a kill.
 pub const CHUNK_ROWS: usize = 4096;
 
 /// The key of one model input.

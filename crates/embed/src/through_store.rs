@@ -5,13 +5,12 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result, ensure};
 use indicatif::ProgressBar;
 use tables::encoded::EncodedRow;
 use tables::feature_chunks::{Chunk, Key};
 
-use crate::encoder::Encoder;
-use crate::stage::{EmbedParams, embed_rows_with};
+use crate::params::EmbedParams;
 use crate::store::{self, FeatureStore};
 
 /// What one pass through the store did.
@@ -26,6 +25,8 @@ pub struct StoreUse {
     /// Real tokens of the distinct inputs computed now.
     pub tokens: usize,
     pub embed_seconds: f64,
+    /// Width of the vectors.
+    pub hidden: usize,
     /// Damaged chunks dropped on the way.
     pub warnings: Vec<String>,
 }
@@ -48,17 +49,36 @@ pub fn keys(rows: &[EncodedRow], model_digest: &str, params: &EmbedParams) -> Ve
         .collect()
 }
 
+/// Called with each chunk of new vectors as it is finished.
+pub type ChunkDone<'a> = dyn FnMut(Chunk) -> Result<()> + 'a;
+
+/// Computes the vectors of rows the feature store lacks: the local
+/// executor ([`crate::local::Local`]) or Ray tasks ([`crate::ray::Ray`]).
+pub trait Embedder {
+    /// Embeds `rows` (`keys[i]` is `rows[i]`'s key), handing every finished
+    /// chunk to `done` as soon as it is finished, in any order, and
+    /// advancing `bar` by the rows done. On an error, the chunks handed
+    /// over before it stay handed over.
+    fn embed(
+        &mut self,
+        rows: &[EncodedRow],
+        keys: &[Key],
+        bar: &ProgressBar,
+        done: &mut ChunkDone,
+    ) -> Result<()>;
+}
+
 /// Features of `rows` ([rows × hidden], in their order), `keys` being
-/// theirs ([`keys`]).
+/// theirs ([`keys`]): those the store holds are taken from it, the others
+/// computed by `embedder` (a repeated input once) and committed to the
+/// store a chunk at a time, as each chunk is finished.
 pub fn features(
-    encoder: &mut Encoder,
+    embedder: &mut dyn Embedder,
     rows: &[EncodedRow],
     keys: &[Key],
-    params: &EmbedParams,
     store: &mut FeatureStore,
     bar: &ProgressBar,
 ) -> Result<(Vec<f32>, StoreUse)> {
-    let hidden = encoder.hidden_size();
     let (stored, warnings) = store.fetch(keys)?;
     let mut seen = HashSet::new();
     let (new_rows, new_keys): (Vec<EncodedRow>, Vec<Key>) = rows
@@ -68,29 +88,37 @@ pub fn features(
         .map(|(row, key)| (row.clone(), *key))
         .unzip();
     bar.set_length(new_rows.len() as u64);
-    let empty = || Chunk {
-        keys: Vec::new(),
-        hidden,
-        features: Vec::new(),
-    };
-    let started = Instant::now();
-    let mut pending = empty();
-    let new_features = embed_rows_with(encoder, &new_rows, params, bar, &mut |batch, out| {
-        for (k, &i) in batch.iter().enumerate() {
-            pending.keys.push(new_keys[i]);
-            pending
-                .features
-                .extend_from_slice(&out[k * hidden..(k + 1) * hidden]);
-        }
-        if pending.keys.len() >= store::CHUNK_ROWS {
-            store.commit(std::mem::replace(&mut pending, empty()))?;
-        }
-        Ok(())
-    })?;
-    store.commit(pending)?;
-
     let new_index: HashMap<Key, usize> =
         new_keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+    let mut hidden = stored.values().next().map(Vec::len);
+    let mut new_features = Vec::new();
+    let started = Instant::now();
+    embedder.embed(&new_rows, &new_keys, bar, &mut |chunk| {
+        let h = *hidden.get_or_insert(chunk.hidden);
+        ensure!(
+            chunk.hidden == h && chunk.features.len() == chunk.keys.len() * h,
+            "a chunk of {}-wide vectors among {h}-wide ones",
+            chunk.hidden
+        );
+        if new_features.is_empty() {
+            new_features = vec![0f32; new_rows.len() * h];
+        }
+        for (j, key) in chunk.keys.iter().enumerate() {
+            let i = *new_index
+                .get(key)
+                .context("a chunk holds a row that was not asked for")?;
+            new_features[i * h..(i + 1) * h].copy_from_slice(&chunk.features[j * h..(j + 1) * h]);
+        }
+        store.commit(chunk)
+    })?;
+    let embed_seconds = started.elapsed().as_secs_f64();
+    let hidden = hidden.unwrap_or(0); // 0 only for no rows at all
+    ensure!(
+        new_features.len() == new_rows.len() * hidden,
+        "the executor returned no vectors for {} new rows",
+        new_rows.len()
+    );
+
     let mut features = Vec::with_capacity(rows.len() * hidden);
     for key in keys {
         match stored.get(key) {
@@ -108,7 +136,8 @@ pub fn features(
         distinct: new_rows.len(),
         from_store,
         tokens: new_rows.iter().map(|r| r.ids.len()).sum(),
-        embed_seconds: started.elapsed().as_secs_f64(),
+        embed_seconds,
+        hidden,
         warnings,
     };
     Ok((features, used))

@@ -218,7 +218,7 @@ fn features_do_not_depend_on_batching() {
                 max_batch_rows: Some(rows_per_batch),
                 ..Default::default()
             };
-            embed::stage::embed_rows(enc, &rows, &params, &bar).unwrap()
+            embed::local::embed_rows(enc, &rows, &params, &bar).unwrap()
         };
         let one_batch = run(&mut enc, 100_000, 1000);
         for (tokens, per_batch) in [(1, 1), (40, 3), (64, 5)] {

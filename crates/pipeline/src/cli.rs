@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use runner::{Force, Outcome, RunOptions, StageReport};
 
@@ -109,6 +109,17 @@ pub enum Command {
         #[arg(long, default_value = "math")]
         attention: embed::CudaAttention,
     },
+    /// One Ray task of the embed stage (run by the Ray driver on a worker):
+    /// token ids on stdin, vectors on stdout, as Arrow IPC streams.
+    #[command(hide = true)]
+    EmbedChunk {
+        /// The model graph (model.onnx).
+        #[arg(long)]
+        model: PathBuf,
+        /// Pooling, device, batch limits and threads, as JSON.
+        #[arg(long)]
+        spec: String,
+    },
     /// Print the stage graph.
     Dag,
     /// Remove store entries that no current result references.
@@ -192,6 +203,13 @@ pub fn execute(global: &Global, command: &Command) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::EmbedChunk { model, spec } = command {
+        // A worker's task: no pipeline file, no artifacts folder.
+        let spec: embed::chunk_task::TaskSpec =
+            serde_json::from_str(spec).context("embed-chunk --spec")?;
+        embed::chunk_task::run(model, &spec, std::io::stdin().lock(), std::io::stdout().lock())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let ctx = context(global)?;
     // Only run-pipeline runs the model source; every other command reads
     // results already stored, so none downloads a model.
@@ -271,7 +289,7 @@ pub fn execute(global: &Global, command: &Command) -> Result<ExitCode> {
                 attention: *attention,
             },
         )?,
-        Command::CompareFeatures { .. } => unreachable!("handled above"),
+        Command::CompareFeatures { .. } | Command::EmbedChunk { .. } => unreachable!("handled above"),
         Command::Evaluate { csv, out } => {
             let (metrics, text, used) = crate::evaluate::evaluate(
                 &pipeline(ModelFetch::LocalOnly)?,

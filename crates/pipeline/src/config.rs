@@ -111,6 +111,17 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Loaded> {
     })?;
     let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     config.ingest.csv = dir.join(&config.ingest.csv);
+    if let Some(python) = &mut config.embed.ray_python {
+        // A path relative to the pipeline file, as the CSV; a bare name
+        // (`python3`) is looked up on PATH.
+        if python.components().count() > 1 {
+            *python = dir.join(&*python);
+        }
+    }
+    config
+        .embed
+        .check()
+        .map_err(|e| anyhow::anyhow!("{}: [embed] {e:#}", path.display()))?;
     config
         .model
         .source

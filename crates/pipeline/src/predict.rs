@@ -68,11 +68,15 @@ pub fn predict(
     let _writer = runner::RunLock::acquire(artifacts, true)?;
     let (mut store, mut warnings) =
         embed::store::FeatureStore::open(&artifacts.join(".cache").join("embed"))?;
+    // New sentences are few: always embedded here, never on a cluster.
+    let mut local = embed::local::Local {
+        encoder: &mut encoder,
+        params: &params,
+    };
     let (features, mut used) = embed::through_store::features(
-        &mut encoder,
+        &mut local,
         &rows,
         &keys,
-        &params,
         &mut store,
         &indicatif::ProgressBar::hidden(),
     )?;

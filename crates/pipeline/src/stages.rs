@@ -244,7 +244,7 @@ impl Stage for EmbedStage {
         1
     }
     fn params(&self) -> Value {
-        key_params(&self.params, &embed::SPEED_ONLY_PARAMS)
+        key_params(&self.params, &embed::RUN_ONLY_PARAMS)
     }
     fn inputs(&self) -> Vec<Input> {
         let mut inputs = split_inputs("encode");

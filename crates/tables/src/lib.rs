@@ -10,6 +10,7 @@ pub mod feature_chunks;
 pub mod features;
 mod io;
 pub mod splits;
+pub mod task_wire;
 pub mod training;
 
 pub use io::{Provenance, metadata_value, read_metadata};
