@@ -20,26 +20,7 @@ const PYTORCH_REFERENCE: &str = "PyTorch reference (issue #3, same machine type)
 /// Benchmarks the pipeline on `csv` (default: SST-2 train from
 /// `../shared/data`), with `overrides` (`stage.key=value`) applied.
 pub fn run(csv: Option<&Path>, overrides: &[String]) -> Result<()> {
-    let csv = match csv {
-        Some(p) => p.to_path_buf(),
-        None => default_csv()?,
-    };
-    let work = tempfile::tempdir()?;
-    let config = work.path().join("pipeline.toml");
-    let defaults = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipeline.toml");
-    let text = std::fs::read_to_string(&defaults)?;
-    let csv_abs = std::path::absolute(&csv)?.display().to_string();
-    let text = text.replace("csv = \"data/reviews.csv\"", &format!("csv = {csv_abs:?}"));
-    std::fs::write(&config, text)?;
-    let rows = std::fs::read_to_string(&csv)?
-        .lines()
-        .count()
-        .saturating_sub(1);
-    println!(
-        "benchmark: {} ({rows} data rows), {} CPU threads",
-        csv.display(),
-        std::thread::available_parallelism()?
-    );
+    let (work, config, csv) = project(csv)?;
     println!("{PYTORCH_REFERENCE}");
 
     let mut sets: Vec<String> = overrides.to_vec();
@@ -64,6 +45,110 @@ pub fn run(csv: Option<&Path>, overrides: &[String]) -> Result<()> {
     print_stage_times(work.path())?;
 
     feature_store(work.path(), &config, &csv, &sets)?;
+    Ok(())
+}
+
+/// A scratch project on `csv` (default: SST-2 train) with the shipped
+/// defaults; its folder, pipeline file and CSV. Prints what it benchmarks.
+fn project(csv: Option<&Path>) -> Result<(tempfile::TempDir, PathBuf, PathBuf)> {
+    let csv = match csv {
+        Some(p) => p.to_path_buf(),
+        None => default_csv()?,
+    };
+    let work = tempfile::tempdir()?;
+    let config = work.path().join("pipeline.toml");
+    let defaults = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipeline.toml");
+    let text = std::fs::read_to_string(&defaults)?;
+    let csv_abs = std::path::absolute(&csv)?.display().to_string();
+    let text = text.replace("csv = \"data/reviews.csv\"", &format!("csv = {csv_abs:?}"));
+    std::fs::write(&config, text)?;
+    let rows = std::fs::read_to_string(&csv)?
+        .lines()
+        .count()
+        .saturating_sub(1);
+    println!(
+        "benchmark: {} ({rows} data rows), {} CPU threads",
+        csv.display(),
+        std::thread::available_parallelism()?
+    );
+    Ok((work, config, csv))
+}
+
+/// `bench --ray`: the embed stage on an empty feature store, local
+/// executor, then Ray (an instance on this machine, one CPU per task) with
+/// the default chunks and with chunks a quarter that size: rows/s of each,
+/// and what one more task costs.
+pub fn executors(csv: Option<&Path>, overrides: &[String], ray_python: &Path) -> Result<()> {
+    let (work, config, _) = project(csv)?;
+    let mut sets: Vec<String> = overrides.to_vec();
+    sets.push("embed.device=\"cpu\"".into());
+    let upstream = work.path().join("upstream");
+    let upstream = upstream.to_str().context("a work folder that is not UTF-8")?;
+    time_cli(&config, &["run-pipeline", "--until", "encode", "--artifacts", upstream], &sets)?;
+    let chunk_rows = embed::EmbedParams::default().chunk_rows();
+    let ray = |rows: usize| {
+        vec![
+            "embed.executor=\"ray\"".to_string(),
+            format!("embed.ray_python={:?}", ray_python.display().to_string()),
+            format!("embed.chunk_rows={rows}"),
+        ]
+    };
+    println!("\nembed stage, empty feature store (the stage's own seconds, from pipeline.lock)");
+    let mut local_seconds = None;
+    let mut per_task = Vec::new();
+    for (name, task_rows, extra) in [
+        ("local executor".to_string(), chunk_rows, vec![]),
+        (format!("ray, {chunk_rows}-row tasks"), chunk_rows, ray(chunk_rows)),
+        (
+            format!("ray, {}-row tasks", chunk_rows / 4),
+            chunk_rows / 4,
+            ray(chunk_rows / 4),
+        ),
+    ] {
+        // A copy of the upstream results with an empty feature store.
+        let dir = work.path().join(name.replace([' ', ','], "-"));
+        copy_dir(Path::new(upstream), &dir)?;
+        let dir_arg = dir.to_str().context("a work folder that is not UTF-8")?;
+        let mut all = sets.clone();
+        all.extend(extra);
+        time_cli(&config, &["run-pipeline", "--until", "embed", "--artifacts", dir_arg], &all)?;
+        let entry = LockFile::load(&dir.join("pipeline.lock"))?.stages["embed"].clone();
+        let rows: usize = entry
+            .notes
+            .iter()
+            .find_map(|n| n.split(" distinct inputs,").next()?.parse().ok())
+            .context("no distinct-input count in the embed notes")?;
+        let tasks = rows.div_ceil(task_rows);
+        println!(
+            "  {name:<24} {:>8.2} s  {:>6.0} rows/s",
+            entry.duration_s,
+            rows as f64 / entry.duration_s
+        );
+        for note in entry.notes.iter().filter(|n| n.starts_with("ray")) {
+            println!("          {note}");
+        }
+        match local_seconds {
+            None => local_seconds = Some(entry.duration_s),
+            Some(local) => {
+                println!("          {:.2}x the local executor's time", entry.duration_s / local);
+                per_task.push((tasks, entry.duration_s));
+            }
+        }
+    }
+    if let [(few, few_s), (many, many_s)] = per_task[..] {
+        println!(
+            "  one more task costs {:.3} s ({few} tasks: {few_s:.2} s, {many} tasks: {many_s:.2} s)",
+            (many_s - few_s) / (many as f64 - few as f64)
+        );
+    }
+    Ok(())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    let status = Command::new("cp").arg("-a").arg(from).arg(to).status()?;
+    if !status.success() {
+        bail!("cannot copy {} to {}", from.display(), to.display());
+    }
     Ok(())
 }
 

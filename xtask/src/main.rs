@@ -45,6 +45,10 @@ enum Task {
     Bench {
         /// A labelled CSV (default: ../shared/data/sst2_train.csv).
         csv: Option<PathBuf>,
+        /// Only the embed stage, local executor against Ray (a Ray instance
+        /// on this machine): rows/s and Ray's cost per task.
+        #[arg(long)]
+        ray: bool,
     },
     /// Pack what gpu/bench.sh (the GPU check) needs into .gpubin/ and .gpu/.
     GpuBundle,
@@ -79,8 +83,13 @@ fn run_task(global: &Global, task: &Task) -> Result<ExitCode> {
     match task {
         Task::Pipeline(_) => unreachable!("run by main"),
         Task::Test { cargo_test_args } => test_env::run_tests(cargo_test_args),
-        Task::Bench { csv } => {
+        Task::Bench { csv, ray: false } => {
             bench::run(csv.as_deref(), &global.overrides).map(|()| ExitCode::SUCCESS)
+        }
+        Task::Bench { csv, ray: true } => {
+            let python = setup_ray::ensure()?;
+            bench::executors(csv.as_deref(), &global.overrides, &python)
+                .map(|()| ExitCode::SUCCESS)
         }
         Task::GpuBundle => gpu_bundle::run_bundle().map(|()| ExitCode::SUCCESS),
         Task::SetupRay => setup_ray::run().map(|()| ExitCode::SUCCESS),
@@ -131,7 +140,7 @@ mod tests {
     fn tasks_take_their_arguments() {
         let parse = |args: &[&str]| Xtask::try_parse_from(args).map(|x| (x.global, x.command));
         let (global, task) = parse(&["xtask", "bench", "x.csv", "--set", "head.epochs=1"]).unwrap();
-        assert!(matches!(task, Task::Bench { csv: Some(p) } if p == PathBuf::from("x.csv")));
+        assert!(matches!(task, Task::Bench { csv: Some(p), .. } if p == PathBuf::from("x.csv")));
         assert_eq!(global.overrides, ["head.epochs=1"]);
         let (_, task) = parse(&["xtask", "test", "-p", "runner", "--", "--nocapture"]).unwrap();
         assert!(

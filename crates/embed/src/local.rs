@@ -32,7 +32,7 @@ impl Embedder for Local<'_> {
             features: Vec::new(),
         };
         let mut pending = empty();
-        let chunk_rows = self.params.chunk_rows;
+        let chunk_rows = self.params.chunk_rows();
         embed_rows_with(self.encoder, rows, self.params, bar, &mut |batch, out| {
             for (k, &i) in batch.iter().enumerate() {
                 pending.keys.push(keys[i]);

@@ -145,11 +145,17 @@ impl Embedder for Ray<'_> {
         }
         let python = self.python()?;
         std::fs::create_dir_all(&self.work_dir)?;
+        // Job folders of a killed run: never read again (the run lock is held).
+        for entry in std::fs::read_dir(&self.work_dir)?.flatten() {
+            if entry.file_name().to_string_lossy().starts_with("ray-job-") {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
         let job = tempfile::Builder::new()
             .prefix("ray-job-")
             .tempdir_in(&self.work_dir)
             .with_context(|| format!("cannot create a job folder in {}", self.work_dir.display()))?;
-        let ranges = chunk_ranges(rows.len(), self.params.chunk_rows);
+        let ranges = chunk_ranges(rows.len(), self.params.chunk_rows());
         let mut chunks = Vec::with_capacity(ranges.len());
         for (i, range) in ranges.iter().enumerate() {
             let input = job.path().join(format!("in-{i:06}.arrow"));
@@ -206,12 +212,13 @@ impl Embedder for Ray<'_> {
                 .with_context(|| format!("the Ray driver said something unexpected: {line}"))?;
             match event.event.as_str() {
                 "started" => self.notes.push(format!(
-                    "ray {}: {} chunks of ≤{} rows on {} (connected in {:.1}s)",
+                    "ray {} on {} (connected in {:.1}s): {} {} of ≤{} rows",
                     event.ray.as_deref().unwrap_or("?"),
-                    ranges.len(),
-                    p.chunk_rows,
                     event.cluster.as_deref().unwrap_or("?"),
-                    started.elapsed().as_secs_f64()
+                    started.elapsed().as_secs_f64(),
+                    ranges.len(),
+                    if ranges.len() == 1 { "task" } else { "tasks" },
+                    p.chunk_rows(),
                 )),
                 "chunk" => {
                     let i = event.index.context("a chunk event without its index")?;

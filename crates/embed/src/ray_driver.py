@@ -19,6 +19,7 @@ Everything else (Ray's own logging) goes to stderr. Closing its stdin stops it.
 import hashlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -128,6 +129,13 @@ def main():
     if address is None or host in ("127.0.0.1", "localhost", "::1"):
         # A cluster on this machine only: Ray then binds to loopback.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if address is None and "RAY_AUTH_MODE" not in os.environ:
+        # The instance started for this run takes a token of its own, kept
+        # in this process's environment: a new local ray.init() would
+        # otherwise write ~/.ray/auth_token, which silently turns on token
+        # authentication for every `ray start` on this machine afterwards.
+        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
     try:
         import ray
     except ImportError as e:
@@ -164,6 +172,21 @@ def run(ray, job):
         ray=ray.__version__,
         cluster=f"{nodes} node(s), {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs",
     )
+    # A task no node can hold would wait forever: say so now.
+    largest = {
+        kind: max((n["Resources"].get(kind, 0) for n in ray.nodes() if n.get("Alive")), default=0)
+        for kind in ("CPU", "GPU")
+    }
+    for kind, asked, setting in (
+        ("CPU", job["num_cpus"], "cpus_per_task"),
+        ("GPU", job["num_gpus"], "gpus_per_task"),
+    ):
+        if asked > largest[kind]:
+            fail(
+                "other",
+                f"a task asks for {asked:g} {kind}s (embed.{setting}) but the largest node of the "
+                f"cluster has {largest[kind]:g}",
+            )
     bundles = []
     for bundle in job["bundles"]:
         paths = bundle["files"]

@@ -86,7 +86,7 @@ pub fn read_token_rows(bytes: &[u8]) -> Result<Vec<Vec<u32>>> {
 /// A task's output.
 pub fn write_features(out: TaskFeatures) -> Result<Vec<u8>> {
     ensure!(
-        out.hidden > 0 && out.features.len() % out.hidden == 0,
+        out.hidden > 0 && out.features.len().is_multiple_of(out.hidden),
         "task features are not whole rows of {}",
         out.hidden
     );

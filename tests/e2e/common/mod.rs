@@ -255,9 +255,15 @@ pub struct Background {
 impl Background {
     /// Starts the CLI with `args` and `--config <project>/pipeline.toml`.
     pub fn start(p: &Project, args: &[&str]) -> Background {
+        Background::start_env(p, args, &[])
+    }
+
+    /// [`Background::start`] with extra environment variables.
+    pub fn start_env(p: &Project, args: &[&str], env: &[(&str, &str)]) -> Background {
         use std::io::{BufRead, Read};
         let mut child = Command::new(env!("CARGO_BIN_EXE_pipeline-cli"))
             .args(args)
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(p.path("pipeline.toml"))
             .current_dir(p.dir.path())
