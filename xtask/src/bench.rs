@@ -80,11 +80,6 @@ fn project(csv: Option<&Path>) -> Result<(tempfile::TempDir, PathBuf, PathBuf)> 
 /// and what one more task costs.
 pub fn executors(csv: Option<&Path>, overrides: &[String], ray_python: &Path) -> Result<()> {
     let (work, config, _) = project(csv)?;
-    let mut sets: Vec<String> = overrides.to_vec();
-    sets.push("embed.device=\"cpu\"".into());
-    let upstream = work.path().join("upstream");
-    let upstream = upstream.to_str().context("a work folder that is not UTF-8")?;
-    time_cli(&config, &["run-pipeline", "--until", "encode", "--artifacts", upstream], &sets)?;
     let chunk_rows = embed::EmbedParams::default().chunk_rows();
     let ray = |rows: usize| {
         vec![
@@ -93,32 +88,121 @@ pub fn executors(csv: Option<&Path>, overrides: &[String], ray_python: &Path) ->
             format!("embed.chunk_rows={rows}"),
         ]
     };
+    let runs = embed_variants(
+        work.path(),
+        &config,
+        overrides,
+        vec![
+            ("local executor".into(), vec![]),
+            (format!("ray, {chunk_rows}-row tasks"), ray(chunk_rows)),
+            (format!("ray, {}-row tasks", chunk_rows / 4), ray(chunk_rows / 4)),
+        ],
+    )?;
+    let tasks = |run: &EmbedRun, task_rows: usize| (run.rows.div_ceil(task_rows), run.seconds);
+    if let [_, few, many] = &runs[..] {
+        let ((few, few_s), (many, many_s)) = (tasks(few, chunk_rows), tasks(many, chunk_rows / 4));
+        println!(
+            "  one more task costs {:.3} s ({few} tasks: {few_s:.2} s, {many} tasks: {many_s:.2} s)",
+            (many_s - few_s) / (many as f64 - few as f64)
+        );
+    }
+    Ok(())
+}
+
+/// `bench --int8`: the embed stage on an empty feature store with an fp32
+/// and an int8 graph, how far the int8 features are from the fp32 ones,
+/// then the rest of the pipeline on each: test-split and held-out (UCI)
+/// accuracy.
+pub fn precisions(csv: Option<&Path>, overrides: &[String]) -> Result<()> {
+    let (work, config, _) = project(csv)?;
+    let runs = embed_variants(
+        work.path(),
+        &config,
+        overrides,
+        vec![
+            ("fp32".into(), vec!["model.precision=\"fp32\"".into()]),
+            ("int8".into(), vec!["model.precision=\"int8\"".into()]),
+        ],
+    )?;
+    let [fp32, int8] = &runs[..] else {
+        unreachable!("two variants")
+    };
+    println!("\nint8 features against fp32 (compare-features):");
+    let exe = std::env::current_exe()?;
+    let out = Command::new(&exe)
+        .arg("compare-features")
+        .arg(int8.dir.join("embed"))
+        .arg(fp32.dir.join("embed"))
+        .output()?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    let held_out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/uci_amazon_yelp.csv");
+    println!("\nthe rest of the pipeline on each (head with the default settings):");
+    for run in &runs {
+        let dir = run.dir.to_str().context("a work folder that is not UTF-8")?;
+        time_cli(&config, &["run-pipeline", "--artifacts", dir], &run.sets)?;
+        let metrics: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(run.dir.join("report/metrics.json"))?)?;
+        let mut args = vec!["evaluate", "--artifacts", dir, "--csv"];
+        let held_out_arg = held_out.to_str().context("a path that is not UTF-8")?;
+        args.push(held_out_arg);
+        let out = Command::new(&exe).args(&args).arg("--config").arg(&config).output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let accuracy = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("accuracy"))
+            .unwrap_or("(no accuracy line)")
+            .trim();
+        println!(
+            "  {:<5} test split accuracy {:.4}; held-out UCI ({}): {accuracy}",
+            run.name,
+            metrics["accuracy"].as_f64().unwrap_or(f64::NAN),
+            held_out.file_name().unwrap_or_default().to_string_lossy()
+        );
+    }
+    Ok(())
+}
+
+/// One variant of the embed stage, run and measured.
+struct EmbedRun {
+    name: String,
+    /// Its artifacts folder.
+    dir: PathBuf,
+    /// Its `--set` overrides (the bench's and the variant's).
+    sets: Vec<String>,
+    seconds: f64,
+    rows: usize,
+}
+
+/// Runs `--until embed` once per variant (name, extra `--set`s), each from
+/// a copy of the same upstream results with an empty feature store, one
+/// after the other; prints the stage's own seconds (from pipeline.lock)
+/// and rows/s, each against the first variant's.
+fn embed_variants(
+    work: &Path,
+    config: &Path,
+    overrides: &[String],
+    variants: Vec<(String, Vec<String>)>,
+) -> Result<Vec<EmbedRun>> {
+    let mut sets: Vec<String> = overrides.to_vec();
+    sets.push("embed.device=\"cpu\"".into());
+    let upstream = work.join("upstream");
+    let upstream = upstream.to_str().context("a work folder that is not UTF-8")?;
+    time_cli(config, &["run-pipeline", "--until", "encode", "--artifacts", upstream], &sets)?;
     println!("\nembed stage, empty feature store (the stage's own seconds, from pipeline.lock)");
-    let mut local_seconds = None;
-    let mut per_task = Vec::new();
-    for (name, task_rows, extra) in [
-        ("local executor".to_string(), chunk_rows, vec![]),
-        (format!("ray, {chunk_rows}-row tasks"), chunk_rows, ray(chunk_rows)),
-        (
-            format!("ray, {}-row tasks", chunk_rows / 4),
-            chunk_rows / 4,
-            ray(chunk_rows / 4),
-        ),
-    ] {
-        // A copy of the upstream results with an empty feature store.
-        let dir = work.path().join(name.replace([' ', ','], "-"));
+    let mut runs: Vec<EmbedRun> = Vec::new();
+    for (name, extra) in variants {
+        let dir = work.join(name.replace([' ', ','], "-"));
         copy_dir(Path::new(upstream), &dir)?;
         let dir_arg = dir.to_str().context("a work folder that is not UTF-8")?;
         let mut all = sets.clone();
         all.extend(extra);
-        time_cli(&config, &["run-pipeline", "--until", "embed", "--artifacts", dir_arg], &all)?;
+        time_cli(config, &["run-pipeline", "--until", "embed", "--artifacts", dir_arg], &all)?;
         let entry = LockFile::load(&dir.join("pipeline.lock"))?.stages["embed"].clone();
         let rows: usize = entry
             .notes
             .iter()
             .find_map(|n| n.split(" distinct inputs,").next()?.parse().ok())
             .context("no distinct-input count in the embed notes")?;
-        let tasks = rows.div_ceil(task_rows);
         println!(
             "  {name:<24} {:>8.2} s  {:>6.0} rows/s",
             entry.duration_s,
@@ -127,21 +211,22 @@ pub fn executors(csv: Option<&Path>, overrides: &[String], ray_python: &Path) ->
         for note in entry.notes.iter().filter(|n| n.starts_with("ray")) {
             println!("          {note}");
         }
-        match local_seconds {
-            None => local_seconds = Some(entry.duration_s),
-            Some(local) => {
-                println!("          {:.2}x the local executor's time", entry.duration_s / local);
-                per_task.push((tasks, entry.duration_s));
-            }
+        if let Some(first) = runs.first() {
+            println!(
+                "          {:.2}x the time of {}",
+                entry.duration_s / first.seconds,
+                first.name
+            );
         }
+        runs.push(EmbedRun {
+            name,
+            dir,
+            sets: all,
+            seconds: entry.duration_s,
+            rows,
+        });
     }
-    if let [(few, few_s), (many, many_s)] = per_task[..] {
-        println!(
-            "  one more task costs {:.3} s ({few} tasks: {few_s:.2} s, {many} tasks: {many_s:.2} s)",
-            (many_s - few_s) / (many as f64 - few as f64)
-        );
-    }
-    Ok(())
+    Ok(runs)
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {

@@ -47,8 +47,12 @@ enum Task {
         csv: Option<PathBuf>,
         /// Only the embed stage, local executor against Ray (a Ray instance
         /// on this machine): rows/s and Ray's cost per task.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "int8")]
         ray: bool,
+        /// Only the embed stage with an fp32 and an int8 graph, then the rest
+        /// of the pipeline on each: speed, feature error, accuracy.
+        #[arg(long)]
+        int8: bool,
     },
     /// Pack what gpu/bench.sh (the GPU check) needs into .gpubin/ and .gpu/.
     GpuBundle,
@@ -83,10 +87,15 @@ fn run_task(global: &Global, task: &Task) -> Result<ExitCode> {
     match task {
         Task::Pipeline(_) => unreachable!("run by main"),
         Task::Test { cargo_test_args } => test_env::run_tests(cargo_test_args),
-        Task::Bench { csv, ray: false } => {
-            bench::run(csv.as_deref(), &global.overrides).map(|()| ExitCode::SUCCESS)
-        }
-        Task::Bench { csv, ray: true } => {
+        Task::Bench {
+            csv,
+            ray: false,
+            int8: false,
+        } => bench::run(csv.as_deref(), &global.overrides).map(|()| ExitCode::SUCCESS),
+        Task::Bench {
+            csv, int8: true, ..
+        } => bench::precisions(csv.as_deref(), &global.overrides).map(|()| ExitCode::SUCCESS),
+        Task::Bench { csv, ray: true, .. } => {
             let python = setup_ray::ensure()?;
             bench::executors(csv.as_deref(), &global.overrides, &python)
                 .map(|()| ExitCode::SUCCESS)

@@ -31,9 +31,10 @@ pub fn prepare(
         Weights::Onnx(path) => {
             if precision != Precision::Fp32 {
                 bail!(
-                    "{}: model.precision = \"fp16\" converts safetensors checkpoints; \
+                    "{}: model.precision = {:?} converts safetensors checkpoints; \
                      a ready ONNX graph is used as it is (leave precision at \"fp32\")",
-                    path.display()
+                    path.display(),
+                    format!("{precision:?}").to_lowercase()
                 );
             }
             let bytes =

@@ -229,16 +229,37 @@ fn fused_layer(
         }
         qkv_b.extend(w.get(&format!("{p}.attention.self.{name}.bias"), &[h])?);
     }
-    let qkv_w = b.weight(&format!("{p}.attention.qkv.weight_t"), &[h, 3 * h], &qkv_w);
     let qkv_b = b.weight(&format!("{p}.attention.qkv.bias"), &[3 * h], &qkv_b);
-    let ctx = b.ms_op(
-        "Attention",
-        &[x, &qkv_w, &qkv_b, key_lengths],
-        vec![
-            int_attr("num_heads", c.num_attention_heads as i64),
-            float_attr("mask_filter_value", MASK_BIAS),
-        ],
-    );
+    let ctx = if b.quantizes() {
+        // The input quantized to uint8 on the fly (scale, zero point per
+        // batch), the packed weight to int8 per output channel.
+        let (qkv_w, qkv_scale) =
+            b.int8_weight(&format!("{p}.attention.qkv.weight_t"), h, 3 * h, &qkv_w);
+        let x_q = b.op_outputs("DynamicQuantizeLinear", &[x], 3);
+        b.ms_op(
+            "QAttention",
+            &[
+                &x_q[0],
+                &qkv_w,
+                &qkv_b,
+                &x_q[1],
+                &qkv_scale,
+                key_lengths,
+                &x_q[2],
+            ],
+            vec![int_attr("num_heads", c.num_attention_heads as i64)],
+        )
+    } else {
+        let qkv_w = b.weight(&format!("{p}.attention.qkv.weight_t"), &[h, 3 * h], &qkv_w);
+        b.ms_op(
+            "Attention",
+            &[x, &qkv_w, &qkv_b, key_lengths],
+            vec![
+                int_attr("num_heads", c.num_attention_heads as i64),
+                float_attr("mask_filter_value", MASK_BIAS),
+            ],
+        )
+    };
     let eps = c.layer_norm_eps;
     let attn = matmul(b, w, &ctx, &format!("{p}.attention.output.dense"), h, h)?;
     let attn = skip_layer_norm(b, w, &attn, x, &format!("{p}.attention.output"), h, eps)?;
@@ -273,7 +294,9 @@ fn linear(
     Ok(b.op("Add", &[&mm, &bias], vec![]))
 }
 
-/// `x @ {name}.weight^T`: a Linear whose bias a fused operator adds.
+/// `x @ {name}.weight^T`: a Linear whose bias a fused operator adds. In
+/// an int8 graph an encoder weight (`encoder.*`) is quantized
+/// ([`Builder::int8_matmul`]); anything else stays a float MatMul.
 fn matmul(
     b: &mut Builder,
     w: &Weights,
@@ -283,6 +306,9 @@ fn matmul(
     out_dim: usize,
 ) -> Result<String> {
     let wt = w.linear_t(&format!("{name}.weight"), out_dim, in_dim)?;
+    if b.quantizes() && name.starts_with("encoder.") {
+        return Ok(b.int8_matmul(x, &format!("{name}.weight_t"), in_dim, out_dim, &wt));
+    }
     let wn = b.weight(&format!("{name}.weight_t"), &[in_dim, out_dim], &wt);
     Ok(b.op("MatMul", &[x, &wn], vec![]))
 }

@@ -82,18 +82,22 @@ pub struct Builder {
     initializers: Vec<TensorProto>,
     counter: usize,
     precision: Precision,
+    /// Standard ONNX operators only (`Ops::Standard`): no contrib operator
+    /// may be written, not even for int8.
+    standard_only: bool,
     /// Constants by type, shape and bytes: each is one initializer however
     /// many nodes read it.
     constants: HashMap<(i32, Vec<usize>, Vec<u8>), String>,
 }
 
 impl Builder {
-    pub fn new(precision: Precision) -> Builder {
+    pub fn new(precision: Precision, standard_only: bool) -> Builder {
         Builder {
             nodes: Vec::new(),
             initializers: Vec::new(),
             counter: 0,
             precision,
+            standard_only,
             constants: HashMap::new(),
         }
     }
@@ -103,6 +107,17 @@ impl Builder {
         self.counter += 1;
         let out = format!("{}_{}", op.to_lowercase(), self.counter);
         self.op_into(op, inputs, attrs, &out)
+    }
+
+    /// A node of the standard domain with `n` outputs; their fresh names.
+    pub fn op_outputs(&mut self, op: &str, inputs: &[&str], n: usize) -> Vec<String> {
+        self.counter += 1;
+        let outputs: Vec<String> = (0..n)
+            .map(|i| format!("{}_{}_{i}", op.to_lowercase(), self.counter))
+            .collect();
+        self.op_into(op, inputs, vec![], &outputs[0]);
+        self.nodes.last_mut().unwrap().output = outputs.clone();
+        outputs
     }
 
     /// A node of ONNX Runtime's contrib domain (`com.microsoft`).
@@ -164,9 +179,63 @@ impl Builder {
         name
     }
 
+    /// Whether encoder matrix products take int8 weights.
+    pub fn quantizes(&self) -> bool {
+        self.precision == Precision::Int8
+    }
+
+    /// A weight `data` ([rows × columns], row-major) quantized per column
+    /// (output channel), symmetric: int8 values in [-127, 127] and one
+    /// float32 scale per column (max |column| / 127). Returns the names of
+    /// the int8 initializer `name` and of its scales `name.scale`.
+    pub fn int8_weight(
+        &mut self,
+        name: &str,
+        rows: usize,
+        columns: usize,
+        data: &[f32],
+    ) -> (String, String) {
+        let (values, scales) = quantize_per_column(rows, columns, data);
+        let raw = values.iter().map(|&v| v as u8).collect();
+        let weight = self.initializer(name, &[rows, columns], data_type::INT8, raw);
+        let raw = scales.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let scale = self.initializer(&format!("{name}.scale"), &[columns], data_type::FLOAT, raw);
+        (weight, scale)
+    }
+
+    /// `x @ data` ([rows × columns]) with `data` quantized per column to
+    /// int8 and `x` quantized on the fly: ONNX Runtime's
+    /// `DynamicQuantizeMatMul`, or with standard operators only
+    /// `DynamicQuantizeLinear` → `MatMulInteger` → float × scales (which
+    /// ONNX Runtime fuses into the same kernel).
+    pub fn int8_matmul(
+        &mut self,
+        x: &str,
+        name: &str,
+        rows: usize,
+        columns: usize,
+        data: &[f32],
+    ) -> String {
+        let (w, w_scale) = self.int8_weight(name, rows, columns, data);
+        if !self.standard_only {
+            return self.ms_op("DynamicQuantizeMatMul", &[x, &w, &w_scale], vec![]);
+        }
+        let x_q = self.op_outputs("DynamicQuantizeLinear", &[x], 3);
+        let product = self.op("MatMulInteger", &[&x_q[0], &w, &x_q[2]], vec![]);
+        let product = self.op(
+            "Cast",
+            &[&product],
+            vec![int_attr("to", data_type::FLOAT as i64)],
+        );
+        let product = self.op("Mul", &[&product, &x_q[1]], vec![]);
+        self.op("Mul", &[&product, &w_scale], vec![])
+    }
+
     fn float_bytes(&self, data: &[f32]) -> Vec<u8> {
         match self.precision {
-            Precision::Fp32 => data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            Precision::Fp32 | Precision::Int8 => {
+                data.iter().flat_map(|v| v.to_le_bytes()).collect()
+            }
             Precision::Fp16 => data
                 .iter()
                 .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
@@ -177,7 +246,7 @@ impl Builder {
     /// The ONNX element type of activations inside the graph.
     pub fn float_type(&self) -> i32 {
         match self.precision {
-            Precision::Fp32 => data_type::FLOAT,
+            Precision::Fp32 | Precision::Int8 => data_type::FLOAT,
             Precision::Fp16 => data_type::FLOAT16,
         }
     }
@@ -185,7 +254,7 @@ impl Builder {
     /// `x` as the graph output `name` (float32 whatever the precision).
     pub fn output(&mut self, x: &str, name: &str) {
         match self.precision {
-            Precision::Fp32 => self.op_into("Identity", &[x], vec![], name),
+            Precision::Fp32 | Precision::Int8 => self.op_into("Identity", &[x], vec![], name),
             Precision::Fp16 => self.op_into(
                 "Cast",
                 &[x],
@@ -239,6 +308,49 @@ impl Builder {
                 .into_iter()
                 .map(|(key, value)| StringStringEntryProto { key, value })
                 .collect(),
+        }
+    }
+}
+
+/// Symmetric per-column int8 quantization of a [rows × columns] matrix:
+/// the values and each column's scale (an all-zero column gets scale 1).
+pub fn quantize_per_column(rows: usize, columns: usize, data: &[f32]) -> (Vec<i8>, Vec<f32>) {
+    assert_eq!(data.len(), rows * columns, "matrix size");
+    let mut scales = vec![0f32; columns];
+    for row in data.chunks_exact(columns) {
+        for (s, v) in scales.iter_mut().zip(row) {
+            *s = s.max(v.abs());
+        }
+    }
+    for s in &mut scales {
+        *s = if *s > 0.0 { *s / 127.0 } else { 1.0 };
+    }
+    let values = data
+        .chunks_exact(columns)
+        .flat_map(|row| {
+            row.iter()
+                .zip(&scales)
+                .map(|(v, s)| (v / s).round().clamp(-127.0, 127.0) as i8)
+        })
+        .collect();
+    (values, scales)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_column_quantization_is_symmetric_and_bounded() {
+        // 2 rows × 3 columns; column 2 is all zeros.
+        let data = [1.0, -0.5, 0.0, -2.0, 0.25, 0.0];
+        let (values, scales) = quantize_per_column(2, 3, &data);
+        assert_eq!(scales, vec![2.0 / 127.0, 0.5 / 127.0, 1.0]);
+        assert_eq!(values, vec![64, -127, 0, -127, 64, 0]);
+        // Each value is recovered within half a step of its column.
+        for (i, (&q, &v)) in values.iter().zip(&data).enumerate() {
+            let s = scales[i % 3];
+            assert!((q as f32 * s - v).abs() <= s / 2.0 + 1e-7, "{i}");
         }
     }
 }

@@ -48,6 +48,13 @@ pub enum Precision {
     /// Weights and activations in IEEE half precision: for GPUs (tensor
     /// cores); on CPUs ONNX Runtime is slower in fp16 than in fp32.
     Fp16,
+    /// For CPUs: the weights of every encoder matrix product in int8 (per
+    /// output channel, symmetric), activations quantized on the fly
+    /// (`DynamicQuantizeMatMul` and, for the packed QKV projection,
+    /// `QAttention` with the fused operators; `DynamicQuantizeLinear` +
+    /// `MatMulInteger` with the standard ones). Embeddings, LayerNorm,
+    /// softmax, the pooler and pooling stay float32.
+    Int8,
 }
 
 /// What the converted graph offers, saved beside it as model.json.
@@ -76,7 +83,68 @@ pub fn convert_with(
     let tensors = SafeTensors::deserialize(&bytes)
         .with_context(|| format!("{} is not a safetensors file", weights_path.display()))?;
     let weights = Weights::new(&tensors, weights_path)?;
-    let mut builder = Builder::new(precision);
+    let mut builder = Builder::new(precision, ops == Ops::Standard);
     let (spec, info) = bert::build(&mut builder, &config, &weights, ops)?;
     Ok((builder.finish(spec).encode_to_vec(), info))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx_proto::ModelProto;
+
+    fn tiny() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/models/bert-tiny-random")
+    }
+
+    fn graph(ops: Ops, precision: Precision) -> ModelProto {
+        let dir = tiny();
+        let (bytes, _) = convert_with(
+            &dir.join("config.json"),
+            &dir.join("model.safetensors"),
+            ops,
+            precision,
+        )
+        .unwrap();
+        ModelProto::decode(&bytes[..]).unwrap()
+    }
+
+    fn op_types(model: &ModelProto) -> Vec<(String, String)> {
+        let graph = model.graph.as_ref().unwrap();
+        graph
+            .node
+            .iter()
+            .map(|n| (n.domain.clone(), n.op_type.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn standard_graphs_use_standard_operators_only_int8_included() {
+        for precision in [Precision::Fp32, Precision::Fp16, Precision::Int8] {
+            let contrib: Vec<_> = op_types(&graph(Ops::Standard, precision))
+                .into_iter()
+                .filter(|(domain, _)| !domain.is_empty())
+                .collect();
+            assert!(contrib.is_empty(), "{precision:?}: {contrib:?}");
+        }
+    }
+
+    #[test]
+    fn int8_quantizes_every_encoder_product_and_nothing_else() {
+        let layers = 2; // bert-tiny-random's num_hidden_layers
+        let fused = op_types(&graph(Ops::Fused, Precision::Int8));
+        let count = |op: &str| fused.iter().filter(|(_, t)| t == op).count();
+        // Per layer: attention output, intermediate, output dense; QKV packed.
+        assert_eq!(count("DynamicQuantizeMatMul"), 3 * layers);
+        assert_eq!(count("QAttention"), layers);
+        assert_eq!(count("Attention"), 0);
+        // The pooler stays a float MatMul.
+        assert_eq!(count("MatMul"), 1);
+        let standard = op_types(&graph(Ops::Standard, Precision::Int8));
+        let count = |op: &str| standard.iter().filter(|(_, t)| t == op).count();
+        // q, k, v, attention output, intermediate, output per layer.
+        assert_eq!(count("MatMulInteger"), 6 * layers);
+        // Two float MatMuls per layer (scores, context) and the pooler.
+        assert_eq!(count("MatMul"), 2 * layers + 1);
+    }
 }
