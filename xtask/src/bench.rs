@@ -113,8 +113,16 @@ pub fn executors(csv: Option<&Path>, overrides: &[String], ray_python: &Path) ->
 /// and an int8 graph, how far the int8 features are from the fp32 ones,
 /// then the rest of the pipeline on each: test-split and held-out (UCI)
 /// accuracy.
-pub fn precisions(csv: Option<&Path>, overrides: &[String]) -> Result<()> {
-    let (work, config, _) = project(csv)?;
+pub fn precisions(csv: Option<&Path>, overrides: &[String], anchor: bool) -> Result<()> {
+    // PyTorch is installed before anything is timed: an install is not
+    // what the run measures.
+    let torch = if anchor {
+        Some(crate::anchor::python()?)
+    } else {
+        None
+    };
+    let (work, config, csv) = project(csv)?;
+    println!("CPU: {}", cpu_description());
     let runs = embed_variants(
         work.path(),
         &config,
@@ -142,24 +150,96 @@ pub fn precisions(csv: Option<&Path>, overrides: &[String]) -> Result<()> {
         time_cli(&config, &["run-pipeline", "--artifacts", dir], &run.sets)?;
         let metrics: serde_json::Value =
             serde_json::from_slice(&std::fs::read(run.dir.join("report/metrics.json"))?)?;
-        let mut args = vec!["evaluate", "--artifacts", dir, "--csv"];
-        let held_out_arg = held_out.to_str().context("a path that is not UTF-8")?;
-        args.push(held_out_arg);
-        let out = Command::new(&exe).args(&args).arg("--config").arg(&config).output()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let accuracy = text
-            .lines()
-            .find(|l| l.trim_start().starts_with("accuracy"))
-            .unwrap_or("(no accuracy line)")
-            .trim();
+        let evaluated = run.dir.join("evaluate-uci");
+        let out = Command::new(&exe)
+            .args(["evaluate", "--artifacts", dir, "--csv"])
+            .arg(&held_out)
+            .arg("--out")
+            .arg(&evaluated)
+            .arg("--config")
+            .arg(&config)
+            .output()?;
+        if !out.status.success() {
+            bail!("evaluate failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let held_out_metrics: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(evaluated.join("metrics.json"))?)?;
         println!(
-            "  {:<5} test split accuracy {:.4}; held-out UCI ({}): {accuracy}",
+            "  {:<5} test split accuracy {:.4}; held-out UCI reviews {:.4}",
             run.name,
             metrics["accuracy"].as_f64().unwrap_or(f64::NAN),
-            held_out.file_name().unwrap_or_default().to_string_lossy()
+            held_out_metrics["accuracy"].as_f64().unwrap_or(f64::NAN),
+        );
+        // SST-2's test rows that share no phrase with training (needs
+        // pyarrow: the test venv of `cargo xtask test`).
+        let python = model::pypi::cache_dir().join("test-venv/bin/python");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/dedup_accuracy.py");
+        if csv.ends_with("sst2_train.csv") && python.is_file() {
+            let out = Command::new(&python)
+                .arg(&script)
+                .arg(run.dir.join(".store"))
+                .output()?;
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                println!("          {line}");
+            }
+        }
+    }
+    let Some(python) = torch else {
+        return Ok(());
+    };
+    let threads = std::thread::available_parallelism()?.get();
+    println!(
+        "\nPyTorch on the same CSV, machine and run ({threads} threads; ../shared/bench/torch_cpu_anchor.py):"
+    );
+    let head_seconds = |run: &EmbedRun| -> Result<f64> {
+        let (history, _) = tables::training::read_history(&run.dir.join("head/history.parquet"))?;
+        Ok(history.iter().map(|e| e.seconds).sum::<f64>() / history.len().max(1) as f64)
+    };
+    for (run, int8) in [(fp32, false), (int8, true)] {
+        let a = crate::anchor::run(&python, &csv, threads, int8)?;
+        println!(
+            "  torch {} {:<4}: embed {:.2} s (project {}: {:.2} s; torch / project = {:.2}); head \
+             {:.2} s per epoch (project: {:.2} s; torch / project = {:.2}); torch test accuracy {:.4}",
+            a.torch,
+            run.name,
+            a.embed_seconds,
+            run.name,
+            run.seconds,
+            a.embed_seconds / run.seconds,
+            a.head_per_epoch,
+            head_seconds(run)?,
+            a.head_per_epoch / head_seconds(run)?,
+            a.test_accuracy
         );
     }
     Ok(())
+}
+
+/// The CPU's model name and the vector extensions that decide int8 speed.
+fn cpu_description() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let flags = field("flags");
+    let extensions: Vec<&str> = flags
+        .split_whitespace()
+        .filter(|f| ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"].contains(f))
+        .collect();
+    format!(
+        "{} ({}); {} threads",
+        field("model name"),
+        if extensions.is_empty() {
+            "no AVX2".to_string()
+        } else {
+            extensions.join(", ")
+        },
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    )
 }
 
 /// One variant of the embed stage, run and measured.

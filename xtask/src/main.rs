@@ -4,6 +4,7 @@
 //! packs what the GPU benchmark (`gpu/bench.sh`) needs, and `setup-ray`,
 //! which installs Ray for the embed stage's Ray executor.
 
+mod anchor;
 mod bench;
 mod gpu_bundle;
 mod setup_ray;
@@ -53,6 +54,10 @@ enum Task {
         /// of the pipeline on each: speed, feature error, accuracy.
         #[arg(long)]
         int8: bool,
+        /// With --int8: PyTorch fp32 and int8 on the same CSV right after
+        /// (installs PyTorch, several GB, into a bench-only venv once).
+        #[arg(long, requires = "int8")]
+        anchor: bool,
     },
     /// Pack what gpu/bench.sh (the GPU check) needs into .gpubin/ and .gpu/.
     GpuBundle,
@@ -91,10 +96,15 @@ fn run_task(global: &Global, task: &Task) -> Result<ExitCode> {
             csv,
             ray: false,
             int8: false,
+            ..
         } => bench::run(csv.as_deref(), &global.overrides).map(|()| ExitCode::SUCCESS),
         Task::Bench {
-            csv, int8: true, ..
-        } => bench::precisions(csv.as_deref(), &global.overrides).map(|()| ExitCode::SUCCESS),
+            csv,
+            int8: true,
+            anchor,
+            ..
+        } => bench::precisions(csv.as_deref(), &global.overrides, *anchor)
+            .map(|()| ExitCode::SUCCESS),
         Task::Bench { csv, ray: true, .. } => {
             let python = setup_ray::ensure()?;
             bench::executors(csv.as_deref(), &global.overrides, &python)
