@@ -10,7 +10,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Project, Run, run_and_kill, shared_data};
+use common::{Project, Run, committed_chunks, largest_difference, run_and_kill, shared_data};
 
 /// The "R rows: N embedded now (D distinct inputs), S from the feature
 /// store" note of embed, as (R, N, D, S).
@@ -37,22 +37,6 @@ fn project(csv_text: &str) -> Project {
         common::tiny_model()
     ));
     p
-}
-
-/// `compare-features` between `a`'s and `b`'s embed results: the largest
-/// relative error it prints.
-fn largest_difference(a: &Project, b: &Project) -> f64 {
-    let run = a.cli(&[
-        "compare-features",
-        a.path("artifacts/embed").to_str().unwrap(),
-        b.path("artifacts/embed").to_str().unwrap(),
-    ]);
-    run.ok()
-        .stdout
-        .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
-        .filter(|w| w.contains('e'))
-        .filter_map(|w| w.parse::<f64>().ok())
-        .fold(0.0, f64::max)
 }
 
 fn uci() -> String {
@@ -123,12 +107,6 @@ fn a_damaged_chunk_is_dropped_and_its_rows_embedded_again() {
         "early cutoff: the recomputed features are the same bytes\n{}",
         run.stdout
     );
-}
-
-fn committed_chunks(p: &Project) -> usize {
-    fs::read_dir(p.path("artifacts/.cache/embed/chunks"))
-        .map(|rd| rd.count())
-        .unwrap_or(0)
 }
 
 fn embed_running(p: &Path) -> bool {

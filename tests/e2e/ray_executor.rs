@@ -18,7 +18,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{Background, Project, shared_data, untimed_digests};
+use common::{
+    Background, Project, committed_chunks, largest_difference, shared_data, untimed_digests,
+};
 
 /// The Python with Ray (`cargo xtask test` sets it up).
 fn ray_python() -> PathBuf {
@@ -203,27 +205,6 @@ fn run_killing_a_worker(p: &Project, cluster: &Cluster) -> (common::Run, bool) {
     (run.finish(), killed)
 }
 
-/// The largest relative error `compare-features` prints between two embed results.
-fn largest_difference(p: &Project, a: &Path, b: &Path) -> f64 {
-    let run = p.cli(&[
-        "compare-features",
-        a.to_str().unwrap(),
-        b.to_str().unwrap(),
-    ]);
-    run.ok()
-        .stdout
-        .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
-        .filter(|w| w.contains('e'))
-        .filter_map(|w| w.parse::<f64>().ok())
-        .fold(f64::NAN, f64::max)
-}
-
-fn feature_chunks(p: &Project) -> usize {
-    std::fs::read_dir(p.path("artifacts/.cache/embed/chunks"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_killed_worker_is_retried_and_the_run_equals_the_local_executor() {
     let _turn = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
@@ -240,13 +221,9 @@ fn a_killed_worker_is_retried_and_the_run_equals_the_local_executor() {
         "{}",
         run.stdout
     );
-    assert_eq!(feature_chunks(&ray), 4);
+    assert_eq!(committed_chunks(&ray), 4);
 
-    let difference = largest_difference(
-        &ray,
-        &ray.path("artifacts/embed"),
-        &local.path("artifacts/embed"),
-    );
+    let difference = largest_difference(&ray, &local);
     assert!(difference <= 1e-5, "features differ by {difference}");
     // Every output but the two that record seconds is byte-identical:
     // splits, tokens, features, the head, its predictions, the metrics.
@@ -278,7 +255,7 @@ fn a_chunk_out_of_retries_fails_the_stage_naming_its_rows_and_keeps_the_others()
         .and_then(|before| before.rsplit('(').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no failed rows named in:\n{}", run.stderr));
-    assert_eq!(feature_chunks(&p), 3);
+    assert_eq!(committed_chunks(&p), 3);
     assert!(
         !p.artifact_entries().iter().any(|e| e.starts_with(".store/embed")),
         "{:?}",
@@ -295,7 +272,7 @@ fn a_chunk_out_of_retries_fails_the_stage_naming_its_rows_and_keeps_the_others()
         "{failed_rows} rows failed; the rerun said:\n{}",
         rerun.stdout
     );
-    assert_eq!(feature_chunks(&p), 4);
+    assert_eq!(committed_chunks(&p), 4);
 }
 
 #[test]
@@ -316,7 +293,7 @@ fn an_unreachable_cluster_is_a_clear_error_and_stores_nothing() {
         "the error took {:?}",
         started.elapsed()
     );
-    assert_eq!(feature_chunks(&p), 0);
+    assert_eq!(committed_chunks(&p), 0);
     assert!(
         !p.artifact_entries().iter().any(|e| e.starts_with(".store/embed")),
         "{:?}",
@@ -348,7 +325,7 @@ fn a_python_without_ray_is_told_how_to_install_it() {
         "{}",
         run.stderr
     );
-    assert_eq!(feature_chunks(&p), 0);
+    assert_eq!(committed_chunks(&p), 0);
 }
 
 #[test]

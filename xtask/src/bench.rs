@@ -191,11 +191,8 @@ pub fn precisions(csv: Option<&Path>, overrides: &[String], anchor: bool) -> Res
     println!(
         "\nPyTorch on the same CSV, machine and run ({threads} threads; ../shared/bench/torch_cpu_anchor.py):"
     );
-    let head_seconds = |run: &EmbedRun| -> Result<f64> {
-        let (history, _) = tables::training::read_history(&run.dir.join("head/history.parquet"))?;
-        Ok(history.iter().map(|e| e.seconds).sum::<f64>() / history.len().max(1) as f64)
-    };
     for (run, int8) in [(fp32, false), (int8, true)] {
+        let head_seconds = mean(&epoch_seconds(&run.dir)?);
         let a = crate::anchor::run(&python, &csv, threads, int8)?;
         println!(
             "  torch {} {:<4}: embed {:.2} s (project {}: {:.2} s; torch / project = {:.2}); head \
@@ -207,8 +204,8 @@ pub fn precisions(csv: Option<&Path>, overrides: &[String], anchor: bool) -> Res
             run.seconds,
             a.embed_seconds / run.seconds,
             a.head_per_epoch,
-            head_seconds(run)?,
-            a.head_per_epoch / head_seconds(run)?,
+            head_seconds,
+            a.head_per_epoch / head_seconds,
             a.test_accuracy
         );
     }
@@ -446,19 +443,28 @@ fn print_stage_times(artifacts_parent: &Path) -> Result<()> {
 
 /// Head training time per epoch (CPU), from the history the head wrote.
 fn print_head_epochs(artifacts_parent: &Path) -> Result<()> {
-    let path = artifacts_parent.join("artifacts/head/history.parquet");
-    let (history, _) = tables::training::read_history(&path)?;
-    let mut seconds: Vec<f64> = history.iter().map(|e| e.seconds).collect();
-    seconds.sort_by(f64::total_cmp);
-    let mean = seconds.iter().sum::<f64>() / seconds.len().max(1) as f64;
+    let seconds = epoch_seconds(&artifacts_parent.join("artifacts"))?;
     println!(
-        "  head per epoch (train + validation): mean {mean:.2} s, median {:.2} s, min {:.2} s, max {:.2} s over {} epochs",
+        "  head per epoch (train + validation): mean {:.2} s, median {:.2} s, min {:.2} s, max {:.2} s over {} epochs",
+        mean(&seconds),
         seconds[seconds.len() / 2],
         seconds[0],
         seconds[seconds.len() - 1],
         seconds.len()
     );
     Ok(())
+}
+
+/// Each epoch's seconds in the head's history under `artifacts`, sorted.
+fn epoch_seconds(artifacts: &Path) -> Result<Vec<f64>> {
+    let (history, _) = tables::training::read_history(&artifacts.join("head/history.parquet"))?;
+    let mut seconds: Vec<f64> = history.iter().map(|e| e.seconds).collect();
+    seconds.sort_by(f64::total_cmp);
+    Ok(seconds)
+}
+
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len().max(1) as f64
 }
 
 fn default_csv() -> Result<PathBuf> {

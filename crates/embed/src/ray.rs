@@ -115,6 +115,21 @@ impl<'a> Ray<'a> {
         ]))
     }
 
+    /// What ran the model: the workers' devices (`cpu`, `cuda`, or both
+    /// joined by `+`), or with nothing embedded the device the tasks were
+    /// told to use.
+    pub fn device(&self) -> String {
+        if !self.devices.is_empty() {
+            return self.devices.iter().cloned().collect::<Vec<_>>().join("+");
+        }
+        match self.task_spec().device {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+            Device::Auto => "auto",
+        }
+        .into()
+    }
+
     fn task_spec(&self) -> TaskSpec {
         let p = self.params;
         TaskSpec {
@@ -154,17 +169,20 @@ impl Embedder for Ray<'_> {
         let job = tempfile::Builder::new()
             .prefix("ray-job-")
             .tempdir_in(&self.work_dir)
-            .with_context(|| format!("cannot create a job folder in {}", self.work_dir.display()))?;
+            .with_context(|| {
+                format!("cannot create a job folder in {}", self.work_dir.display())
+            })?;
         let ranges = chunk_ranges(rows.len(), self.params.chunk_rows());
+        // Where the driver writes each chunk's vectors.
+        let outputs: Vec<PathBuf> = (0..ranges.len())
+            .map(|i| job.path().join(format!("out-{i:06}.arrow")))
+            .collect();
         let mut chunks = Vec::with_capacity(ranges.len());
-        for (i, range) in ranges.iter().enumerate() {
+        for (i, (range, output)) in ranges.iter().zip(&outputs).enumerate() {
             let input = job.path().join(format!("in-{i:06}.arrow"));
             let ids = rows[range.clone()].iter().map(|r| r.ids.as_slice());
             std::fs::write(&input, task_wire::write_token_rows(ids)?)?;
-            chunks.push(json!({
-                "input": input,
-                "output": job.path().join(format!("out-{i:06}.arrow")),
-            }));
+            chunks.push(json!({"input": input, "output": output}));
         }
         let p = self.params;
         let description = json!({
@@ -223,8 +241,8 @@ impl Embedder for Ray<'_> {
                 "chunk" => {
                     let i = event.index.context("a chunk event without its index")?;
                     let range = ranges.get(i).context("a chunk index out of range")?.clone();
-                    let path = job.path().join(format!("out-{i:06}.arrow"));
-                    let bytes = std::fs::read(&path)
+                    let path = &outputs[i];
+                    let bytes = std::fs::read(path)
                         .with_context(|| format!("cannot read {}", path.display()))?;
                     let out = task_wire::read_features(&bytes)
                         .with_context(|| format!("chunk {i} came back damaged"))?;
@@ -235,7 +253,7 @@ impl Embedder for Ray<'_> {
                             range.len()
                         );
                     }
-                    std::fs::remove_file(&path)?;
+                    std::fs::remove_file(path)?;
                     first_chunk.get_or_insert(started.elapsed().as_secs_f64());
                     self.devices.insert(out.device);
                     done(Chunk {

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -73,7 +74,7 @@ def _materialise(bundle):
     try:
         os.rename(scratch, folder)
     except OSError:  # another task on this node was first
-        subprocess.run(["rm", "-rf", scratch])
+        shutil.rmtree(scratch, ignore_errors=True)
     return paths
 
 
@@ -111,14 +112,18 @@ def check_reachable(address):
         fail("unreachable", f"no answer at {hostport} ({e})")
 
 
-def digest(paths):
+def put_bundle(ray, name, paths):
+    """The bundle as a task receives it: each file read once, hashed (the
+    name workers keep their copy under) and put into the object store."""
     h = hashlib.sha256()
+    refs = []
     for path in paths:
-        h.update(os.path.basename(path).encode() + b"\0")
         with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
+            data = f.read()
+        h.update(os.path.basename(path).encode() + b"\0")
+        h.update(data)
+        refs.append(ray.put(data))
+    return (name, h.hexdigest(), refs, [os.path.basename(p) for p in paths])
 
 
 def main():
@@ -187,11 +192,7 @@ def run(ray, job):
                 f"a task asks for {asked:g} {kind}s (embed.{setting}) but the largest node of the "
                 f"cluster has {largest[kind]:g}",
             )
-    bundles = []
-    for bundle in job["bundles"]:
-        paths = bundle["files"]
-        refs = [ray.put(open(p, "rb").read()) for p in paths]
-        bundles.append((bundle["name"], digest(paths), refs, [os.path.basename(p) for p in paths]))
+    bundles = [put_bundle(ray, b["name"], b["files"]) for b in job["bundles"]]
 
     task = ray.remote(embed_chunk).options(
         num_cpus=job["num_cpus"],

@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tables::encoded::EncodedRow;
 use tables::features::FeatureTable;
 
-use crate::encoder::{Device, Encoder};
+use crate::encoder::Encoder;
 use crate::local::Local;
 use crate::params::{EmbedParams, Executor};
 use crate::ray::Ray;
@@ -61,44 +61,27 @@ pub fn run(
     // One pass over the new rows of the three splits together: fewer,
     // fuller batches (and on a GPU fewer new batch shapes) than three
     // passes. Each chunk is committed as it is finished: a resume point.
-    let (mut features, used) = match params.executor {
-        Executor::Local => {
-            let threads = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1);
-            let started = Instant::now();
-            let (mut encoder, warnings) =
-                Encoder::open(model.path, params.pooling, params.device, threads)?;
-            summary.session_seconds = started.elapsed().as_secs_f64();
-            summary.device = encoder.device.to_string();
-            summary.notes.extend(warnings);
-            let mut local = Local {
-                encoder: &mut encoder,
-                params,
-            };
-            through_store::features(&mut local, &rows, &keys, &mut store, &bar)?
-        }
+    let result = match params.executor {
+        Executor::Local => embed_here(
+            params,
+            model.path,
+            &rows,
+            &keys,
+            &mut store,
+            &bar,
+            &mut summary,
+        ),
         Executor::Ray => {
             let mut ray = Ray::new(params, model.path, store_dir);
             let result = through_store::features(&mut ray, &rows, &keys, &mut store, &bar);
-            bar.finish_and_clear();
-            let result = result?;
+            summary.device = ray.device();
             summary.notes.append(&mut ray.notes);
-            // What the workers ran on; with nothing new, what was asked for.
-            summary.device = if ray.devices.is_empty() {
-                match params.device {
-                    Device::Cpu => "cpu".into(),
-                    Device::Cuda => "cuda".into(),
-                    Device::Auto if params.gpus_per_task == 0.0 => "cpu".into(),
-                    Device::Auto => "auto".into(),
-                }
-            } else {
-                ray.devices.into_iter().collect::<Vec<_>>().join("+")
-            };
             result
         }
     };
+    // Cleared before an error is printed, too.
     bar.finish_and_clear();
+    let (mut features, used) = result?;
     let hidden = used.hidden;
     let provenance = provenance
         .with("hidden_size", hidden.to_string())
@@ -163,6 +146,33 @@ pub fn run(
         summary.session_seconds, params.pooling
     ));
     Ok(summary)
+}
+
+/// [`through_store::features`] on a session of this process (the local
+/// executor); the session's creation time, device and warnings go into
+/// `summary`.
+fn embed_here(
+    params: &EmbedParams,
+    model: &Path,
+    rows: &[EncodedRow],
+    keys: &[tables::feature_chunks::Key],
+    store: &mut FeatureStore,
+    bar: &ProgressBar,
+    summary: &mut EmbedSummary,
+) -> Result<(Vec<f32>, through_store::StoreUse)> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let started = Instant::now();
+    let (mut encoder, warnings) = Encoder::open(model, params.pooling, params.device, threads)?;
+    summary.session_seconds = started.elapsed().as_secs_f64();
+    summary.device = encoder.device.to_string();
+    summary.notes.extend(warnings);
+    let mut local = Local {
+        encoder: &mut encoder,
+        params,
+    };
+    through_store::features(&mut local, rows, keys, store, bar)
 }
 
 /// How many of the encoded splits' rows the feature store in `store_dir`

@@ -348,3 +348,26 @@ pub fn run_and_kill(p: &Project, args: &[&str], delay: std::time::Duration) -> b
     child.wait().unwrap();
     killed
 }
+
+/// `compare-features` between `a`'s and `b`'s embed results: the largest
+/// relative error it prints (NaN if it prints none, which fails any bound).
+pub fn largest_difference(a: &Project, b: &Project) -> f64 {
+    let run = a.cli(&[
+        "compare-features",
+        a.path("artifacts/embed").to_str().unwrap(),
+        b.path("artifacts/embed").to_str().unwrap(),
+    ]);
+    run.ok()
+        .stdout
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        .filter(|w| w.contains('e'))
+        .filter_map(|w| w.parse::<f64>().ok())
+        .fold(f64::NAN, f64::max)
+}
+
+/// How many chunks the feature store of `p` holds.
+pub fn committed_chunks(p: &Project) -> usize {
+    fs::read_dir(p.path("artifacts/.cache/embed/chunks"))
+        .map(|rd| rd.count())
+        .unwrap_or(0)
+}
