@@ -12,8 +12,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -67,9 +67,7 @@ impl Cluster {
             // Workers keep their copies of the program here: gone with the test.
             .env("TMPDIR", dir.path().join("tmp"))
             .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::create(dir.path().join("ray-start.log")).unwrap(),
-            )
+            .stderr(std::fs::File::create(dir.path().join("ray-start.log")).unwrap())
             .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", ray.display()));
@@ -102,7 +100,10 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(500));
         }
-        panic!("the Ray head at {} did not come up in 2 minutes", self.address);
+        panic!(
+            "the Ray head at {} did not come up in 2 minutes",
+            self.address
+        );
     }
 
     /// The environment of the cluster and of its clients.
@@ -242,8 +243,11 @@ fn a_chunk_out_of_retries_fails_the_stage_naming_its_rows_and_keeps_the_others()
     assert!(killed, "no Ray worker was seen running an embed task");
     assert_ne!(run.code, 0, "{}", run.stdout);
     assert!(
-        run.stderr.contains("1 of 4 Ray tasks failed after up to 0 retries")
-            && run.stderr.contains("the 3 chunks that finished are in the feature store"),
+        run.stderr
+            .contains("1 of 4 Ray tasks failed after up to 0 retries")
+            && run
+                .stderr
+                .contains("the 3 chunks that finished are in the feature store"),
         "{}",
         run.stderr
     );
@@ -257,7 +261,9 @@ fn a_chunk_out_of_retries_fails_the_stage_naming_its_rows_and_keeps_the_others()
         .unwrap_or_else(|| panic!("no failed rows named in:\n{}", run.stderr));
     assert_eq!(committed_chunks(&p), 3);
     assert!(
-        !p.artifact_entries().iter().any(|e| e.starts_with(".store/embed")),
+        !p.artifact_entries()
+            .iter()
+            .any(|e| e.starts_with(".store/embed")),
         "{:?}",
         p.artifact_entries()
     );
@@ -282,7 +288,8 @@ fn an_unreachable_cluster_is_a_clear_error_and_stores_nothing() {
     let run = p.cli(&["run-pipeline"]);
     assert_ne!(run.code, 0);
     assert!(
-        run.stderr.contains("cannot reach the Ray cluster at 127.0.0.1:")
+        run.stderr
+            .contains("cannot reach the Ray cluster at 127.0.0.1:")
             && run.stderr.contains("check embed.ray_address")
             && run.stderr.contains("Nothing was embedded"),
         "{}",
@@ -295,7 +302,9 @@ fn an_unreachable_cluster_is_a_clear_error_and_stores_nothing() {
     );
     assert_eq!(committed_chunks(&p), 0);
     assert!(
-        !p.artifact_entries().iter().any(|e| e.starts_with(".store/embed")),
+        !p.artifact_entries()
+            .iter()
+            .any(|e| e.starts_with(".store/embed")),
         "{:?}",
         p.artifact_entries()
     );
@@ -313,9 +322,7 @@ fn an_unreachable_cluster_is_a_clear_error_and_stores_nothing() {
 fn a_python_without_ray_is_told_how_to_install_it() {
     // The test oracles' Python has no Ray.
     let python = std::env::var("PIPELINE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let p = uci_project(&format!(
-        "executor = \"ray\"\nray_python = {python:?}\n"
-    ));
+    let p = uci_project(&format!("executor = \"ray\"\nray_python = {python:?}\n"));
     let run = p.cli(&["run-pipeline"]);
     assert_ne!(run.code, 0);
     assert!(
@@ -344,12 +351,26 @@ fn without_an_address_ray_starts_on_this_machine() {
     let had_token = home_token.exists();
     let run = p.cli(&["run-pipeline"]);
     run.ok();
-    assert!(run.stdout.contains("1 task of ≤4096 rows"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("1 task of ≤4096 rows"),
+        "{}",
+        run.stdout
+    );
     // Its token stayed in the run's environment: no file in $HOME that
     // would turn on authentication for later clusters of this machine.
-    assert!(had_token || !home_token.exists(), "{} was written", home_token.display());
+    assert!(
+        had_token || !home_token.exists(),
+        "{} was written",
+        home_token.display()
+    );
     // The next run takes everything from the store and starts no Ray.
-    let local = p.cli(&["run-pipeline", "--force", "embed", "--set", "embed.executor=local"]);
+    let local = p.cli(&[
+        "run-pipeline",
+        "--force",
+        "embed",
+        "--set",
+        "embed.executor=local",
+    ]);
     assert!(
         local.ok().stdout.contains("0 embedded now"),
         "{}",

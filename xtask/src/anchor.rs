@@ -103,9 +103,13 @@ pub fn python() -> Result<PathBuf> {
 
 /// Runs the anchor on `csv` with `threads` threads (`int8`: dynamic int8).
 pub fn run(python: &Path, csv: &Path, threads: usize, int8: bool) -> Result<Anchor> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/torch_cpu_anchor.py");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/torch_cpu_anchor.py");
     if !script.is_file() {
-        bail!("{} is missing: the anchor needs ../shared beside the checkout", script.display());
+        bail!(
+            "{} is missing: the anchor needs ../shared beside the checkout",
+            script.display()
+        );
     }
     let mut cmd = Command::new(python);
     cmd.arg(&script)
@@ -127,7 +131,10 @@ pub fn run(python: &Path, csv: &Path, threads: usize, int8: bool) -> Result<Anch
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
     let [embed, head] = &lines[..] else {
-        bail!("the PyTorch anchor printed {} JSON lines, not 2", lines.len());
+        bail!(
+            "the PyTorch anchor printed {} JSON lines, not 2",
+            lines.len()
+        );
     };
     let number = |v: &serde_json::Value, key: &str| {
         v[key]

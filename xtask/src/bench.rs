@@ -95,7 +95,10 @@ pub fn executors(csv: Option<&Path>, overrides: &[String], ray_python: &Path) ->
         vec![
             ("local executor".into(), vec![]),
             (format!("ray, {chunk_rows}-row tasks"), ray(chunk_rows)),
-            (format!("ray, {}-row tasks", chunk_rows / 4), ray(chunk_rows / 4)),
+            (
+                format!("ray, {}-row tasks", chunk_rows / 4),
+                ray(chunk_rows / 4),
+            ),
         ],
     )?;
     let tasks = |run: &EmbedRun, task_rows: usize| (run.rows.div_ceil(task_rows), run.seconds);
@@ -143,10 +146,14 @@ pub fn precisions(csv: Option<&Path>, overrides: &[String], anchor: bool) -> Res
         .arg(fp32.dir.join("embed"))
         .output()?;
     print!("{}", String::from_utf8_lossy(&out.stdout));
-    let held_out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/uci_amazon_yelp.csv");
+    let held_out =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/uci_amazon_yelp.csv");
     println!("\nthe rest of the pipeline on each (head with the default settings):");
     for run in &runs {
-        let dir = run.dir.to_str().context("a work folder that is not UTF-8")?;
+        let dir = run
+            .dir
+            .to_str()
+            .context("a work folder that is not UTF-8")?;
         time_cli(&config, &["run-pipeline", "--artifacts", dir], &run.sets)?;
         let metrics: serde_json::Value =
             serde_json::from_slice(&std::fs::read(run.dir.join("report/metrics.json"))?)?;
@@ -263,8 +270,14 @@ fn embed_variants(
     let mut sets: Vec<String> = overrides.to_vec();
     sets.push("embed.device=\"cpu\"".into());
     let upstream = work.join("upstream");
-    let upstream = upstream.to_str().context("a work folder that is not UTF-8")?;
-    time_cli(config, &["run-pipeline", "--until", "encode", "--artifacts", upstream], &sets)?;
+    let upstream = upstream
+        .to_str()
+        .context("a work folder that is not UTF-8")?;
+    time_cli(
+        config,
+        &["run-pipeline", "--until", "encode", "--artifacts", upstream],
+        &sets,
+    )?;
     println!("\nembed stage, empty feature store (the stage's own seconds, from pipeline.lock)");
     let mut runs: Vec<EmbedRun> = Vec::new();
     for (name, extra) in variants {
@@ -273,7 +286,11 @@ fn embed_variants(
         let dir_arg = dir.to_str().context("a work folder that is not UTF-8")?;
         let mut all = sets.clone();
         all.extend(extra);
-        time_cli(config, &["run-pipeline", "--until", "embed", "--artifacts", dir_arg], &all)?;
+        time_cli(
+            config,
+            &["run-pipeline", "--until", "embed", "--artifacts", dir_arg],
+            &all,
+        )?;
         let entry = LockFile::load(&dir.join("pipeline.lock"))?.stages["embed"].clone();
         let rows: usize = entry
             .notes

@@ -107,8 +107,7 @@ fn run_task(global: &Global, task: &Task) -> Result<ExitCode> {
             .map(|()| ExitCode::SUCCESS),
         Task::Bench { csv, ray: true, .. } => {
             let python = setup_ray::ensure()?;
-            bench::executors(csv.as_deref(), &global.overrides, &python)
-                .map(|()| ExitCode::SUCCESS)
+            bench::executors(csv.as_deref(), &global.overrides, &python).map(|()| ExitCode::SUCCESS)
         }
         Task::GpuBundle => gpu_bundle::run_bundle().map(|()| ExitCode::SUCCESS),
         Task::SetupRay => setup_ray::run().map(|()| ExitCode::SUCCESS),

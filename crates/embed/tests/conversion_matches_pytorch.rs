@@ -364,7 +364,8 @@ fn int8_graph_runs_and_stays_near_pytorch_fp32() {
     for ops in [model::Ops::Fused, model::Ops::Standard] {
         let out = tempfile::tempdir().unwrap();
         let onnx = out.path().join("model.onnx");
-        let (bytes, _) = model::convert_with(&config, weights, ops, model::Precision::Int8).unwrap();
+        let (bytes, _) =
+            model::convert_with(&config, weights, ops, model::Precision::Int8).unwrap();
         let (fp32, _) = model::convert(&config, weights, ops).unwrap();
         assert!(
             (bytes.len() as f64) < 0.7 * fp32.len() as f64,

@@ -207,7 +207,12 @@ pub fn execute(global: &Global, command: &Command) -> Result<ExitCode> {
         // A worker's task: no pipeline file, no artifacts folder.
         let spec: embed::chunk_task::TaskSpec =
             serde_json::from_str(spec).context("embed-chunk --spec")?;
-        embed::chunk_task::run(model, &spec, std::io::stdin().lock(), std::io::stdout().lock())?;
+        embed::chunk_task::run(
+            model,
+            &spec,
+            std::io::stdin().lock(),
+            std::io::stdout().lock(),
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     let ctx = context(global)?;
@@ -289,7 +294,9 @@ pub fn execute(global: &Global, command: &Command) -> Result<ExitCode> {
                 attention: *attention,
             },
         )?,
-        Command::CompareFeatures { .. } | Command::EmbedChunk { .. } => unreachable!("handled above"),
+        Command::CompareFeatures { .. } | Command::EmbedChunk { .. } => {
+            unreachable!("handled above")
+        }
         Command::Evaluate { csv, out } => {
             let (metrics, text, used) = crate::evaluate::evaluate(
                 &pipeline(ModelFetch::LocalOnly)?,
