@@ -6,7 +6,9 @@ use std::fs;
 
 use common::{Background, Project, shared_data};
 
-const STAGES: [&str; 6] = ["ingest", "model", "encode", "embed", "head", "report"];
+const STAGES: [&str; 7] = [
+    "ingest", "model", "encode", "embed", "head", "report", "export",
+];
 
 fn uci_project() -> Project {
     let p = Project::empty();
@@ -82,7 +84,7 @@ fn first_run_runs_all_second_none_change_reruns_revert_restores() {
 
     let reverted = p.cli(&["run-pipeline"]);
     reverted.ok();
-    for stage in ["ingest", "encode", "embed", "head", "report"] {
+    for stage in ["ingest", "encode", "embed", "head", "report", "export"] {
         assert_eq!(
             reverted.outcome(stage),
             "restored",
@@ -217,13 +219,19 @@ fn each_parameter_reruns_exactly_its_downstream() {
     let p = uci_project();
     p.cli(&["run-pipeline"]).ok();
     let cases: [(&str, &[&str]); 4] = [
-        ("encode.max_len=12", &["encode", "embed", "head", "report"]),
-        ("embed.pooling=\"mean\"", &["embed", "head", "report"]),
+        (
+            "encode.max_len=12",
+            &["encode", "embed", "head", "report", "export"],
+        ),
+        (
+            "embed.pooling=\"mean\"",
+            &["embed", "head", "report", "export"],
+        ),
         (
             "model.ops=\"standard\"",
-            &["model", "embed", "head", "report"],
+            &["model", "embed", "head", "report", "export"],
         ),
-        ("head.epochs=2", &["head", "report"]),
+        ("head.epochs=2", &["head", "report", "export"]),
     ];
     for (set, rerun) in cases {
         p.cli(&["run-pipeline"]).ok(); // back to the baseline

@@ -22,15 +22,18 @@ use std::time::{Duration, Instant};
 use common::{Project, Run, untimed_digests};
 use runner::manifest::LockFile;
 
-const STAGES: [&str; 6] = ["ingest", "model", "encode", "embed", "head", "report"];
+const STAGES: [&str; 7] = [
+    "ingest", "model", "encode", "embed", "head", "report", "export",
+];
 /// What each stage reads from (the runs that prepare a targeted kill).
-const UPSTREAM: [(&str, &[&str]); 6] = [
+const UPSTREAM: [(&str, &[&str]); 7] = [
     ("ingest", &[]),
     ("model", &[]),
     ("encode", &["ingest", "model"]),
     ("embed", &["encode"]),
     ("head", &["embed"]),
     ("report", &["head"]),
+    ("export", &["report"]),
 ];
 /// Cold-run kills that must land inside each stage (its scratch exists).
 const KILLS_PER_STAGE: usize = 3;
@@ -317,7 +320,7 @@ fn sigkill_while_new_keys_are_committed_then_rerun_recomputes_what_was_interrupt
         let delay = Duration::from_secs_f64(span * delays.next_fraction());
         let before = snapshot(&dir);
         run_and_kill(&p, &dir, &["run-pipeline", "--set", CHANGED], delay);
-        let changed = ["ingest", "encode", "embed", "head", "report"];
+        let changed = ["ingest", "encode", "embed", "head", "report", "export"];
         let expected = expected_outcomes(&before, &snapshot(&dir), &changed);
         changed_landings.record(&dir, &expected);
         let what = format!("--set {CHANGED} killed after {delay:?}");

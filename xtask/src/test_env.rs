@@ -20,6 +20,8 @@ const PY_REQUIREMENTS: &[&str] = &[
     "numpy==2.4.6",
     "tokenizers==0.23.3",
     "safetensors==0.8.0",
+    // The Python client of the exported classifier (tests/e2e/export.rs).
+    "onnxruntime==1.32.0",
     // What they depend on.
     "scipy==1.17.1",
     "joblib==1.6.0",
@@ -41,6 +43,8 @@ const PY_REQUIREMENTS: &[&str] = &[
     "tqdm==4.70.1",
     "truststore==0.10.5",
     "typing_extensions==4.16.0",
+    "protobuf==7.36.2",
+    "flatbuffers==25.12.19",
 ];
 
 pub fn run_tests(extra: &[String]) -> Result<ExitCode> {

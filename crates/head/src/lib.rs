@@ -4,11 +4,12 @@
 //! seeded shuffling; the weights of the best validation loss are kept.
 
 mod clip;
+mod fused_adamw;
 mod model;
 mod train;
 
 pub use burn::prelude::Device;
-pub use model::{Head, HeadShape};
+pub use model::{Head, HeadShape, HeadWeights};
 pub use train::{Backend, HeadParams, TrainSummary, class_weights, train};
 
 pub const OUTPUTS: [&str; 3] = [

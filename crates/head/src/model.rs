@@ -97,47 +97,23 @@ impl Head {
 
     /// Reads a file written by [`Head::save`]; dropout is off (inference).
     pub fn load(path: &Path, device: &Device) -> Result<(Head, HeadShape)> {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)?;
-        let shape: HeadShape = serde_json::from_str(
-            meta.metadata()
-                .as_ref()
-                .and_then(|m| m.get("shape"))
-                .context("head weights without shape metadata")?,
-        )?;
-        let st = safetensors::SafeTensors::deserialize(&bytes)?;
-        let tensor = |name: &str, dims: Vec<usize>| -> Result<TensorData> {
-            let view = st.tensor(name)?;
-            anyhow::ensure!(
-                view.shape() == dims.as_slice(),
-                "{}: {name} has shape {:?}, expected {dims:?}",
-                path.display(),
-                view.shape()
-            );
-            let values: Vec<f32> = view
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            Ok(TensorData::new(values, dims))
-        };
+        let w = HeadWeights::read(path)?;
+        let shape = w.shape;
         use burn::module::Param;
+        let data = TensorData::new;
         let mut head = Head::new(shape, 0.0, device);
-        head.fc1.weight = Param::from_data(
-            tensor("fc1.weight", vec![shape.input, shape.hidden])?,
-            device,
-        );
+        head.fc1.weight =
+            Param::from_data(data(w.fc1_weight, vec![shape.input, shape.hidden]), device);
         head.fc1.bias = Some(Param::from_data(
-            tensor("fc1.bias", vec![shape.hidden])?,
+            data(w.fc1_bias, vec![shape.hidden]),
             device,
         ));
         head.fc2.weight = Param::from_data(
-            tensor("fc2.weight", vec![shape.hidden, shape.classes])?,
+            data(w.fc2_weight, vec![shape.hidden, shape.classes]),
             device,
         );
         head.fc2.bias = Some(Param::from_data(
-            tensor("fc2.bias", vec![shape.classes])?,
+            data(w.fc2_bias, vec![shape.classes]),
             device,
         ));
         Ok((head, shape))
@@ -157,5 +133,56 @@ impl Head {
             .into_data()
             .try_to_vec::<f32>()
             .map_err(|e| anyhow::anyhow!("{e:?}"))
+    }
+}
+
+/// The four tensors of a file written by [`Head::save`], as plain row-major
+/// vectors (`fc1_weight` is [input × hidden]): for readers without burn.
+pub struct HeadWeights {
+    pub shape: HeadShape,
+    pub fc1_weight: Vec<f32>,
+    pub fc1_bias: Vec<f32>,
+    pub fc2_weight: Vec<f32>,
+    pub fc2_bias: Vec<f32>,
+}
+
+impl HeadWeights {
+    pub fn read(path: &Path) -> Result<HeadWeights> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+            .with_context(|| format!("{} is not a safetensors file", path.display()))?;
+        let shape: HeadShape = serde_json::from_str(
+            meta.metadata()
+                .as_ref()
+                .and_then(|m| m.get("shape"))
+                .with_context(|| {
+                    format!("{}: head weights without shape metadata", path.display())
+                })?,
+        )?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)?;
+        let tensor = |name: &str, dims: &[usize]| -> Result<Vec<f32>> {
+            let view = st
+                .tensor(name)
+                .with_context(|| format!("{}: no {name}", path.display()))?;
+            anyhow::ensure!(
+                view.shape() == dims,
+                "{}: {name} has shape {:?}, expected {dims:?}",
+                path.display(),
+                view.shape()
+            );
+            Ok(view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect())
+        };
+        Ok(HeadWeights {
+            fc1_weight: tensor("fc1.weight", &[shape.input, shape.hidden])?,
+            fc1_bias: tensor("fc1.bias", &[shape.hidden])?,
+            fc2_weight: tensor("fc2.weight", &[shape.hidden, shape.classes])?,
+            fc2_bias: tensor("fc2.bias", &[shape.classes])?,
+            shape,
+        })
     }
 }

@@ -4,13 +4,14 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use tables::features::FeatureTable;
 
+use crate::fused_adamw::{self, FusedAdamW};
 use crate::model::{Head, HeadShape};
 
 /// `[head]` in pipeline.toml.
@@ -177,11 +178,7 @@ pub fn train(
     let val_loss_fn = CrossEntropyLossConfig::new()
         .with_weights(Some(weights.clone()))
         .init(&base);
-    // Clipping is done here, by the global norm (see clip.rs), not by
-    // burn's per-tensor GradientClippingConfig::Norm.
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(params.weight_decay as f32)
-        .init();
+    let mut optim = Step::new(params);
     let mut rng = rand::rngs::StdRng::seed_from_u64(params.seed);
     let mut order: Vec<usize> = (0..train.labels.len()).collect();
     // The whole training split goes to the device once; each step selects
@@ -210,8 +207,7 @@ pub fn train(
                 None => step_loss,
             });
             batches += 1;
-            let mut grads = GradientsParams::from_grads(loss.backward(), &head);
-            crate::clip::clip_global_norm(&head, &mut grads, params.clip_grad_norm as f32);
+            let grads = GradientsParams::from_grads(loss.backward(), &head);
             head = optim.step(params.learning_rate, head, grads);
             progress.inc(1);
         }
@@ -237,6 +233,46 @@ pub fn train(
         head: best_head,
         shape,
     })
+}
+
+/// AdamW after clipping by the global norm: fused on the host for the CPU
+/// backend (fused_adamw.rs says why), burn's own on a GPU backend, where the
+/// weights stay on the device. Clipping is by the global norm (clip.rs), not
+/// by burn's per-tensor `GradientClippingConfig::Norm`.
+enum Step {
+    Fused(FusedAdamW),
+    Burn {
+        optim: ModuleOptimizer,
+        max_norm: f32,
+    },
+}
+
+impl Step {
+    fn new(params: &HeadParams) -> Step {
+        let (decay, max_norm) = (params.weight_decay as f32, params.clip_grad_norm as f32);
+        match params.backend {
+            Backend::Cpu => Step::Fused(FusedAdamW::new(decay, max_norm)),
+            Backend::Wgpu => Step::Burn {
+                optim: AdamWConfig::new()
+                    .with_beta_1(fused_adamw::BETA_1)
+                    .with_beta_2(fused_adamw::BETA_2)
+                    .with_epsilon(fused_adamw::EPSILON)
+                    .with_weight_decay(decay)
+                    .init(),
+                max_norm,
+            },
+        }
+    }
+
+    fn step(&mut self, lr: f64, head: Head, mut grads: GradientsParams) -> Head {
+        match self {
+            Step::Fused(optim) => optim.step(lr, head, grads),
+            Step::Burn { optim, max_norm } => {
+                crate::clip::clip_global_norm(&head, &mut grads, *max_norm);
+                optim.step(lr, head, grads)
+            }
+        }
+    }
 }
 
 /// (class-weighted NLL, accuracy, probabilities) over a whole split: the

@@ -65,8 +65,17 @@ pub fn build_pipeline(loaded: &Loaded, fetch: ModelFetch) -> Result<Pipeline> {
     if let Some(Value::Object(model)) = shown.get_mut("model") {
         model.insert("source".into(), Value::String(config.model.source.clone()));
     }
+    let run_params = Value::Object(shown);
     stages.push(Box::new(ReportStage {
-        run_params: Value::Object(shown),
+        run_params: run_params.clone(),
+    }));
+    stages.push(Box::new(ExportStage {
+        pool: match config.embed.pooling {
+            embed::Pooling::Mean => export::Pool::Mean,
+            embed::Pooling::Cls => export::Pool::Cls,
+            embed::Pooling::Pooler => export::Pool::Pooler,
+        },
+        run_params,
     }));
     Pipeline::new(stages)
 }
@@ -294,7 +303,9 @@ impl Stage for HeadStage {
     fn version(&self) -> u32 {
         // 2: gradient clipping by the global norm (was burn's per-tensor norm)
         // 3: training split resident on the device, train loss summed there
-        3
+        // 4: AdamW and clipping fused on the host (CPU backend): same arithmetic,
+        //    other rounding, so a result of 3 is not what this code writes
+        4
     }
     fn params(&self) -> Value {
         key_params(&self.params, &[])
@@ -370,19 +381,7 @@ impl Stage for ReportStage {
             tables::training::read_history(ctx.input("head/history.parquet"))?;
         let lengths =
             tables::encoded::read_histogram(ctx.input("encode/length_histogram.parquet"))?;
-        let mut flat = std::collections::BTreeMap::new();
-        if let Value::Object(stages) = &self.run_params {
-            for (stage, params) in stages {
-                runner::key::flatten(stage, params, &mut flat);
-            }
-        }
-        let shown: Vec<(String, String)> = flat
-            .into_iter()
-            .map(|(k, v)| match v {
-                Value::String(s) => (k, s),
-                other => (k, other.to_string()),
-            })
-            .collect();
+        let shown = flat_params(&self.run_params);
         let text = report::run(
             &report::ReportInputs {
                 labels: &labels,
@@ -399,6 +398,105 @@ impl Stage for ReportStage {
             "test split classification report:\n{}",
             text.trim_end()
         ));
+        Ok(())
+    }
+}
+
+/// `stage.key` = value of every stage's parameters, sorted.
+fn flat_params(run_params: &Value) -> Vec<(String, String)> {
+    let mut flat = std::collections::BTreeMap::new();
+    if let Value::Object(stages) = run_params {
+        for (stage, params) in stages {
+            runner::key::flatten(stage, params, &mut flat);
+        }
+    }
+    flat.into_iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => (k, s),
+            other => (k, other.to_string()),
+        })
+        .collect()
+}
+
+/// The trained classifier as one deployable folder (export crate), checked
+/// against the head's test predictions before it is kept.
+struct ExportStage {
+    /// embed.pooling (also among `run_params`, which key the stage).
+    pool: export::Pool,
+    /// `{stage: params}` of every stage but report and export, for the model card.
+    run_params: Value,
+}
+
+impl Stage for ExportStage {
+    fn name(&self) -> &str {
+        "export"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn params(&self) -> Value {
+        self.run_params.clone()
+    }
+    fn inputs(&self) -> Vec<Input> {
+        vec![
+            Input::stage("model", "model.onnx"),
+            Input::stage("model", "tokenizer.json"),
+            // max_len (metadata) and the encode key.
+            Input::stage("encode", "train.parquet"),
+            Input::stage("head", "head.safetensors"),
+            Input::stage("head", "test_predictions.parquet"),
+            // The test split's text, and the class names (metadata).
+            Input::stage("ingest", "test.parquet"),
+            Input::stage("report", "classification_report.txt"),
+        ]
+    }
+    fn outputs(&self) -> Vec<String> {
+        names(&export::OUTPUTS)
+    }
+    fn run(&self, ctx: &mut RunContext) -> Result<()> {
+        let encoded = ctx.input("encode/train.parquet");
+        let max_len: usize = tables::metadata_value(encoded, "max_len")?
+            .parse()
+            .with_context(|| format!("{}: max_len metadata", encoded.display()))?;
+        let classes = split_classes(ctx.input("ingest/test.parquet"))?;
+        let report_path = ctx.input("report/classification_report.txt");
+        let classification_report = std::fs::read_to_string(report_path)
+            .with_context(|| format!("cannot read {}", report_path.display()))?;
+        // Each Parquet result records the key of the stage that wrote it.
+        let mut keys = Vec::new();
+        for (stage, file) in [
+            ("ingest", "ingest/test.parquet"),
+            ("encode", "encode/train.parquet"),
+            ("head", "head/test_predictions.parquet"),
+        ] {
+            keys.push((
+                stage.to_string(),
+                tables::metadata_value(ctx.input(file), "stage_key")?,
+            ));
+        }
+        keys.push((
+            "model graph (blake3 of model.onnx)".to_string(),
+            ctx.input_digest("model/model.onnx").to_string(),
+        ));
+        keys.push(("export".to_string(), ctx.key().to_string()));
+        let params = flat_params(&self.run_params);
+        let inputs = export::ExportInputs {
+            model: ctx.input("model/model.onnx"),
+            tokenizer: ctx.input("model/tokenizer.json"),
+            max_len,
+            pool: self.pool,
+            head: ctx.input("head/head.safetensors"),
+            classes: &classes,
+            test_split: ctx.input("ingest/test.parquet"),
+            test_predictions: ctx.input("head/test_predictions.parquet"),
+            card: export::CardFacts {
+                params: &params,
+                classification_report: &classification_report,
+                keys,
+            },
+        };
+        let notes = export::run(&inputs, ctx.out_dir())?;
+        notes.into_iter().for_each(|n| ctx.note(n));
         Ok(())
     }
 }

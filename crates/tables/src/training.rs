@@ -135,6 +135,51 @@ pub fn read_predictions(path: &Path) -> Result<(Vec<i64>, Vec<i64>)> {
     Ok((labels, preds))
 }
 
+/// Every column of a test_predictions file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Predictions {
+    pub row_ids: Vec<i64>,
+    pub labels: Vec<i64>,
+    pub preds: Vec<i64>,
+    /// Row-major [rows × classes].
+    pub probabilities: Vec<f32>,
+    pub classes: usize,
+}
+
+/// A test_predictions file whole, probabilities included.
+pub fn read_prediction_rows(path: &Path) -> Result<Predictions> {
+    let (batches, schema) = crate::io::read_batches(path)?;
+    let classes = crate::io::fixed_list_width(&schema, "probabilities", path, "a head output")?;
+    let mut out = Predictions {
+        row_ids: Vec::new(),
+        labels: Vec::new(),
+        preds: Vec::new(),
+        probabilities: Vec::new(),
+        classes,
+    };
+    for batch in batches {
+        let col = |name: &str| -> Result<Int64Array> {
+            let c = batch
+                .column_by_name(name)
+                .ok_or_else(|| anyhow::anyhow!("{}: no {name} column", path.display()))?;
+            crate::io::typed(c, name)
+        };
+        out.row_ids.extend(col("row_id")?.values().iter());
+        out.labels.extend(col("label")?.values().iter());
+        out.preds.extend(col("pred")?.values().iter());
+        let probabilities = batch
+            .column_by_name("probabilities")
+            .ok_or_else(|| anyhow::anyhow!("{}: no probabilities column", path.display()))?;
+        crate::io::extend_f32_rows(
+            &mut out.probabilities,
+            probabilities,
+            classes,
+            "probabilities",
+        )?;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +212,20 @@ mod tests {
             err.contains("history.parquet") && err.contains("best_epoch"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn predictions_round_trip_with_probabilities() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("test_predictions.parquet");
+        let probabilities = [0.25, 0.75, 0.9, 0.1, 0.5, 0.5];
+        let prov = Provenance::stage("k", "{}");
+        write_predictions(&path, &[7, 3, 9], &[1, 0, 1], &probabilities, 2, &prov).unwrap();
+        let read = read_prediction_rows(&path).unwrap();
+        assert_eq!(read.row_ids, [7, 3, 9]);
+        assert_eq!(read.labels, [1, 0, 1]);
+        assert_eq!(read.preds, [1, 0, 0]);
+        assert_eq!(read.probabilities, probabilities);
+        assert_eq!(read.classes, 2);
     }
 }

@@ -88,6 +88,9 @@ pub struct Builder {
     /// Constants by type, shape and bytes: each is one initializer however
     /// many nodes read it.
     constants: HashMap<(i32, Vec<usize>, Vec<u8>), String>,
+    /// Put before every generated name: nodes appended to another graph
+    /// (classifier.rs) must not reuse its names.
+    prefix: &'static str,
 }
 
 impl Builder {
@@ -99,13 +102,32 @@ impl Builder {
             precision,
             standard_only,
             constants: HashMap::new(),
+            prefix: "",
         }
+    }
+
+    /// A builder whose generated names all start with `prefix`.
+    pub fn with_prefix(precision: Precision, standard_only: bool, prefix: &'static str) -> Builder {
+        Builder {
+            prefix,
+            ..Builder::new(precision, standard_only)
+        }
+    }
+
+    /// A node of the standard domain whose output is `out`.
+    pub fn op_named(&mut self, op: &str, inputs: &[&str], out: &str) -> String {
+        self.op_into(op, inputs, vec![], out)
+    }
+
+    /// The nodes and initializers written so far (to append to a graph).
+    pub fn into_parts(self) -> (Vec<NodeProto>, Vec<TensorProto>) {
+        (self.nodes, self.initializers)
     }
 
     /// A node of the standard domain; returns its (fresh) output name.
     pub fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
         self.counter += 1;
-        let out = format!("{}_{}", op.to_lowercase(), self.counter);
+        let out = format!("{}{}_{}", self.prefix, op.to_lowercase(), self.counter);
         self.op_into(op, inputs, attrs, &out)
     }
 
@@ -113,7 +135,7 @@ impl Builder {
     pub fn op_outputs(&mut self, op: &str, inputs: &[&str], n: usize) -> Vec<String> {
         self.counter += 1;
         let outputs: Vec<String> = (0..n)
-            .map(|i| format!("{}_{}_{i}", op.to_lowercase(), self.counter))
+            .map(|i| format!("{}{}_{}_{i}", self.prefix, op.to_lowercase(), self.counter))
             .collect();
         self.op_into(op, inputs, vec![], &outputs[0]);
         self.nodes.last_mut().unwrap().output = outputs.clone();
@@ -137,7 +159,7 @@ impl Builder {
         self.nodes.push(NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
             output: vec![out.to_string()],
-            name: format!("{op}_{}", self.nodes.len()),
+            name: format!("{}{op}_{}", self.prefix, self.nodes.len()),
             op_type: op.into(),
             attribute: attrs,
             domain: String::new(),
@@ -173,7 +195,7 @@ impl Builder {
         if let Some(name) = self.constants.get(&id) {
             return name.clone();
         }
-        let name = format!("const_{}", self.constants.len());
+        let name = format!("{}const_{}", self.prefix, self.constants.len());
         self.initializer(&name, dims, data_type, id.2.clone());
         self.constants.insert(id, name.clone());
         name

@@ -11,6 +11,7 @@
 
 mod bert;
 mod builder;
+pub mod classifier;
 mod weights;
 
 use std::path::Path;

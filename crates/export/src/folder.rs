@@ -1,0 +1,136 @@
+//! An exported folder opened for scoring: text in, class probabilities out,
+//! from the folder's files alone (`classifier.onnx`, `tokenizer.json`,
+//! `labels.json`). What the export stage's parity check and the HTTP
+//! server both run, so the check proves what is served.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::Tensor;
+use tokenizers::Tokenizer;
+
+/// Padded tokens per ONNX Runtime call and rows per call when scoring many
+/// texts (the embed stage's CPU defaults: `embed::batching`).
+pub const BATCH_TOKENS: usize = 4096;
+pub const MAX_BATCH_ROWS: usize = 256;
+
+pub struct Classifier {
+    session: Session,
+    tokenizer: Tokenizer,
+    pub labels: Vec<String>,
+}
+
+/// One text's token ids as the exported tokenizer makes them (truncated to
+/// the pipeline's `max_len`, special tokens included, unpadded).
+pub type Ids = Vec<i64>;
+
+impl Classifier {
+    /// Opens `dir` (an export stage's output) with `threads` ONNX Runtime threads.
+    pub fn open(dir: &Path, threads: usize) -> Result<Classifier> {
+        let tokenizer = Tokenizer::from_file(dir.join(crate::TOKENIZER))
+            .map_err(|e| anyhow!("{}: {e}", dir.join(crate::TOKENIZER).display()))?;
+        let labels: Vec<String> = serde_json::from_slice(
+            &std::fs::read(dir.join(crate::LABELS))
+                .with_context(|| format!("cannot read {}", dir.join(crate::LABELS).display()))?,
+        )
+        .map(|labels: crate::Labels| labels.into_names())
+        .with_context(|| format!("{} is not a labels file", dir.join(crate::LABELS).display()))?;
+        let env = embed::ortlib::environment(false)?;
+        let err = |e: ort::Error| anyhow!("{e}");
+        let model = dir.join(crate::CLASSIFIER);
+        let session = Session::builder(env)
+            .map_err(err)?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(|e| anyhow!("{e}"))?
+            .with_intra_threads(threads.max(1))
+            .map_err(|e| anyhow!("{e}"))?
+            .commit_from_file(&model)
+            .map_err(|e| anyhow!("{}: ONNX Runtime cannot load it: {e}", model.display()))?;
+        Ok(Classifier {
+            session,
+            tokenizer,
+            labels,
+        })
+    }
+
+    /// Token ids of each text (the tokenizer's own truncation; no padding).
+    pub fn tokenize(&self, texts: &[String]) -> Result<Vec<Ids>> {
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| anyhow!("tokenizer: {e}"))?;
+        Ok(encodings
+            .iter()
+            .map(|e| {
+                // The saved padding setting pads a batch to its longest text;
+                // batches are formed here instead, so only real tokens count.
+                let real = e.get_attention_mask().iter().filter(|&&m| m != 0).count();
+                e.get_ids()[..real].iter().map(|&i| i as i64).collect()
+            })
+            .collect())
+    }
+
+    /// Probabilities [rows × classes] for the rows of `ids`, run together as
+    /// one padded batch.
+    pub fn score_batch(&mut self, ids: &[&Ids]) -> Result<Vec<f32>> {
+        let rows = ids.len();
+        if rows == 0 {
+            return Ok(Vec::new());
+        }
+        let seq = ids.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
+        let mut input = vec![self.pad_id(); rows * seq];
+        let mut mask = vec![0i64; rows * seq];
+        for (r, row) in ids.iter().enumerate() {
+            input[r * seq..r * seq + row.len()].copy_from_slice(row);
+            mask[r * seq..r * seq + row.len()].fill(1);
+        }
+        let inputs = ort::inputs![
+            "input_ids" => Tensor::from_array(([rows, seq], input))?,
+            "attention_mask" => Tensor::from_array(([rows, seq], mask))?,
+        ];
+        let outputs = self.session.run(inputs)?;
+        let probabilities = outputs[model::convert::classifier::OUTPUT]
+            .try_extract_tensor::<f32>()?
+            .1
+            .to_vec();
+        if probabilities.len() != rows * self.labels.len() {
+            bail!(
+                "the classifier gave {} probabilities for {rows} rows of {} classes",
+                probabilities.len(),
+                self.labels.len()
+            );
+        }
+        Ok(probabilities)
+    }
+
+    /// Probabilities [rows × classes] of many texts, in their order: sorted
+    /// by length into batches of at most [`BATCH_TOKENS`] padded tokens.
+    pub fn score(&mut self, texts: &[String]) -> Result<Vec<f32>> {
+        let ids = self.tokenize(texts)?;
+        let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
+        let k = self.labels.len();
+        let mut out = vec![0f32; texts.len() * k];
+        for batch in embed::batching::plan(&lengths, BATCH_TOKENS, MAX_BATCH_ROWS) {
+            let rows: Vec<&Ids> = batch.iter().map(|&i| &ids[i]).collect();
+            let probabilities = self.score_batch(&rows)?;
+            for (j, &i) in batch.iter().enumerate() {
+                out[i * k..(i + 1) * k].copy_from_slice(&probabilities[j * k..(j + 1) * k]);
+            }
+        }
+        Ok(out)
+    }
+
+    fn pad_id(&self) -> i64 {
+        self.tokenizer.get_padding().map_or(0, |p| p.pad_id as i64)
+    }
+}
+
+/// The most probable class of each row of `probabilities` [rows × k].
+pub fn argmax(probabilities: &[f32], k: usize) -> Vec<usize> {
+    probabilities
+        .chunks(k)
+        .map(|p| (0..k).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(0))
+        .collect()
+}

@@ -1,0 +1,198 @@
+//! export: the trained classifier as one folder that is enough to serve.
+//!
+//! - `classifier.onnx`: the model stage's encoder graph, pooling, the
+//!   trained MLP and a softmax (`model::convert::classifier`); inputs
+//!   `input_ids`, `attention_mask`, output `probabilities`.
+//! - `tokenizer.json`: the model's tokenizer with truncation to the
+//!   pipeline's `max_len` and batch padding set inside it.
+//! - `labels.json`: class id → name.
+//! - `model_card.md`: data, split, every stage's parameters, test metrics,
+//!   the keys of the results it was built from.
+//!
+//! Before anything is kept, the test split is scored again from these files
+//! alone (tokenized from its text, [`folder::Classifier`]) and must give the
+//! head stage's predictions: every argmax equal, every probability within
+//! [`TOLERANCE`], or the stage fails naming the rows.
+
+mod card;
+pub mod folder;
+mod tokenizer;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail, ensure};
+use serde::{Deserialize, Serialize};
+
+pub use card::CardFacts;
+pub use folder::Classifier;
+pub use model::convert::classifier::Pool;
+
+pub const CLASSIFIER: &str = "classifier.onnx";
+pub const TOKENIZER: &str = "tokenizer.json";
+pub const LABELS: &str = "labels.json";
+pub const CARD: &str = "model_card.md";
+pub const OUTPUTS: [&str; 4] = [CLASSIFIER, TOKENIZER, LABELS, CARD];
+
+/// Largest difference allowed between a probability scored from the
+/// exported files and the head stage's. The two paths differ only in float
+/// summation order (pooling in the graph against in Rust, the MLP in ONNX
+/// Runtime against burn): measured differences are ~1e-7.
+pub const TOLERANCE: f32 = 1e-4;
+
+/// `labels.json`: class id → name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Labels(pub BTreeMap<usize, String>);
+
+impl Labels {
+    pub fn new(names: &[String]) -> Labels {
+        Labels(names.iter().cloned().enumerate().collect())
+    }
+
+    /// Names by class id; fails unless the ids are exactly 0..K-1.
+    pub fn into_names(self) -> Vec<String> {
+        self.0.into_values().collect()
+    }
+
+    fn check(&self) -> Result<()> {
+        ensure!(
+            self.0.keys().copied().eq(0..self.0.len()),
+            "class ids are not 0..{}",
+            self.0.len().saturating_sub(1)
+        );
+        Ok(())
+    }
+}
+
+/// What the export is made from (paths of the upstream results).
+pub struct ExportInputs<'a> {
+    pub model: &'a Path,
+    pub tokenizer: &'a Path,
+    /// Tokens per sentence the pipeline trained with (encode's metadata).
+    pub max_len: usize,
+    pub pool: Pool,
+    pub head: &'a Path,
+    pub classes: &'a [String],
+    /// ingest/test.parquet: the test split's text.
+    pub test_split: &'a Path,
+    /// head/test_predictions.parquet: what the exported files must reproduce.
+    pub test_predictions: &'a Path,
+    pub card: CardFacts<'a>,
+}
+
+/// The export stage: writes [`OUTPUTS`] into `out_dir`, then checks them.
+/// Returns notes for the lock file.
+pub fn run(inputs: &ExportInputs, out_dir: &Path) -> Result<Vec<String>> {
+    let weights = head::HeadWeights::read(inputs.head)?;
+    ensure!(
+        weights.shape.classes == inputs.classes.len(),
+        "the head has {} classes, the data {}: rerun the pipeline",
+        weights.shape.classes,
+        inputs.classes.len()
+    );
+    let shape = weights.shape;
+    let mlp = model::convert::classifier::Mlp {
+        input: weights.shape.input,
+        hidden: weights.shape.hidden,
+        classes: weights.shape.classes,
+        fc1_weight: weights.fc1_weight,
+        fc1_bias: weights.fc1_bias,
+        fc2_weight: weights.fc2_weight,
+        fc2_bias: weights.fc2_bias,
+    };
+    let encoder = std::fs::read(inputs.model)
+        .with_context(|| format!("cannot read {}", inputs.model.display()))?;
+    let metadata = vec![
+        ("labels".to_string(), serde_json::to_string(inputs.classes)?),
+        ("max_len".to_string(), inputs.max_len.to_string()),
+        (
+            "pooling".to_string(),
+            format!("{:?}", inputs.pool).to_lowercase(),
+        ),
+    ];
+    let graph = model::convert::classifier::classifier(&encoder, inputs.pool, &mlp, metadata)
+        .with_context(|| format!("exporting {}", inputs.model.display()))?;
+    std::fs::write(out_dir.join(CLASSIFIER), &graph)?;
+    tokenizer::write(inputs.tokenizer, inputs.max_len, &out_dir.join(TOKENIZER))?;
+    let labels = Labels::new(inputs.classes);
+    labels.check()?;
+    std::fs::write(out_dir.join(LABELS), serde_json::to_vec_pretty(&labels)?)?;
+
+    let checked = parity(inputs, out_dir)?;
+    std::fs::write(
+        out_dir.join(CARD),
+        card::render(&inputs.card, inputs, shape, &checked),
+    )?;
+    Ok(vec![format!(
+        "{CLASSIFIER}: {:.1} MB; parity with the head on {} test rows: every class equal, \
+         largest probability difference {:.1e} (bound {TOLERANCE:.0e})",
+        graph.len() as f64 / 1e6,
+        checked.rows,
+        checked.largest_difference
+    )])
+}
+
+/// What the parity check found.
+pub struct Parity {
+    pub rows: usize,
+    pub largest_difference: f32,
+}
+
+/// Scores the test split from the exported files and compares with the
+/// head stage's predictions.
+fn parity(inputs: &ExportInputs, out_dir: &Path) -> Result<Parity> {
+    let split = tables::splits::read(inputs.test_split)?;
+    let head = tables::training::read_prediction_rows(inputs.test_predictions)?;
+    ensure!(
+        split
+            .iter()
+            .map(|r| r.row_id)
+            .eq(head.row_ids.iter().copied()),
+        "{} and {} list different rows: rerun the pipeline",
+        inputs.test_split.display(),
+        inputs.test_predictions.display()
+    );
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut classifier = Classifier::open(out_dir, threads)?;
+    let texts: Vec<String> = split.iter().map(|r| r.sentence.clone()).collect();
+    let probabilities = classifier.score(&texts)?;
+    let k = head.classes;
+    let classes = folder::argmax(&probabilities, k);
+    let mut largest = 0f32;
+    let mut failed = Vec::new();
+    for (i, row) in split.iter().enumerate() {
+        let ours = &probabilities[i * k..(i + 1) * k];
+        let theirs = &head.probabilities[i * k..(i + 1) * k];
+        let difference = ours
+            .iter()
+            .zip(theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        largest = largest.max(difference);
+        if classes[i] as i64 != head.preds[i] || !(difference <= TOLERANCE) {
+            failed.push(format!(
+                "data row {} (class {} exported, {} by the head; probabilities differ by {difference:.1e})",
+                row.row_id,
+                classes[i],
+                head.preds[i]
+            ));
+        }
+    }
+    if !failed.is_empty() {
+        let shown = failed.len().min(10);
+        bail!(
+            "the exported classifier does not reproduce the head on {} of {} test rows \
+             (bound {TOLERANCE:.0e}); nothing was exported. First rows: {}. This is a bug \
+             in the export or a damaged upstream result: rerun with `run-pipeline --force export`, \
+             and report it if it persists",
+            failed.len(),
+            split.len(),
+            failed[..shown].join("; ")
+        );
+    }
+    Ok(Parity {
+        rows: split.len(),
+        largest_difference: largest,
+    })
+}
