@@ -112,7 +112,7 @@ impl Classifier {
         let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
         let k = self.labels.len();
         let mut out = vec![0f32; texts.len() * k];
-        for batch in embed::batching::plan(&lengths, BATCH_TOKENS, MAX_BATCH_ROWS) {
+        for batch in plan(&lengths, BATCH_TOKENS) {
             let rows: Vec<&Ids> = batch.iter().map(|&i| &ids[i]).collect();
             let probabilities = self.score_batch(&rows)?;
             for (j, &i) in batch.iter().enumerate() {
@@ -125,6 +125,12 @@ impl Classifier {
     fn pad_id(&self) -> i64 {
         self.tokenizer.get_padding().map_or(0, |p| p.pad_id as i64)
     }
+}
+
+/// Row indices by length into batches of at most `batch_tokens` padded
+/// tokens and [`MAX_BATCH_ROWS`] rows (the embed stage's batching).
+pub fn plan(lengths: &[usize], batch_tokens: usize) -> Vec<Vec<usize>> {
+    embed::batching::plan(lengths, batch_tokens, MAX_BATCH_ROWS)
 }
 
 /// The most probable class of each row of `probabilities` [rows × k].

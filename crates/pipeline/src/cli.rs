@@ -74,6 +74,35 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         csv: Option<PathBuf>,
     },
+    /// Serve the exported classifier (artifacts/export) over HTTP:
+    /// POST /predict {"texts": [...]}, GET /health, /metadata, /stats.
+    /// Stops on SIGTERM or Ctrl-C after answering what it has received.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// 0: any free port (the address is printed on stderr).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Texts one request may carry.
+        #[arg(long, default_value_t = 256)]
+        max_texts: usize,
+        /// Characters one text may have.
+        #[arg(long, default_value_t = 20_000)]
+        max_text_chars: usize,
+        /// Bytes one request body may have.
+        #[arg(long, default_value_t = 4 << 20)]
+        max_body_bytes: usize,
+        /// How long a request waits for others to be scored with it (0: only
+        /// those already queued).
+        #[arg(long, default_value_t = 5)]
+        max_wait_ms: u64,
+        /// Texts gathered at most into one scoring (1: each request alone).
+        #[arg(long, default_value_t = 256)]
+        max_batch_texts: usize,
+        /// Padded tokens per ONNX Runtime call.
+        #[arg(long, default_value_t = 4096)]
+        batch_tokens: usize,
+    },
     /// Score the trained pipeline on another labelled CSV (held-out data):
     /// scikit-learn's classification report. Columns and label mapping as in
     /// the pipeline's [ingest] section.
@@ -343,6 +372,35 @@ pub fn execute(global: &Global, command: &Command) -> Result<ExitCode> {
                 writeln!(out, "{}\t{:.4}\t{s}", p.label, p.probability)?;
             }
             out.flush()?;
+        }
+        Command::Serve {
+            host,
+            port,
+            max_texts,
+            max_text_chars,
+            max_body_bytes,
+            max_wait_ms,
+            max_batch_texts,
+            batch_tokens,
+        } => {
+            let pipeline = pipeline(ModelFetch::LocalOnly)?;
+            let (folder, metadata) = crate::served::export_folder(&pipeline, &ctx.artifacts)?;
+            let options = serve::Options {
+                host: host.clone(),
+                port: *port,
+                limits: serve::Limits {
+                    max_texts: *max_texts,
+                    max_text_chars: *max_text_chars,
+                    max_body_bytes: *max_body_bytes,
+                },
+                batching: serve::batcher::BatchPolicy {
+                    max_wait: std::time::Duration::from_millis(*max_wait_ms),
+                    batch_tokens: *batch_tokens,
+                    max_texts: *max_batch_texts,
+                },
+                threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            };
+            serve::serve(&folder, metadata, options)?;
         }
         Command::Gc { dry_run } => {
             let removed = runner::store::gc(&ctx.artifacts, *dry_run)?;

@@ -8,6 +8,7 @@ pub mod embed_bench;
 pub mod evaluate;
 pub mod feature_gc;
 pub mod predict;
+pub mod served;
 mod stages;
 pub mod trained;
 

@@ -16,9 +16,19 @@ use runner::manifest::LockFile;
 /// The lock entries of the head and everything it was trained from,
 /// refused with what to run if they do not form one chain.
 pub fn trained_chain(pipeline: &runner::Pipeline, artifacts: &Path) -> Result<LockFile> {
+    current_chain(pipeline, artifacts, "head")
+}
+
+/// The lock entries of `stage` and everything upstream of it (`serve`:
+/// the export), refused with what to run if they do not form one chain.
+pub fn current_chain(
+    pipeline: &runner::Pipeline,
+    artifacts: &Path,
+    stage: &str,
+) -> Result<LockFile> {
     let lock = LockFile::load(&artifacts.join("pipeline.lock"))?;
     let shown = artifacts.display();
-    match pipeline.chain_break(artifacts, &lock, "head")? {
+    match pipeline.chain_break(artifacts, &lock, stage)? {
         None => Ok(lock),
         Some(ChainBreak::Missing { stage }) => bail!(
             "the pipeline has not been run in {shown} (no {stage} result); run `cargo xtask run-pipeline` first"
@@ -29,7 +39,7 @@ pub fn trained_chain(pipeline: &runner::Pipeline, artifacts: &Path) -> Result<Lo
         ),
         Some(ChainBreak::Stale { stage, upstream }) => bail!(
             "the {stage} result in {shown} was made from an earlier {upstream} result, not the \
-             current one ({upstream} ran again since, e.g. with --until); predicting now \
+             current one ({upstream} ran again since, e.g. with --until); using it now \
              would mix two configurations. Run `cargo xtask run-pipeline` to bring \
              {stage} and what follows it up to date"
         ),

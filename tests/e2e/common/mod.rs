@@ -297,18 +297,18 @@ impl Background {
         }
     }
 
-    /// Blocks until the run writes a stderr line containing `needle`.
-    /// Panics if it exits first, or says nothing of the kind in 10 minutes
-    /// (a hang, not a slow machine).
-    pub fn wait_for_stderr(&mut self, needle: &str) {
+    /// Blocks until the run writes a stderr line containing `needle`, and
+    /// returns that line. Panics if it exits first, or says nothing of the
+    /// kind in 10 minutes (a hang, not a slow machine).
+    pub fn wait_for_stderr(&mut self, needle: &str) -> String {
         let deadline = std::time::Duration::from_secs(600);
         loop {
             match self.lines.recv_timeout(deadline) {
                 Ok(line) => {
                     let found = line.contains(needle);
-                    self.stderr.push(line);
+                    self.stderr.push(line.clone());
                     if found {
-                        return;
+                        return line;
                     }
                 }
                 Err(e) => panic!(
@@ -317,6 +317,11 @@ impl Background {
                 ),
             }
         }
+    }
+
+    /// The process id (to signal it).
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
 
     /// Waits for the run to exit; everything it wrote.
