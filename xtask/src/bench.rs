@@ -50,7 +50,7 @@ pub fn run(csv: Option<&Path>, overrides: &[String]) -> Result<()> {
 
 /// A scratch project on `csv` (default: SST-2 train) with the shipped
 /// defaults; its folder, pipeline file and CSV. Prints what it benchmarks.
-fn project(csv: Option<&Path>) -> Result<(tempfile::TempDir, PathBuf, PathBuf)> {
+pub fn project(csv: Option<&Path>) -> Result<(tempfile::TempDir, PathBuf, PathBuf)> {
     let csv = match csv {
         Some(p) => p.to_path_buf(),
         None => default_csv()?,
@@ -220,7 +220,7 @@ pub fn precisions(csv: Option<&Path>, overrides: &[String], anchor: bool) -> Res
 }
 
 /// The CPU's model name and the vector extensions that decide int8 speed.
-fn cpu_description() -> String {
+pub fn cpu_description() -> String {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let field = |name: &str| {
         info.lines()
@@ -495,7 +495,7 @@ fn default_csv() -> Result<PathBuf> {
     Ok(csv)
 }
 
-fn time_cli(config: &Path, args: &[&str], sets: &[String]) -> Result<f64> {
+pub fn time_cli(config: &Path, args: &[&str], sets: &[String]) -> Result<f64> {
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
     cmd.args(args).arg("--config").arg(config);

@@ -6,6 +6,7 @@
 
 mod anchor;
 mod bench;
+mod bench_serve;
 mod gpu_bundle;
 mod setup_ray;
 mod test_env;
@@ -58,6 +59,10 @@ enum Task {
         /// (installs PyTorch, several GB, into a bench-only venv once).
         #[arg(long, requires = "int8")]
         anchor: bool,
+        /// The HTTP server (`serve`) under 1, 8 and 32 concurrent clients,
+        /// with batching and without (default CSV: the UCI reviews).
+        #[arg(long, conflicts_with_all = ["int8", "ray"])]
+        serve: bool,
     },
     /// Pack what gpu/bench.sh (the GPU check) needs into .gpubin/ and .gpu/.
     GpuBundle,
@@ -92,6 +97,9 @@ fn run_task(global: &Global, task: &Task) -> Result<ExitCode> {
     match task {
         Task::Pipeline(_) => unreachable!("run by main"),
         Task::Test { cargo_test_args } => test_env::run_tests(cargo_test_args),
+        Task::Bench {
+            csv, serve: true, ..
+        } => bench_serve::run(csv.as_deref(), &global.overrides).map(|()| ExitCode::SUCCESS),
         Task::Bench {
             csv,
             ray: false,

@@ -93,14 +93,15 @@ pub enum Command {
         #[arg(long, default_value_t = 4 << 20)]
         max_body_bytes: usize,
         /// How long a request waits for others to be scored with it (0: only
-        /// those already queued).
-        #[arg(long, default_value_t = 5)]
+        /// those already queued). BENCHMARKS.md: what the defaults buy.
+        #[arg(long, default_value_t = 2)]
         max_wait_ms: u64,
         /// Texts gathered at most into one scoring (1: each request alone).
         #[arg(long, default_value_t = 256)]
         max_batch_texts: usize,
-        /// Padded tokens per ONNX Runtime call.
-        #[arg(long, default_value_t = 4096)]
+        /// Padded tokens per ONNX Runtime call. Small on a CPU: texts of a
+        /// batch are padded to its longest, and padding costs compute.
+        #[arg(long, default_value_t = 256)]
         batch_tokens: usize,
     },
     /// Score the trained pipeline on another labelled CSV (held-out data):
