@@ -135,10 +135,11 @@ fn artifacts_flag_and_gc() {
     let entries_before = p.artifact_entries();
     p.cli(&["gc"]).ok();
     let entries_after = p.artifact_entries();
-    // The seed=2021 results of ingest, encode, embed, head, report; model is shared.
+    // The seed=2021 results of ingest, encode, embed, head, report, export;
+    // model is shared.
     assert_eq!(
         entries_before.len(),
-        entries_after.len() + 5,
+        entries_after.len() + 6,
         "{entries_before:?} -> {entries_after:?}"
     );
     assert_eq!(

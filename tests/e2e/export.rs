@@ -18,7 +18,8 @@ fn a_python_client_of_the_exported_folder_agrees_with_predict() {
     run.ok();
     assert_eq!(run.outcome("export"), "ran");
     assert!(
-        run.stdout.contains("parity with the head on 300 test rows"),
+        run.stdout
+            .contains("parity with the head stage's predictions on 300 test rows"),
         "{}",
         run.stdout
     );

@@ -64,6 +64,18 @@ fn post(
     )
 }
 
+/// The JSON body of `GET url/path`.
+fn get_json(agent: &ureq::Agent, url: &str, path: &str) -> serde_json::Value {
+    let text = agent
+        .get(&format!("{url}/{path}"))
+        .call()
+        .expect("the server answers")
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
 fn texts_body(texts: &[&str]) -> String {
     serde_json::json!({ "texts": texts }).to_string()
 }
@@ -158,16 +170,7 @@ fn concurrent_clients_get_what_predict_says_and_bad_requests_get_4xx() {
         c.join().expect("a client failed");
     }
     let agent = agent();
-    let stats: serde_json::Value = serde_json::from_str(
-        &agent
-            .get(&format!("{url}/stats"))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap(),
-    )
-    .unwrap();
+    let stats = get_json(&agent, &url, "stats");
     assert_eq!(stats["requests"], 1600, "{stats}");
     assert!(
         stats["mean_requests_per_gathering"].as_f64().unwrap() > 1.0,
@@ -227,24 +230,9 @@ fn concurrent_clients_get_what_predict_says_and_bad_requests_get_4xx() {
         &texts_body(&["still here"]),
     );
     assert_eq!(status, 200, "{body}");
-    let health = agent
-        .get(&format!("{url}/health"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    assert!(health.contains("ok"), "{health}");
-    let metadata: serde_json::Value = serde_json::from_str(
-        &agent
-            .get(&format!("{url}/metadata"))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap(),
-    )
-    .unwrap();
+    let health = get_json(&agent, &url, "health");
+    assert_eq!(health["status"], "ok", "{health}");
+    let metadata = get_json(&agent, &url, "metadata");
     assert_eq!(metadata["labels"], serde_json::json!(["0", "1"]));
     assert_eq!(
         metadata["stage_keys"].as_object().unwrap().len(),

@@ -276,7 +276,7 @@ fn pool_mean(states: &[f32], mask: &[i64], batch: usize, seq: usize, h: usize) -
     out
 }
 
-fn build_session(
+pub(crate) fn build_session(
     env: &ort::environment::Environment,
     model: &Path,
     threads: usize,

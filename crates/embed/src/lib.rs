@@ -5,6 +5,7 @@ pub mod bench;
 pub mod chunk_task;
 pub mod encoder;
 pub mod local;
+pub mod masked_graph;
 pub mod ortlib;
 pub mod params;
 pub mod ray;

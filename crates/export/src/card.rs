@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use crate::{ExportInputs, Parity, TOLERANCE};
+use crate::{ExportInputs, Parity};
 
 /// Facts the stage adapter gathers for the card.
 pub struct CardFacts<'a> {
@@ -84,11 +84,13 @@ pub fn render(
     );
     let _ = writeln!(
         s,
-        "Checked at export: the {} test rows scored from this folder's files (tokenized from \
-         their text) give the head's classes, every probability within {:.1e} of the head's \
-         (bound {TOLERANCE:.0e}).\n",
-        parity.rows, parity.largest_difference
+        "Checked at export: the test rows scored from this folder's files (tokenized from \
+         their text): {}.\n",
+        parity.summary()
     );
+    if let Some(against_head) = &parity.against_head {
+        let _ = writeln!(s, "{against_head}.\n");
+    }
     let _ = writeln!(s, "## Parameters\n");
     let _ = writeln!(s, "| parameter | value |\n|---|---|");
     for (k, v) in facts.params {

@@ -6,9 +6,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
-use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
-use ort::value::Tensor;
+use embed::masked_graph::MaskedGraph;
 use tokenizers::Tokenizer;
 
 /// Padded tokens per ONNX Runtime call and rows per call when scoring many
@@ -17,7 +15,7 @@ pub const BATCH_TOKENS: usize = 4096;
 pub const MAX_BATCH_ROWS: usize = 256;
 
 pub struct Classifier {
-    session: Session,
+    graph: MaskedGraph,
     tokenizer: Tokenizer,
     pub labels: Vec<String>,
 }
@@ -31,25 +29,21 @@ impl Classifier {
     pub fn open(dir: &Path, threads: usize) -> Result<Classifier> {
         let tokenizer = Tokenizer::from_file(dir.join(crate::TOKENIZER))
             .map_err(|e| anyhow!("{}: {e}", dir.join(crate::TOKENIZER).display()))?;
-        let labels: Vec<String> = serde_json::from_slice(
-            &std::fs::read(dir.join(crate::LABELS))
-                .with_context(|| format!("cannot read {}", dir.join(crate::LABELS).display()))?,
+        let path = dir.join(crate::LABELS);
+        let labels: crate::Labels = serde_json::from_slice(
+            &std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
         )
-        .map(|labels: crate::Labels| labels.into_names())
-        .with_context(|| format!("{} is not a labels file", dir.join(crate::LABELS).display()))?;
-        let env = embed::ortlib::environment(false)?;
-        let err = |e: ort::Error| anyhow!("{e}");
-        let model = dir.join(crate::CLASSIFIER);
-        let session = Session::builder(env)
-            .map_err(err)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(|e| anyhow!("{e}"))?
-            .with_intra_threads(threads.max(1))
-            .map_err(|e| anyhow!("{e}"))?
-            .commit_from_file(&model)
-            .map_err(|e| anyhow!("{}: ONNX Runtime cannot load it: {e}", model.display()))?;
+        .with_context(|| format!("{} is not a labels file", path.display()))?;
+        let labels = labels
+            .into_names()
+            .with_context(|| format!("{}", path.display()))?;
+        let graph = MaskedGraph::open(
+            &dir.join(crate::CLASSIFIER),
+            model::convert::classifier::OUTPUT,
+            threads,
+        )?;
         Ok(Classifier {
-            session,
+            graph,
             tokenizer,
             labels,
         })
@@ -79,22 +73,8 @@ impl Classifier {
         if rows == 0 {
             return Ok(Vec::new());
         }
-        let seq = ids.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
-        let mut input = vec![self.pad_id(); rows * seq];
-        let mut mask = vec![0i64; rows * seq];
-        for (r, row) in ids.iter().enumerate() {
-            input[r * seq..r * seq + row.len()].copy_from_slice(row);
-            mask[r * seq..r * seq + row.len()].fill(1);
-        }
-        let inputs = ort::inputs![
-            "input_ids" => Tensor::from_array(([rows, seq], input))?,
-            "attention_mask" => Tensor::from_array(([rows, seq], mask))?,
-        ];
-        let outputs = self.session.run(inputs)?;
-        let probabilities = outputs[model::convert::classifier::OUTPUT]
-            .try_extract_tensor::<f32>()?
-            .1
-            .to_vec();
+        let (input, mask, seq) = pad(ids, self.pad_id());
+        let probabilities = self.graph.run(input, mask, rows, seq)?;
         if probabilities.len() != rows * self.labels.len() {
             bail!(
                 "the classifier gave {} probabilities for {rows} rows of {} classes",
@@ -125,6 +105,19 @@ impl Classifier {
     fn pad_id(&self) -> i64 {
         self.tokenizer.get_padding().map_or(0, |p| p.pad_id as i64)
     }
+}
+
+/// `rows` padded with `pad_id` to the longest: (ids, mask, sequence length),
+/// row-major [rows × sequence].
+pub fn pad(rows: &[&Ids], pad_id: i64) -> (Vec<i64>, Vec<i64>, usize) {
+    let seq = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
+    let mut input = vec![pad_id; rows.len() * seq];
+    let mut mask = vec![0i64; rows.len() * seq];
+    for (r, row) in rows.iter().enumerate() {
+        input[r * seq..r * seq + row.len()].copy_from_slice(row);
+        mask[r * seq..r * seq + row.len()].fill(1);
+    }
+    (input, mask, seq)
 }
 
 /// Row indices by length into batches of at most `batch_tokens` padded

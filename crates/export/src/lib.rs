@@ -16,17 +16,19 @@
 
 mod card;
 pub mod folder;
+mod parity;
 mod tokenizer;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use serde::{Deserialize, Serialize};
 
 pub use card::CardFacts;
 pub use folder::Classifier;
 pub use model::convert::classifier::Pool;
+pub use parity::Parity;
 
 pub const CLASSIFIER: &str = "classifier.onnx";
 pub const TOKENIZER: &str = "tokenizer.json";
@@ -51,17 +53,13 @@ impl Labels {
     }
 
     /// Names by class id; fails unless the ids are exactly 0..K-1.
-    pub fn into_names(self) -> Vec<String> {
-        self.0.into_values().collect()
-    }
-
-    fn check(&self) -> Result<()> {
+    pub fn into_names(self) -> Result<Vec<String>> {
         ensure!(
-            self.0.keys().copied().eq(0..self.0.len()),
-            "class ids are not 0..{}",
-            self.0.len().saturating_sub(1)
+            !self.0.is_empty() && self.0.keys().copied().eq(0..self.0.len()),
+            "class ids are not 0..K-1: {:?}",
+            self.0.keys().collect::<Vec<_>>()
         );
-        Ok(())
+        Ok(self.0.into_values().collect())
     }
 }
 
@@ -72,6 +70,8 @@ pub struct ExportInputs<'a> {
     /// Tokens per sentence the pipeline trained with (encode's metadata).
     pub max_len: usize,
     pub pool: Pool,
+    /// The model stage's precision (how the parity check is made).
+    pub precision: model::Precision,
     pub head: &'a Path,
     pub classes: &'a [String],
     /// ingest/test.parquet: the test split's text.
@@ -116,83 +116,18 @@ pub fn run(inputs: &ExportInputs, out_dir: &Path) -> Result<Vec<String>> {
     std::fs::write(out_dir.join(CLASSIFIER), &graph)?;
     tokenizer::write(inputs.tokenizer, inputs.max_len, &out_dir.join(TOKENIZER))?;
     let labels = Labels::new(inputs.classes);
-    labels.check()?;
     std::fs::write(out_dir.join(LABELS), serde_json::to_vec_pretty(&labels)?)?;
 
-    let checked = parity(inputs, out_dir)?;
+    let checked = parity::check(inputs, out_dir)?;
     std::fs::write(
         out_dir.join(CARD),
         card::render(&inputs.card, inputs, shape, &checked),
     )?;
-    Ok(vec![format!(
-        "{CLASSIFIER}: {:.1} MB; parity with the head on {} test rows: every class equal, \
-         largest probability difference {:.1e} (bound {TOLERANCE:.0e})",
+    let mut notes = vec![format!(
+        "{CLASSIFIER}: {:.1} MB; {}",
         graph.len() as f64 / 1e6,
-        checked.rows,
-        checked.largest_difference
-    )])
-}
-
-/// What the parity check found.
-pub struct Parity {
-    pub rows: usize,
-    pub largest_difference: f32,
-}
-
-/// Scores the test split from the exported files and compares with the
-/// head stage's predictions.
-fn parity(inputs: &ExportInputs, out_dir: &Path) -> Result<Parity> {
-    let split = tables::splits::read(inputs.test_split)?;
-    let head = tables::training::read_prediction_rows(inputs.test_predictions)?;
-    ensure!(
-        split
-            .iter()
-            .map(|r| r.row_id)
-            .eq(head.row_ids.iter().copied()),
-        "{} and {} list different rows: rerun the pipeline",
-        inputs.test_split.display(),
-        inputs.test_predictions.display()
-    );
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut classifier = Classifier::open(out_dir, threads)?;
-    let texts: Vec<String> = split.iter().map(|r| r.sentence.clone()).collect();
-    let probabilities = classifier.score(&texts)?;
-    let k = head.classes;
-    let classes = folder::argmax(&probabilities, k);
-    let mut largest = 0f32;
-    let mut failed = Vec::new();
-    for (i, row) in split.iter().enumerate() {
-        let ours = &probabilities[i * k..(i + 1) * k];
-        let theirs = &head.probabilities[i * k..(i + 1) * k];
-        let difference = ours
-            .iter()
-            .zip(theirs)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        largest = largest.max(difference);
-        if classes[i] as i64 != head.preds[i] || !(difference <= TOLERANCE) {
-            failed.push(format!(
-                "data row {} (class {} exported, {} by the head; probabilities differ by {difference:.1e})",
-                row.row_id,
-                classes[i],
-                head.preds[i]
-            ));
-        }
-    }
-    if !failed.is_empty() {
-        let shown = failed.len().min(10);
-        bail!(
-            "the exported classifier does not reproduce the head on {} of {} test rows \
-             (bound {TOLERANCE:.0e}); nothing was exported. First rows: {}. This is a bug \
-             in the export or a damaged upstream result: rerun with `run-pipeline --force export`, \
-             and report it if it persists",
-            failed.len(),
-            split.len(),
-            failed[..shown].join("; ")
-        );
-    }
-    Ok(Parity {
-        rows: split.len(),
-        largest_difference: largest,
-    })
+        checked.summary()
+    )];
+    notes.extend(checked.against_head.clone());
+    Ok(notes)
 }

@@ -15,6 +15,7 @@ fn tiny() -> PathBuf {
 
 struct Fixture {
     dir: tempfile::TempDir,
+    precision: model::Precision,
     classes: Vec<String>,
     model: PathBuf,
     tokenizer: PathBuf,
@@ -31,12 +32,13 @@ impl Fixture {
     /// Upstream results as the pipeline would have them: the converted
     /// graph, a head, a test split, and (`predictions_from` the head file)
     /// the head stage's test predictions.
-    fn new() -> Fixture {
+    fn new(precision: model::Precision) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let (graph, info) = model::convert(
+        let (graph, info) = model::convert_with(
             &tiny().join("config.json"),
             &tiny().join("model.safetensors"),
             model::Ops::Fused,
+            precision,
         )
         .unwrap();
         std::fs::write(dir.path().join("model.onnx"), graph).unwrap();
@@ -88,6 +90,7 @@ impl Fixture {
             test_split: path("test.parquet"),
             test_predictions: path("test_predictions.parquet"),
             dir,
+            precision,
             classes,
         }
     }
@@ -98,6 +101,7 @@ impl Fixture {
             tokenizer: &self.tokenizer,
             max_len: 8,
             pool: Pool::Mean,
+            precision: self.precision,
             head: &self.head,
             classes: &self.classes,
             test_split: &self.test_split,
@@ -153,7 +157,7 @@ impl Fixture {
 
 #[test]
 fn the_exported_folder_reproduces_the_head_and_a_changed_head_fails() {
-    let f = Fixture::new();
+    let f = Fixture::new(model::Precision::Fp32);
     f.predict_with_head();
     let params = vec![("model.source".to_string(), "dir:tiny".to_string())];
     let out = tempfile::tempdir().unwrap();
@@ -164,7 +168,7 @@ fn the_exported_folder_reproduces_the_head_and_a_changed_head_fails() {
     }
     let labels: export::Labels =
         serde_json::from_slice(&std::fs::read(out.path().join(export::LABELS)).unwrap()).unwrap();
-    assert_eq!(labels.into_names(), f.classes);
+    assert_eq!(labels.into_names().unwrap(), f.classes);
 
     // The exported folder alone scores the split as the head did.
     let mut classifier = export::Classifier::open(out.path(), 1).unwrap();
@@ -201,6 +205,29 @@ fn the_exported_folder_reproduces_the_head_and_a_changed_head_fails() {
         !out.path().join(export::CARD).exists(),
         "no model card after a failed check"
     );
+}
+
+/// An int8 graph's features depend on which rows share a batch, so its
+/// export is checked against the graph and head recomputed in the batches
+/// the export is scored in; how far it is from the head stage is reported.
+#[test]
+fn an_int8_export_is_checked_in_its_own_batches_and_reports_the_head_gap() {
+    let f = Fixture::new(model::Precision::Int8);
+    // The head stage's predictions, each row embedded alone (other batches).
+    f.predict_with_head();
+    let out = tempfile::tempdir().unwrap();
+    let notes = export::run(&f.inputs(&[]), out.path()).unwrap();
+    assert!(
+        notes[0].contains("recomputed in the same batches")
+            && notes[0].contains("every class equal"),
+        "{notes:?}"
+    );
+    assert!(
+        notes[1].contains("Int8 features depend on which rows share a batch"),
+        "{notes:?}"
+    );
+    let card = std::fs::read_to_string(out.path().join(export::CARD)).unwrap();
+    assert!(card.contains("Int8 features depend"), "{card}");
 }
 
 /// A head file in [`head::Head::save`]'s layout from plain weights.

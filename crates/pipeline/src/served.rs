@@ -23,7 +23,7 @@ pub fn export_folder(
         .map(|(stage, entry)| (stage.clone(), json!(entry.key)))
         .collect();
     let metadata = json!({
-        "labels": labels.into_names(),
+        "labels": labels.into_names()?,
         "model": export.params.get("model").and_then(|m| m.get("source")),
         "parameters": export.params,
         "stage_keys": keys,

@@ -70,6 +70,7 @@ pub fn build_pipeline(loaded: &Loaded, fetch: ModelFetch) -> Result<Pipeline> {
         run_params: run_params.clone(),
     }));
     stages.push(Box::new(ExportStage {
+        precision: config.model.precision,
         pool: match config.embed.pooling {
             embed::Pooling::Mean => export::Pool::Mean,
             embed::Pooling::Cls => export::Pool::Cls,
@@ -421,8 +422,10 @@ fn flat_params(run_params: &Value) -> Vec<(String, String)> {
 /// The trained classifier as one deployable folder (export crate), checked
 /// against the head's test predictions before it is kept.
 struct ExportStage {
-    /// embed.pooling (also among `run_params`, which key the stage).
+    /// embed.pooling and model.precision (also among `run_params`, which
+    /// key the stage).
     pool: export::Pool,
+    precision: model::Precision,
     /// `{stage: params}` of every stage but report and export, for the model card.
     run_params: Value,
 }
@@ -475,7 +478,7 @@ impl Stage for ExportStage {
             ));
         }
         keys.push((
-            "model graph (blake3 of model.onnx)".to_string(),
+            "model graph (digest of model.onnx)".to_string(),
             ctx.input_digest("model/model.onnx").to_string(),
         ));
         keys.push(("export".to_string(), ctx.key().to_string()));
@@ -485,6 +488,7 @@ impl Stage for ExportStage {
             tokenizer: ctx.input("model/tokenizer.json"),
             max_len,
             pool: self.pool,
+            precision: self.precision,
             head: ctx.input("head/head.safetensors"),
             classes: &classes,
             test_split: ctx.input("ingest/test.parquet"),

@@ -120,19 +120,8 @@ pub fn read_history(path: &Path) -> Result<(Vec<EpochRow>, usize)> {
 
 /// (labels, preds) of a test_predictions file.
 pub fn read_predictions(path: &Path) -> Result<(Vec<i64>, Vec<i64>)> {
-    let (batches, _) = crate::io::read_batches(path)?;
-    let (mut labels, mut preds) = (Vec::new(), Vec::new());
-    for batch in batches {
-        let col = |name: &str| -> Result<Int64Array> {
-            let c = batch
-                .column_by_name(name)
-                .ok_or_else(|| anyhow::anyhow!("{}: no {name} column", path.display()))?;
-            crate::io::typed(c, name)
-        };
-        labels.extend(col("label")?.values().iter());
-        preds.extend(col("pred")?.values().iter());
-    }
-    Ok((labels, preds))
+    let p = read_prediction_rows(path)?;
+    Ok((p.labels, p.preds))
 }
 
 /// Every column of a test_predictions file.
@@ -224,7 +213,8 @@ mod tests {
         let read = read_prediction_rows(&path).unwrap();
         assert_eq!(read.row_ids, [7, 3, 9]);
         assert_eq!(read.labels, [1, 0, 1]);
-        assert_eq!(read.preds, [1, 0, 0]);
+        // A tie goes to the later class (`max_by` keeps the last maximum).
+        assert_eq!(read.preds, [1, 0, 1]);
         assert_eq!(read.probabilities, probabilities);
         assert_eq!(read.classes, 2);
     }
