@@ -127,7 +127,17 @@ fn concurrent_clients_get_what_predict_says_and_bad_requests_get_4xx() {
     let p = trained_project();
     let expected = Arc::new(predicted(&p));
     assert_eq!(expected.len(), 300);
-    let (server, url) = start(&p, &["--max-texts", "8", "--max-text-chars", "2000"]);
+    let (server, url) = start(
+        &p,
+        &[
+            "--max-texts",
+            "8",
+            "--max-text-chars",
+            "2000",
+            "--max-body-bytes",
+            "20000",
+        ],
+    );
 
     // 32 clients × 50 requests of 1 to 3 test sentences each.
     let clients: Vec<_> = (0..32)
@@ -180,7 +190,14 @@ fn concurrent_clients_get_what_predict_says_and_bad_requests_get_4xx() {
     // Bad requests: a 4xx with a JSON error naming the problem.
     let long = "x".repeat(2001);
     let nine: Vec<&str> = vec!["ok"; 9];
-    let cases: [(&str, String, u16, &str); 7] = [
+    let huge = "y".repeat(30_000);
+    let cases: [(&str, String, u16, &str); 8] = [
+        (
+            "application/json",
+            texts_body(&[&huge]),
+            413,
+            "over the limit of 20000 bytes",
+        ),
         (
             "application/json",
             "{\"texts\": [\"a\",".into(),
@@ -216,11 +233,12 @@ fn concurrent_clients_get_what_predict_says_and_bad_requests_get_4xx() {
     ];
     for (content_type, body, status, needle) in cases {
         let (got, answer) = post(&agent, &url, content_type, &body);
-        assert_eq!(got, status, "{body}: {answer}");
+        let shown: String = body.chars().take(80).collect();
+        assert_eq!(got, status, "{shown}: {answer}");
         let error = answer["error"]
             .as_str()
-            .unwrap_or_else(|| panic!("{body}: {answer}"));
-        assert!(error.contains(needle), "{body}: {error}");
+            .unwrap_or_else(|| panic!("{shown}: {answer}"));
+        assert!(error.contains(needle), "{shown}: {error}");
     }
     // Still serving.
     let (status, body) = post(

@@ -110,13 +110,18 @@ fn compare(ours: &[f32], theirs: &[f32], k: usize, row_ids: &[i64], what: &str) 
     let mut largest = 0f32;
     let mut failed = Vec::new();
     for (i, row_id) in row_ids.iter().enumerate() {
+        // A NaN on either side counts as an infinite difference (f32::max
+        // would skip it).
         let difference = ours[i * k..(i + 1) * k]
             .iter()
             .zip(&theirs[i * k..(i + 1) * k])
-            .map(|(a, b)| (a - b).abs())
+            .map(|(a, b)| {
+                let d = (a - b).abs();
+                if d.is_nan() { f32::INFINITY } else { d }
+            })
             .fold(0f32, f32::max);
         largest = largest.max(difference);
-        if our_classes[i] != their_classes[i] || !(difference <= TOLERANCE) {
+        if our_classes[i] != their_classes[i] || difference > TOLERANCE {
             failed.push(format!(
                 "data row {row_id} (class {} exported, {} by {what}; probabilities differ by {difference:.1e})",
                 our_classes[i], their_classes[i]

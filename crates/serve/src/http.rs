@@ -52,7 +52,9 @@ async fn predict(
 ) -> Response {
     let request = match body {
         Ok(Json(request)) => request,
-        Err(rejection) => return error(rejection.status(), explain(&rejection)),
+        Err(rejection) => {
+            return error(rejection.status(), explain(&rejection, &app.limits));
+        }
     };
     let limits = &app.limits;
     if request.texts.is_empty() {
@@ -119,8 +121,12 @@ async fn predict(
 }
 
 /// What was wrong with the body, in words a client can act on.
-fn explain(rejection: &JsonRejection) -> String {
+fn explain(rejection: &JsonRejection, limits: &Limits) -> String {
     match rejection {
+        _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => format!(
+            "the body is over the limit of {} bytes (--max-body-bytes): split the request",
+            limits.max_body_bytes
+        ),
         JsonRejection::MissingJsonContentType(_) => {
             "the body must be JSON: send `Content-Type: application/json`".into()
         }
