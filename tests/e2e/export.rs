@@ -4,16 +4,11 @@
 
 mod common;
 
-use common::{Project, py_script, run_python, shared_data};
+use common::{Project, py_script, run_python};
 
 #[test]
 fn a_python_client_of_the_exported_folder_agrees_with_predict() {
-    let p = Project::empty();
-    p.write_config(&format!(
-        "[ingest]\ncsv = {:?}\n[embed]\ndevice = \"cpu\"\npooling = \"mean\"\n{}\n[head]\nlearning_rate = 0.003\nepochs = 5\n",
-        shared_data("uci_amazon_yelp.csv").display().to_string(),
-        common::tiny_model()
-    ));
+    let p = Project::uci_tiny_two_classes();
     let run = p.cli(&["run-pipeline"]);
     run.ok();
     assert_eq!(run.outcome("export"), "ran");

@@ -8,15 +8,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Background, Project, run_python, shared_data};
+use common::{Background, Project, run_python};
 
 fn trained_project() -> Project {
-    let p = Project::empty();
-    p.write_config(&format!(
-        "[ingest]\ncsv = {:?}\n[embed]\ndevice = \"cpu\"\npooling = \"mean\"\n{}\n[head]\nlearning_rate = 0.003\nepochs = 5\n",
-        shared_data("uci_amazon_yelp.csv").display().to_string(),
-        common::tiny_model()
-    ));
+    let p = Project::uci_tiny_two_classes();
     p.cli(&["run-pipeline"]).ok();
     p
 }

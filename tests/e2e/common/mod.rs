@@ -145,6 +145,19 @@ impl Project {
         p
     }
 
+    /// [`Project::uci_tiny_on_cpu`] with mean pooling and a head trained
+    /// hard enough that the tiny random model's classifier predicts both
+    /// classes (a test of agreement needs disagreement to be possible).
+    pub fn uci_tiny_two_classes() -> Project {
+        let p = Project::empty();
+        p.write_config(&format!(
+            "[ingest]\ncsv = {:?}\n[embed]\ndevice = \"cpu\"\npooling = \"mean\"\n{}\n[head]\nlearning_rate = 0.003\nepochs = 5\n",
+            shared_data("uci_amazon_yelp.csv").display().to_string(),
+            tiny_model()
+        ));
+        p
+    }
+
     /// [`untimed_digests`] of the project's artifacts/.
     pub fn untimed_output_digests(&self) -> std::collections::BTreeMap<String, String> {
         untimed_digests(&self.path("artifacts"))
