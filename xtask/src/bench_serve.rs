@@ -7,7 +7,7 @@
 //! scored alone), to show what batching buys.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -145,7 +145,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(config: &PathBuf, sets: &[String], args: &[&str]) -> Result<Server> {
+    fn start(config: &Path, sets: &[String], args: &[&str]) -> Result<Server> {
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.args(["serve", "--port", "0"])
             .args(args)

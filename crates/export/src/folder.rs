@@ -68,7 +68,7 @@ impl Classifier {
 
     /// Probabilities [rows × classes] for the rows of `ids`, run together as
     /// one padded batch.
-    pub fn score_batch(&mut self, ids: &[&Ids]) -> Result<Vec<f32>> {
+    fn score_batch(&mut self, ids: &[&Ids]) -> Result<Vec<f32>> {
         let rows = ids.len();
         if rows == 0 {
             return Ok(Vec::new());
@@ -89,22 +89,45 @@ impl Classifier {
     /// by length into batches of at most [`BATCH_TOKENS`] padded tokens.
     pub fn score(&mut self, texts: &[String]) -> Result<Vec<f32>> {
         let ids = self.tokenize(texts)?;
-        let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
-        let k = self.labels.len();
-        let mut out = vec![0f32; texts.len() * k];
-        for batch in plan(&lengths, BATCH_TOKENS) {
-            let rows: Vec<&Ids> = batch.iter().map(|&i| &ids[i]).collect();
-            let probabilities = self.score_batch(&rows)?;
-            for (j, &i) in batch.iter().enumerate() {
-                out[i * k..(i + 1) * k].copy_from_slice(&probabilities[j * k..(j + 1) * k]);
-            }
-        }
-        Ok(out)
+        Ok(self.score_ids(&ids, BATCH_TOKENS)?.0)
     }
 
-    fn pad_id(&self) -> i64 {
+    /// Probabilities [rows × classes] of tokenized rows, in their order, in
+    /// batches of at most `batch_tokens` padded tokens; and how many ONNX
+    /// Runtime calls that took.
+    pub fn score_ids(&mut self, ids: &[Ids], batch_tokens: usize) -> Result<(Vec<f32>, usize)> {
+        let k = self.labels.len();
+        score_in_batches(ids, k, batch_tokens, |rows| self.score_batch(rows))
+    }
+
+    /// The id padding fills with (the tokenizer's own).
+    pub fn pad_id(&self) -> i64 {
         self.tokenizer.get_padding().map_or(0, |p| p.pad_id as i64)
     }
+}
+
+/// `score_batch` ([batch × k] for padded-together rows) over every row of
+/// `ids`, sorted by length into batches of at most `batch_tokens` padded
+/// tokens ([`plan`]); the results in the rows' order, and the batch count.
+/// What the export's parity check and the server batch with, so a row is
+/// scored in the same company by each.
+pub fn score_in_batches(
+    ids: &[Ids],
+    k: usize,
+    batch_tokens: usize,
+    mut score_batch: impl FnMut(&[&Ids]) -> Result<Vec<f32>>,
+) -> Result<(Vec<f32>, usize)> {
+    let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
+    let batches = plan(&lengths, batch_tokens);
+    let mut out = vec![0f32; ids.len() * k];
+    for batch in &batches {
+        let rows: Vec<&Ids> = batch.iter().map(|&i| &ids[i]).collect();
+        let probabilities = score_batch(&rows)?;
+        for (j, &i) in batch.iter().enumerate() {
+            out[i * k..(i + 1) * k].copy_from_slice(&probabilities[j * k..(j + 1) * k]);
+        }
+    }
+    Ok((out, batches.len()))
 }
 
 /// `rows` padded with `pad_id` to the longest: (ids, mask, sequence length),
@@ -122,7 +145,7 @@ pub fn pad(rows: &[&Ids], pad_id: i64) -> (Vec<i64>, Vec<i64>, usize) {
 
 /// Row indices by length into batches of at most `batch_tokens` padded
 /// tokens and [`MAX_BATCH_ROWS`] rows (the embed stage's batching).
-pub fn plan(lengths: &[usize], batch_tokens: usize) -> Vec<Vec<usize>> {
+fn plan(lengths: &[usize], batch_tokens: usize) -> Vec<Vec<usize>> {
     embed::batching::plan(lengths, batch_tokens, MAX_BATCH_ROWS)
 }
 

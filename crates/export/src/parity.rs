@@ -57,7 +57,8 @@ pub fn check(inputs: &ExportInputs, out_dir: &Path) -> Result<Parity> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut classifier = Classifier::open(out_dir, threads)?;
     let texts: Vec<String> = split.iter().map(|r| r.sentence.clone()).collect();
-    let exported = classifier.score(&texts)?;
+    let ids = classifier.tokenize(&texts)?;
+    let (exported, _) = classifier.score_ids(&ids, folder::BATCH_TOKENS)?;
     let k = head.classes;
     let row_ids: Vec<i64> = split.iter().map(|r| r.row_id).collect();
     if inputs.precision == model::Precision::Fp32 {
@@ -69,8 +70,7 @@ pub fn check(inputs: &ExportInputs, out_dir: &Path) -> Result<Parity> {
             against_head: None,
         });
     }
-    let ids = classifier.tokenize(&texts)?;
-    let recomputed = recompute(inputs, &ids, threads)?;
+    let recomputed = recompute(inputs, &ids, classifier.pad_id(), threads)?;
     let largest = compare(
         &exported,
         &recomputed,
@@ -144,8 +144,10 @@ fn compare(ours: &[f32], theirs: &[f32], k: usize, row_ids: &[i64], what: &str) 
 }
 
 /// The model stage's graph (embed's encoder and pooling) and the trained
-/// head (burn) over `ids`, in the batches [`Classifier::score`] forms.
-fn recompute(inputs: &ExportInputs, ids: &[Ids], threads: usize) -> Result<Vec<f32>> {
+/// head (burn) over `ids`, in the batches (and with the padding)
+/// [`Classifier::score_ids`] uses: an int8 graph's padded positions count
+/// in its activation scales too.
+fn recompute(inputs: &ExportInputs, ids: &[Ids], pad_id: i64, threads: usize) -> Result<Vec<f32>> {
     let pooling = match inputs.pool {
         Pool::Mean => embed::Pooling::Mean,
         Pool::Cls => embed::Pooling::Cls,
@@ -155,17 +157,10 @@ fn recompute(inputs: &ExportInputs, ids: &[Ids], threads: usize) -> Result<Vec<f
         embed::Encoder::open(inputs.model, pooling, embed::Device::Cpu, threads)?;
     let device = head::Device::flex();
     let (head, shape) = head::Head::load(inputs.head, &device)?;
-    let k = shape.classes;
-    let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
-    let mut out = vec![0f32; ids.len() * k];
-    for batch in folder::plan(&lengths, folder::BATCH_TOKENS) {
-        let rows: Vec<&Ids> = batch.iter().map(|&i| &ids[i]).collect();
-        let (input, mask, seq) = folder::pad(&rows, 0);
+    let (out, _) = folder::score_in_batches(ids, shape.classes, folder::BATCH_TOKENS, |rows| {
+        let (input, mask, seq) = folder::pad(rows, pad_id);
         let features = encoder.embed(input, mask, rows.len(), seq)?;
-        let p = head.probabilities(features, rows.len(), shape.input, &device)?;
-        for (j, &i) in batch.iter().enumerate() {
-            out[i * k..(i + 1) * k].copy_from_slice(&p[j * k..(j + 1) * k]);
-        }
-    }
+        head.probabilities(features, rows.len(), shape.input, &device)
+    })?;
     Ok(out)
 }

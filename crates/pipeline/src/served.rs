@@ -1,6 +1,7 @@
 //! What `serve` serves: the current export, refused with what to run if the
 //! pipeline has not made one or its results do not form one chain, and the
-//! `GET /metadata` body (labels, model, parameters, stage keys).
+//! `GET /metadata` body (model, parameters, stage keys; `serve` adds the
+//! folder's labels).
 
 use std::path::{Path, PathBuf};
 
@@ -14,8 +15,6 @@ pub fn export_folder(
 ) -> Result<(PathBuf, serde_json::Value)> {
     let lock = crate::trained::current_chain(pipeline, artifacts, "export")?;
     let folder = artifacts.join("export");
-    let labels: export::Labels =
-        serde_json::from_slice(&std::fs::read(folder.join(export::LABELS))?)?;
     let export = &lock.stages["export"];
     let keys: serde_json::Map<String, serde_json::Value> = lock
         .stages
@@ -23,7 +22,6 @@ pub fn export_folder(
         .map(|(stage, entry)| (stage.clone(), json!(entry.key)))
         .collect();
     let metadata = json!({
-        "labels": labels.into_names()?,
         "model": export.params.get("model").and_then(|m| m.get("source")),
         "parameters": export.params,
         "stage_keys": keys,

@@ -104,20 +104,11 @@ pub fn start(
 fn score(classifier: &mut Classifier, jobs: Vec<Job>, policy: BatchPolicy, stats: &Stats) {
     let texts: Vec<String> = jobs.iter().flat_map(|j| j.texts.iter().cloned()).collect();
     let k = classifier.labels.len();
-    let result = (|| -> anyhow::Result<Vec<f32>> {
-        let ids = classifier.tokenize(&texts)?;
-        let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
-        let mut out = vec![0f32; texts.len() * k];
-        for batch in export::folder::plan(&lengths, policy.batch_tokens) {
-            let rows: Vec<&export::folder::Ids> = batch.iter().map(|&i| &ids[i]).collect();
-            let p = classifier.score_batch(&rows)?;
-            stats.runs.fetch_add(1, Ordering::Relaxed);
-            for (j, &i) in batch.iter().enumerate() {
-                out[i * k..(i + 1) * k].copy_from_slice(&p[j * k..(j + 1) * k]);
-            }
-        }
-        Ok(out)
-    })();
+    let result = classifier.tokenize(&texts).and_then(|ids| {
+        let (probabilities, runs) = classifier.score_ids(&ids, policy.batch_tokens)?;
+        stats.runs.fetch_add(runs as u64, Ordering::Relaxed);
+        Ok(probabilities)
+    });
     let mut start = 0;
     for job in jobs {
         let n = job.texts.len();

@@ -37,12 +37,14 @@ pub struct Options {
     pub threads: usize,
 }
 
-/// Serves `folder` until SIGTERM / Ctrl-C; `metadata` is `GET /metadata`'s
-/// body. Prints `listening on http://HOST:PORT` once bound (on stderr),
-/// and a summary when stopped.
-pub fn serve(folder: &Path, metadata: serde_json::Value, options: Options) -> Result<()> {
+/// Serves `folder` until SIGTERM / Ctrl-C; `metadata` (a JSON object),
+/// with the folder's `labels` added, is `GET /metadata`'s body. Prints
+/// `listening on http://HOST:PORT` once bound (on stderr), and a summary
+/// when stopped.
+pub fn serve(folder: &Path, mut metadata: serde_json::Value, options: Options) -> Result<()> {
     let classifier = export::Classifier::open(folder, options.threads)?;
     let labels = classifier.labels.clone();
+    metadata["labels"] = serde_json::json!(labels);
     let stats = Arc::new(batcher::Stats::default());
     let (jobs, scorer) = batcher::start(classifier, options.batching, stats.clone());
     let app = Arc::new(http::App {

@@ -136,22 +136,25 @@ impl Project {
     /// The real UCI data through the tiny model on the CPU: every stage runs
     /// for real, the whole pipeline in a second or two.
     pub fn uci_tiny_on_cpu() -> Project {
-        let p = Project::empty();
-        p.write_config(&format!(
-            "[ingest]\ncsv = {:?}\n[embed]\ndevice = \"cpu\"\n{}",
-            shared_data("uci_amazon_yelp.csv").display().to_string(),
-            tiny_model()
-        ));
-        p
+        Project::uci_tiny_with("", "")
     }
 
     /// [`Project::uci_tiny_on_cpu`] with mean pooling and a head trained
     /// hard enough that the tiny random model's classifier predicts both
     /// classes (a test of agreement needs disagreement to be possible).
     pub fn uci_tiny_two_classes() -> Project {
+        Project::uci_tiny_with(
+            "pooling = \"mean\"\n",
+            "[head]\nlearning_rate = 0.003\nepochs = 5\n",
+        )
+    }
+
+    /// The UCI data, the tiny model, the CPU; `embed` lines added to
+    /// `[embed]`, `rest` (whole sections) after the model.
+    fn uci_tiny_with(embed: &str, rest: &str) -> Project {
         let p = Project::empty();
         p.write_config(&format!(
-            "[ingest]\ncsv = {:?}\n[embed]\ndevice = \"cpu\"\npooling = \"mean\"\n{}\n[head]\nlearning_rate = 0.003\nepochs = 5\n",
+            "[ingest]\ncsv = {:?}\n[embed]\ndevice = \"cpu\"\n{embed}{}\n{rest}",
             shared_data("uci_amazon_yelp.csv").display().to_string(),
             tiny_model()
         ));
