@@ -9,6 +9,7 @@ mod numpy_rng;
 mod params;
 mod quoting;
 mod read;
+pub mod text;
 pub mod split;
 
 use std::path::Path;

@@ -19,6 +19,8 @@ pub struct PipelineConfig {
     pub embed: embed::EmbedParams,
     #[serde(default)]
     pub head: head::HeadParams,
+    #[serde(default)]
+    pub audit: audit::AuditParams,
 }
 
 /// `[model]`: where the BERT model comes from.
@@ -122,6 +124,10 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Loaded> {
         .embed
         .check()
         .map_err(|e| anyhow::anyhow!("{}: [embed] {e:#}", path.display()))?;
+    config
+        .audit
+        .check()
+        .map_err(|e| anyhow::anyhow!("{}: [audit] {e:#}", path.display()))?;
     config
         .model
         .source

@@ -46,6 +46,10 @@ pub fn build_pipeline(loaded: &Loaded, fetch: ModelFetch) -> Result<Pipeline> {
         Box::new(HeadStage {
             params: config.head.clone(),
         }),
+        Box::new(AuditStage {
+            params: config.audit.clone(),
+            head: config.head.clone(),
+        }),
     ];
     // The report page shows the parameters every stage was keyed on, and
     // where the data and the model came from (left out of those keys: their
@@ -326,6 +330,57 @@ impl Stage for HeadStage {
             &self.params,
             split_paths(ctx, "embed"),
             classes.len(),
+            ctx.out_dir(),
+            provenance(ctx),
+        )?;
+        notes.into_iter().for_each(|n| ctx.note(n));
+        Ok(())
+    }
+}
+
+/// Overlap between the splits and likely label errors, from the cached
+/// features (audit crate); the report shows what it found.
+struct AuditStage {
+    params: audit::AuditParams,
+    /// For `probe = "head"`: the probe is the head, so its parameters key
+    /// the audit then (and only then).
+    head: head::HeadParams,
+}
+
+impl Stage for AuditStage {
+    fn name(&self) -> &str {
+        "audit"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn params(&self) -> Value {
+        let mut params = key_params(&self.params, &[]);
+        if self.params.probe == audit::Probe::Head {
+            if let Value::Object(map) = &mut params {
+                map.insert("head".into(), key_params(&self.head, &[]));
+            }
+        }
+        params
+    }
+    fn inputs(&self) -> Vec<Input> {
+        let mut inputs = split_inputs("ingest");
+        inputs.extend(split_inputs("embed"));
+        inputs
+    }
+    fn outputs(&self) -> Vec<String> {
+        names(&audit::OUTPUTS)
+    }
+    fn run(&self, ctx: &mut RunContext) -> Result<()> {
+        let classes = class_names(ctx)?;
+        let notes = audit::run(
+            &self.params,
+            &audit::AuditInputs {
+                splits: split_paths(ctx, "ingest"),
+                features: split_paths(ctx, "embed"),
+                classes: &classes,
+                head: Some(&self.head),
+            },
             ctx.out_dir(),
             provenance(ctx),
         )?;

@@ -5,6 +5,7 @@
 //! timestamps, rows in the order given) so that equal content gives equal
 //! bytes and the stage runner's early cutoff works.
 
+pub mod audit;
 pub mod encoded;
 pub mod feature_chunks;
 pub mod features;

@@ -1,0 +1,125 @@
+//! Out-of-fold class probabilities for the training split: for each fold, a
+//! probe trained on the other folds' cached features predicts the fold's
+//! rows. No row's probabilities come from a model that saw its label.
+
+use anyhow::{Context, Result};
+use linfa::prelude::*;
+use linfa_logistic::MultiLogisticRegression;
+use ndarray::{Array1, Array2};
+use tables::features::FeatureTable;
+
+use crate::params::{AuditParams, Probe};
+
+/// Row-major [rows × classes] probabilities, each row from the probe that
+/// did not see it.
+pub fn out_of_fold(
+    params: &AuditParams,
+    head: Option<&head::HeadParams>,
+    train: &FeatureTable,
+    val: &FeatureTable,
+    fold_of: &[usize],
+    classes: usize,
+) -> Result<Vec<f32>> {
+    let mut probabilities = vec![0f32; train.row_ids.len() * classes];
+    let fold_rows = |fold: usize, inside: bool| -> Vec<usize> {
+        (0..fold_of.len())
+            .filter(|&i| (fold_of[i] == fold) == inside)
+            .collect()
+    };
+    match params.probe {
+        Probe::Linear => {
+            // Folds are independent: one thread each (the fits are mostly
+            // small matrix products and line searches).
+            let results: Vec<Result<Vec<f32>>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..params.folds)
+                    .map(|fold| {
+                        let (fit_rows, held) = (fold_rows(fold, false), fold_rows(fold, true));
+                        scope.spawn(move || linear(params, train, &fit_rows, &held, classes))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("a probe thread panicked"))
+                    .collect()
+            });
+            for (fold, result) in results.into_iter().enumerate() {
+                let held = fold_rows(fold, true);
+                scatter(&mut probabilities, &held, &result?, classes);
+            }
+        }
+        Probe::Head => {
+            let head = head.context("audit.probe = \"head\" needs the [head] parameters")?;
+            let bar = indicatif::ProgressBar::hidden();
+            for fold in 0..params.folds {
+                let (fit_rows, held) = (fold_rows(fold, false), fold_rows(fold, true));
+                // The head keeps its best validation epoch: on the val split,
+                // never on the held-out fold.
+                let summary = head::train(
+                    head,
+                    classes,
+                    &subset(train, &fit_rows),
+                    val,
+                    &subset(train, &held),
+                    &bar,
+                )
+                .with_context(|| format!("training the head on fold {} of {}", fold + 1, params.folds))?;
+                scatter(&mut probabilities, &held, &summary.test_probabilities, classes);
+            }
+        }
+    }
+    Ok(probabilities)
+}
+
+fn scatter(into: &mut [f32], rows: &[usize], values: &[f32], classes: usize) {
+    for (j, &row) in rows.iter().enumerate() {
+        into[row * classes..(row + 1) * classes]
+            .copy_from_slice(&values[j * classes..(j + 1) * classes]);
+    }
+}
+
+fn subset(table: &FeatureTable, rows: &[usize]) -> FeatureTable {
+    let h = table.hidden;
+    FeatureTable {
+        row_ids: rows.iter().map(|&r| table.row_ids[r]).collect(),
+        labels: rows.iter().map(|&r| table.labels[r]).collect(),
+        hidden: h,
+        features: rows
+            .iter()
+            .flat_map(|&r| table.features[r * h..(r + 1) * h].iter().copied())
+            .collect(),
+    }
+}
+
+fn matrix(table: &FeatureTable, rows: &[usize]) -> Array2<f64> {
+    let h = table.hidden;
+    Array2::from_shape_fn((rows.len(), h), |(i, j)| {
+        f64::from(table.features[rows[i] * h + j])
+    })
+}
+
+/// Multinomial logistic regression (linfa, L-BFGS) fitted on `fit_rows`,
+/// probabilities of `held` ([held × classes]; a class absent from
+/// `fit_rows` gets probability 0).
+fn linear(
+    params: &AuditParams,
+    table: &FeatureTable,
+    fit_rows: &[usize],
+    held: &[usize],
+    classes: usize,
+) -> Result<Vec<f32>> {
+    let targets: Array1<usize> = fit_rows.iter().map(|&r| table.labels[r] as usize).collect();
+    let dataset = Dataset::new(matrix(table, fit_rows), targets);
+    let model = MultiLogisticRegression::default()
+        .alpha(params.l2)
+        .max_iterations(params.linear_iterations)
+        .fit(&dataset)
+        .context("fitting the linear probe")?;
+    let predicted = model.predict_probabilities(&matrix(table, held));
+    let mut out = vec![0f32; held.len() * classes];
+    for (column, &class) in model.classes().iter().enumerate() {
+        for i in 0..held.len() {
+            out[i * classes + class] = predicted[[i, column]] as f32;
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,296 @@
+//! The audit stage's tables.
+//!
+//! `audit/overlap.parquet`: one row per (row of a held-out split, earlier
+//! split) pair that overlaps, with the strongest kind of overlap found:
+//!
+//! | column            | type    |                                                        |
+//! |-------------------|---------|--------------------------------------------------------|
+//! | `split`           | utf8    | the row's split: `val` or `test`                       |
+//! | `row_id`          | int64   | as in ingest                                           |
+//! | `sentence`        | utf8    | the row's text                                         |
+//! | `against`         | utf8    | the split it overlaps: `train`, or `val` (for test)    |
+//! | `kind`            | utf8    | `exact`, `inside`, `contains`, `near_duplicate`        |
+//! | `match_row_id`    | int64   | a row of `against` that shows it                       |
+//! | `match_sentence`  | utf8    | that row's text                                        |
+//! | `cosine`          | float32 | the highest feature cosine with any row of `against`   |
+//!
+//! `audit/label_issues.parquet`: the training rows confident learning flags,
+//! least self-confident first: `row_id` int64, `sentence` utf8, `given` int64
+//! (the label), `suggested` int64 (the class the probe believes),
+//! `self_confidence` float32 (the out-of-fold probability of `given`).
+//!
+//! `audit/out_of_fold.parquet`: every training row's out-of-fold class
+//! probabilities: `row_id` int64, `label` int64, `fold` int32,
+//! `probabilities` fixed_size_list<float32>[K].
+//!
+//! All three carry the stage's provenance and `classes` metadata.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Result, anyhow};
+use arrow::array::{Array, Float32Array, Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+
+use crate::io::{
+    Provenance, extend_f32_rows, f32_rows, f32_rows_type, fixed_list_width, read_batches, typed,
+    write_batch,
+};
+
+/// One row of `overlap.parquet`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OverlapRow {
+    pub split: String,
+    pub row_id: i64,
+    pub sentence: String,
+    pub against: String,
+    pub kind: String,
+    pub match_row_id: i64,
+    pub match_sentence: String,
+    pub cosine: f32,
+}
+
+/// One row of `label_issues.parquet`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelIssueRow {
+    pub row_id: i64,
+    pub sentence: String,
+    pub given: i64,
+    pub suggested: i64,
+    pub self_confidence: f32,
+}
+
+/// `out_of_fold.parquet` whole.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutOfFold {
+    pub row_ids: Vec<i64>,
+    pub labels: Vec<i64>,
+    pub folds: Vec<i32>,
+    /// Row-major [rows × classes].
+    pub probabilities: Vec<f32>,
+    pub classes: usize,
+}
+
+fn strings<'a>(values: impl Iterator<Item = &'a str>) -> Arc<dyn Array> {
+    Arc::new(StringArray::from_iter_values(values))
+}
+
+fn ints(values: impl Iterator<Item = i64>) -> Arc<dyn Array> {
+    Arc::new(Int64Array::from_iter_values(values))
+}
+
+pub fn write_overlap(path: &Path, rows: &[OverlapRow], provenance: &Provenance) -> Result<()> {
+    let text = |name| Field::new(name, DataType::Utf8, false);
+    let int = |name| Field::new(name, DataType::Int64, false);
+    let schema = Arc::new(Schema::new(vec![
+        text("split"),
+        int("row_id"),
+        text("sentence"),
+        text("against"),
+        text("kind"),
+        int("match_row_id"),
+        text("match_sentence"),
+        Field::new("cosine", DataType::Float32, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            strings(rows.iter().map(|r| r.split.as_str())),
+            ints(rows.iter().map(|r| r.row_id)),
+            strings(rows.iter().map(|r| r.sentence.as_str())),
+            strings(rows.iter().map(|r| r.against.as_str())),
+            strings(rows.iter().map(|r| r.kind.as_str())),
+            ints(rows.iter().map(|r| r.match_row_id)),
+            strings(rows.iter().map(|r| r.match_sentence.as_str())),
+            Arc::new(Float32Array::from_iter_values(rows.iter().map(|r| r.cosine))),
+        ],
+    )?;
+    write_batch(path, schema, batch, provenance)
+}
+
+pub fn read_overlap(path: &Path) -> Result<Vec<OverlapRow>> {
+    let (batches, _) = read_batches(path)?;
+    let mut rows = Vec::new();
+    for batch in batches {
+        let col = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| anyhow!("{}: no {name} column", path.display()))
+        };
+        let text = |name: &str| -> Result<StringArray> { typed(col(name)?, name) };
+        let int = |name: &str| -> Result<Int64Array> { typed(col(name)?, name) };
+        let (split, sentence, against, kind, match_sentence) = (
+            text("split")?,
+            text("sentence")?,
+            text("against")?,
+            text("kind")?,
+            text("match_sentence")?,
+        );
+        let (row_id, match_row_id) = (int("row_id")?, int("match_row_id")?);
+        let cosine: Float32Array = typed(col("cosine")?, "cosine")?;
+        for i in 0..batch.num_rows() {
+            rows.push(OverlapRow {
+                split: split.value(i).to_string(),
+                row_id: row_id.value(i),
+                sentence: sentence.value(i).to_string(),
+                against: against.value(i).to_string(),
+                kind: kind.value(i).to_string(),
+                match_row_id: match_row_id.value(i),
+                match_sentence: match_sentence.value(i).to_string(),
+                cosine: cosine.value(i),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+pub fn write_label_issues(
+    path: &Path,
+    rows: &[LabelIssueRow],
+    provenance: &Provenance,
+) -> Result<()> {
+    let int = |name| Field::new(name, DataType::Int64, false);
+    let schema = Arc::new(Schema::new(vec![
+        int("row_id"),
+        Field::new("sentence", DataType::Utf8, false),
+        int("given"),
+        int("suggested"),
+        Field::new("self_confidence", DataType::Float32, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            ints(rows.iter().map(|r| r.row_id)),
+            strings(rows.iter().map(|r| r.sentence.as_str())),
+            ints(rows.iter().map(|r| r.given)),
+            ints(rows.iter().map(|r| r.suggested)),
+            Arc::new(Float32Array::from_iter_values(
+                rows.iter().map(|r| r.self_confidence),
+            )),
+        ],
+    )?;
+    write_batch(path, schema, batch, provenance)
+}
+
+pub fn read_label_issues(path: &Path) -> Result<Vec<LabelIssueRow>> {
+    let (batches, _) = read_batches(path)?;
+    let mut rows = Vec::new();
+    for batch in batches {
+        let col = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| anyhow!("{}: no {name} column", path.display()))
+        };
+        let int = |name: &str| -> Result<Int64Array> { typed(col(name)?, name) };
+        let (row_id, given, suggested) = (int("row_id")?, int("given")?, int("suggested")?);
+        let sentence: StringArray = typed(col("sentence")?, "sentence")?;
+        let confidence: Float32Array = typed(col("self_confidence")?, "self_confidence")?;
+        for i in 0..batch.num_rows() {
+            rows.push(LabelIssueRow {
+                row_id: row_id.value(i),
+                sentence: sentence.value(i).to_string(),
+                given: given.value(i),
+                suggested: suggested.value(i),
+                self_confidence: confidence.value(i),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+pub fn write_out_of_fold(path: &Path, oof: OutOfFold, provenance: &Provenance) -> Result<()> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("row_id", DataType::Int64, false),
+        Field::new("label", DataType::Int64, false),
+        Field::new("fold", DataType::Int32, false),
+        Field::new("probabilities", f32_rows_type(oof.classes), false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(oof.row_ids)),
+            Arc::new(Int64Array::from(oof.labels)),
+            Arc::new(Int32Array::from(oof.folds)),
+            Arc::new(f32_rows(oof.probabilities, oof.classes)?),
+        ],
+    )?;
+    write_batch(path, schema, batch, provenance)
+}
+
+pub fn read_out_of_fold(path: &Path) -> Result<OutOfFold> {
+    let (batches, schema) = read_batches(path)?;
+    let classes = fixed_list_width(&schema, "probabilities", path, "an audit output")?;
+    let mut out = OutOfFold {
+        row_ids: Vec::new(),
+        labels: Vec::new(),
+        folds: Vec::new(),
+        probabilities: Vec::new(),
+        classes,
+    };
+    for batch in batches {
+        let col = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| anyhow!("{}: no {name} column", path.display()))
+        };
+        let row_id: Int64Array = typed(col("row_id")?, "row_id")?;
+        let label: Int64Array = typed(col("label")?, "label")?;
+        let fold: Int32Array = typed(col("fold")?, "fold")?;
+        out.row_ids.extend(row_id.values().iter());
+        out.labels.extend(label.values().iter());
+        out.folds.extend(fold.values().iter());
+        extend_f32_rows(
+            &mut out.probabilities,
+            col("probabilities")?,
+            classes,
+            "probabilities",
+        )?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_three_tables_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let prov = Provenance::stage("k", "{}");
+        let overlap = vec![OverlapRow {
+            split: "test".into(),
+            row_id: 4,
+            sentence: "a good film".into(),
+            against: "train".into(),
+            kind: "inside".into(),
+            match_row_id: 9,
+            match_sentence: "A good film , really".into(),
+            cosine: 0.93,
+        }];
+        let path = dir.path().join("o.parquet");
+        write_overlap(&path, &overlap, &prov).unwrap();
+        assert_eq!(read_overlap(&path).unwrap(), overlap);
+
+        let issues = vec![LabelIssueRow {
+            row_id: 2,
+            sentence: "awful".into(),
+            given: 1,
+            suggested: 0,
+            self_confidence: 0.01,
+        }];
+        let path = dir.path().join("l.parquet");
+        write_label_issues(&path, &issues, &prov).unwrap();
+        assert_eq!(read_label_issues(&path).unwrap(), issues);
+
+        let oof = OutOfFold {
+            row_ids: vec![2, 5],
+            labels: vec![1, 0],
+            folds: vec![0, 1],
+            probabilities: vec![0.99, 0.01, 0.7, 0.3],
+            classes: 2,
+        };
+        let path = dir.path().join("f.parquet");
+        write_out_of_fold(&path, oof.clone(), &prov).unwrap();
+        assert_eq!(read_out_of_fold(&path).unwrap(), oof);
+    }
+}
