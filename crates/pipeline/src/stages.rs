@@ -69,10 +69,12 @@ pub fn build_pipeline(loaded: &Loaded, fetch: ModelFetch) -> Result<Pipeline> {
     if let Some(Value::Object(model)) = shown.get_mut("model") {
         model.insert("source".into(), Value::String(config.model.source.clone()));
     }
+    let run_params = Value::Object(shown.clone());
+    stages.push(Box::new(ReportStage { run_params }));
+    // The model card describes the classifier; the audit's settings change
+    // nothing in it, so they do not key the export.
+    shown.remove("audit");
     let run_params = Value::Object(shown);
-    stages.push(Box::new(ReportStage {
-        run_params: run_params.clone(),
-    }));
     stages.push(Box::new(ExportStage {
         precision: config.model.precision,
         pool: match config.embed.pooling {
@@ -413,7 +415,8 @@ impl Stage for ReportStage {
         "report"
     }
     fn version(&self) -> u32 {
-        2
+        // 3: the audit's findings (held-out accuracy, overlaps, label issues)
+        3
     }
     fn params(&self) -> Value {
         self.run_params.clone()
@@ -424,6 +427,8 @@ impl Stage for ReportStage {
             Input::stage("head", "history.parquet"),
             Input::stage("encode", "length_histogram.parquet"),
             Input::stage("ingest", "train.parquet"),
+            Input::stage("audit", "overlap.parquet"),
+            Input::stage("audit", "label_issues.parquet"),
         ]
     }
     fn outputs(&self) -> Vec<String> {
@@ -431,28 +436,52 @@ impl Stage for ReportStage {
     }
     fn run(&self, ctx: &mut RunContext) -> Result<()> {
         let classes = class_names(ctx)?;
-        let (labels, preds) =
-            tables::training::read_predictions(ctx.input("head/test_predictions.parquet"))?;
+        let predictions =
+            tables::training::read_prediction_rows(ctx.input("head/test_predictions.parquet"))?;
         let (history, best_epoch) =
             tables::training::read_history(ctx.input("head/history.parquet"))?;
         let lengths =
             tables::encoded::read_histogram(ctx.input("encode/length_histogram.parquet"))?;
+        let overlap_path = ctx.input("audit/overlap.parquet");
+        let overlap = tables::audit::read_overlap(overlap_path)?;
+        let split_rows: std::collections::BTreeMap<String, usize> =
+            serde_json::from_str(&tables::metadata_value(overlap_path, "split_rows")?)
+                .with_context(|| format!("{}: split_rows metadata", overlap_path.display()))?;
+        let issues_path = ctx.input("audit/label_issues.parquet");
+        let label_issues = tables::audit::read_label_issues(issues_path)?;
+        let out_of_fold_accuracy: f64 =
+            tables::metadata_value(issues_path, "out_of_fold_accuracy")?
+                .parse()
+                .with_context(|| format!("{}: out_of_fold_accuracy metadata", issues_path.display()))?;
+        let rows = |split: &str| split_rows.get(split).copied().unwrap_or(0);
         let shown = flat_params(&self.run_params);
-        let text = report::run(
+        let summary = report::run(
             &report::ReportInputs {
-                labels: &labels,
-                preds: &preds,
+                test_row_ids: &predictions.row_ids,
+                labels: &predictions.labels,
+                preds: &predictions.preds,
                 classes: &classes,
                 history: &history,
                 best_epoch,
                 lengths: &lengths,
                 params: &shown,
+                audit: &report::AuditFindings {
+                    overlap: &overlap,
+                    split_rows: [rows("train"), rows("val"), rows("test")],
+                    label_issues: &label_issues,
+                    out_of_fold_accuracy,
+                },
             },
             ctx.out_dir(),
         )?;
         ctx.note(format!(
+            "test accuracy {:.4}; {}",
+            summary.accuracy,
+            report::audit::held_out_phrase(&summary.held_out)
+        ));
+        ctx.note(format!(
             "test split classification report:\n{}",
-            text.trim_end()
+            summary.text.trim_end()
         ));
         Ok(())
     }

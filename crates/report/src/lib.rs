@@ -2,12 +2,14 @@
 //! metrics.json with the confusion matrix, three SVG plots and one
 //! self-contained `report.html` page that shows them with the run's parameters.
 
+pub mod audit;
 mod metrics;
 mod page;
 pub mod plots;
 
 use std::path::Path;
 
+pub use audit::{AuditFindings, HeldOut};
 pub use metrics::{Metrics, classification_report, metrics};
 use tables::encoded::LengthHistogram;
 use tables::training::EpochRow;
@@ -23,7 +25,8 @@ pub const OUTPUTS: [&str; 6] = [
 
 /// Everything the report is made from.
 pub struct ReportInputs<'a> {
-    /// Test split: true and predicted class ids.
+    /// Test split: row ids, true and predicted class ids.
+    pub test_row_ids: &'a [i64],
     pub labels: &'a [i64],
     pub preds: &'a [i64],
     pub classes: &'a [String],
@@ -32,12 +35,35 @@ pub struct ReportInputs<'a> {
     pub lengths: &'a LengthHistogram,
     /// (`stage.parameter`, value) of every stage.
     pub params: &'a [(String, String)],
+    pub audit: &'a AuditFindings<'a>,
 }
 
-/// The report stage: writes every file of [`OUTPUTS`] into `out_dir` and
-/// returns the classification report text.
-pub fn run(inputs: &ReportInputs, out_dir: &Path) -> anyhow::Result<String> {
+/// `metrics.json`: the test split's metrics, and the accuracy on its rows
+/// that share nothing with training.
+#[derive(serde::Serialize)]
+struct MetricsFile<'a> {
+    #[serde(flatten)]
+    metrics: &'a Metrics,
+    test_without_train_overlap: &'a HeldOut,
+}
+
+/// What the report stage says.
+pub struct Summary {
+    /// The classification report text.
+    pub text: String,
+    pub accuracy: f64,
+    pub held_out: HeldOut,
+}
+
+/// The report stage: writes every file of [`OUTPUTS`] into `out_dir`.
+pub fn run(inputs: &ReportInputs, out_dir: &Path) -> anyhow::Result<Summary> {
     let m = metrics(inputs.labels, inputs.preds, inputs.classes);
+    let held_out = audit::held_out(
+        inputs.test_row_ids,
+        inputs.labels,
+        inputs.preds,
+        inputs.audit.overlap,
+    );
     let text = classification_report(&m, 2);
     let confusion_svg = plots::confusion_matrix(&m.confusion, &m.classes)?;
     let loss_svg = plots::loss_curves(inputs.history, inputs.best_epoch)?;
@@ -51,10 +77,16 @@ pub fn run(inputs: &ReportInputs, out_dir: &Path) -> anyhow::Result<String> {
         lengths_svg: &lengths_svg,
         confusion_svg: &confusion_svg,
         params: inputs.params,
+        held_out: &held_out,
+        audit_section: &audit::section(inputs.audit, inputs.classes),
     });
+    let metrics_file = MetricsFile {
+        metrics: &m,
+        test_without_train_overlap: &held_out,
+    };
     let files: [(&str, &[u8]); 6] = [
         (OUTPUTS[0], text.as_bytes()),
-        (OUTPUTS[1], &serde_json::to_vec_pretty(&m)?),
+        (OUTPUTS[1], &serde_json::to_vec_pretty(&metrics_file)?),
         (OUTPUTS[2], confusion_svg.as_bytes()),
         (OUTPUTS[3], loss_svg.as_bytes()),
         (OUTPUTS[4], lengths_svg.as_bytes()),
@@ -65,5 +97,9 @@ pub fn run(inputs: &ReportInputs, out_dir: &Path) -> anyhow::Result<String> {
         std::fs::write(&path, bytes)
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     }
-    Ok(text)
+    Ok(Summary {
+        text,
+        accuracy: m.accuracy,
+        held_out,
+    })
 }

@@ -19,6 +19,9 @@ pub struct Page<'a> {
     pub confusion_svg: &'a str,
     /// (`stage.parameter`, value) of every stage, as the stages were keyed.
     pub params: &'a [(String, String)],
+    pub held_out: &'a crate::HeldOut,
+    /// The audit's section, rendered (`crate::audit::section`).
+    pub audit_section: &'a str,
 }
 
 const STYLE: &str = "body{font-family:sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}\
@@ -36,17 +39,20 @@ pub fn render(page: &Page) -> String {
          <title>Sentiment head: test accuracy {acc:.4}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
          <h1>Sentiment classifier on frozen BERT features</h1>\n\
          <p><span class=\"big\">accuracy {acc:.4}</span><span class=\"big\">macro F1 {f1:.4}</span>\
-         on the {total} sentences of the test split; weights of epoch {best} (best validation loss).</p>\n",
+         on the {total} sentences of the test split; weights of epoch {best} (best validation loss).</p>\n\
+         <p><span class=\"big\">{held}</span></p>\n",
         acc = m.accuracy,
         f1 = m.macro_f1,
         best = page.best_epoch,
+        held = crate::audit::held_out_phrase(page.held_out),
     );
     let _ = write!(
         html,
         "<h2>Classification report</h2>\n<pre>{}</pre>\n\
-         <h2>Confusion matrix</h2>\n<figure>{}</figure>\n\
+         {}<h2>Confusion matrix</h2>\n<figure>{}</figure>\n\
          <h2>Training</h2>\n<figure>{}</figure>\n",
         esc(page.report_text),
+        page.audit_section,
         page.confusion_svg,
         page.loss_svg
     );

@@ -1,7 +1,8 @@
 //! The report's files: every output written, the images well-formed SVG
 //! showing the right numbers, the page showing everything, escaped.
 
-use report::{OUTPUTS, ReportInputs};
+use report::{AuditFindings, OUTPUTS, ReportInputs};
+use tables::audit::{LabelIssueRow, OverlapRow};
 use tables::encoded::LengthHistogram;
 use tables::training::EpochRow;
 
@@ -58,8 +59,25 @@ fn write_three_class_report() -> Written {
         ("head.learning_rate".to_string(), "0.001".to_string()),
         ("ingest.csv".to_string(), "data/a&b.csv".to_string()),
     ];
-    let text = report::run(
+    // Test rows 100..108; rows 100 (right) and 103 (wrong) overlap training,
+    // row 105 only overlaps val: 6 held-out rows, 4 of them right.
+    let overlap = [
+        overlap_row("test", 100, "train", "exact"),
+        overlap_row("test", 103, "train", "inside"),
+        overlap_row("test", 105, "val", "contains"),
+        overlap_row("val", 7, "train", "near_duplicate"),
+    ];
+    let issues = [LabelIssueRow {
+        row_id: 42,
+        sentence: "a <b>rotten</b> film".into(),
+        given: 2,
+        suggested: 0,
+        self_confidence: 0.0125,
+    }];
+    let test_row_ids: Vec<i64> = (100..108).collect();
+    let summary = report::run(
         &ReportInputs {
+            test_row_ids: &test_row_ids,
             labels: &labels,
             preds: &preds,
             classes: &classes,
@@ -67,13 +85,57 @@ fn write_three_class_report() -> Written {
             best_epoch: 2,
             lengths: &lengths,
             params: &params,
+            audit: &AuditFindings {
+                overlap: &overlap,
+                split_rows: [30, 9, 8],
+                label_issues: &issues,
+                out_of_fold_accuracy: 0.75,
+            },
         },
         dir.path(),
     )
     .unwrap();
+    assert_eq!(summary.held_out.rows, 6);
+    assert_eq!(summary.held_out.accuracy, Some(4.0 / 6.0));
     let written = Written { dir };
-    assert_eq!(written.read("classification_report.txt"), text);
+    assert_eq!(written.read("classification_report.txt"), summary.text);
     written
+}
+
+fn overlap_row(split: &str, row_id: i64, against: &str, kind: &str) -> OverlapRow {
+    OverlapRow {
+        split: split.into(),
+        row_id,
+        sentence: format!("sentence {row_id} & more"),
+        against: against.into(),
+        kind: kind.into(),
+        match_row_id: row_id + 1000,
+        match_sentence: "its match".into(),
+        cosine: 0.5,
+    }
+}
+
+#[test]
+fn page_and_metrics_show_the_held_out_accuracy_overlaps_and_label_issues() {
+    let w = write_three_class_report();
+    let html = w.read("report.html");
+    assert!(
+        html.contains("on the 6 test rows that share nothing with training 0.6667"),
+        "headline held-out accuracy"
+    );
+    // The per-pair counts: test/train 2 overlapping of 8 (1 exact, 1 inside).
+    assert!(
+        html.contains("<tr><td>test</td><td>train</td><td class=\"n\">8</td><td class=\"n\">2</td>\
+         <td class=\"n\">1</td><td class=\"n\">1</td><td class=\"n\">0</td><td class=\"n\">0</td></tr>"),
+        "test/train counts"
+    );
+    assert!(html.contains("sentence 100 &amp; more"), "a top overlap, escaped");
+    assert!(!html.contains("sentence 105"), "test/val overlaps are not test/train leaks");
+    assert!(html.contains("a &lt;b&gt;rotten&lt;/b&gt; film"), "a label issue, escaped");
+    assert!(html.contains("<td>pos &amp; good</td><td>neg &lt;bad&gt;</td>"), "given and suggested by name");
+    let metrics: serde_json::Value = serde_json::from_str(&w.read("metrics.json")).unwrap();
+    assert_eq!(metrics["test_without_train_overlap"]["rows"], 6);
+    assert_eq!(metrics["accuracy"], 0.625);
 }
 
 #[test]
