@@ -6,8 +6,8 @@ use std::fs;
 
 use common::{Background, Project, shared_data};
 
-const STAGES: [&str; 7] = [
-    "ingest", "model", "encode", "embed", "head", "report", "export",
+const STAGES: [&str; 8] = [
+    "ingest", "model", "encode", "embed", "head", "audit", "report", "export",
 ];
 
 fn uci_project() -> Project {
@@ -84,7 +84,7 @@ fn first_run_runs_all_second_none_change_reruns_revert_restores() {
 
     let reverted = p.cli(&["run-pipeline"]);
     reverted.ok();
-    for stage in ["ingest", "encode", "embed", "head", "report", "export"] {
+    for stage in ["ingest", "encode", "embed", "head", "audit", "report", "export"] {
         assert_eq!(
             reverted.outcome(stage),
             "restored",
@@ -219,20 +219,29 @@ fn a_second_concurrent_run_waits_or_says_why_it_cannot() {
 fn each_parameter_reruns_exactly_its_downstream() {
     let p = uci_project();
     p.cli(&["run-pipeline"]).ok();
-    let cases: [(&str, &[&str]); 4] = [
+    let cases: [(&str, &[&str]); 7] = [
         (
             "encode.max_len=12",
-            &["encode", "embed", "head", "report", "export"],
+            &["encode", "embed", "head", "audit", "report", "export"],
         ),
         (
             "embed.pooling=\"mean\"",
-            &["embed", "head", "report", "export"],
+            &["embed", "head", "audit", "report", "export"],
         ),
         (
             "model.ops=\"standard\"",
-            &["model", "embed", "head", "report", "export"],
+            &["model", "embed", "head", "audit", "report", "export"],
         ),
+        // The linear probe does not read [head]: the audit stays cached.
         ("head.epochs=2", &["head", "report", "export"]),
+        // The model card does not show the audit: the export stays cached.
+        ("audit.folds=3", &["audit", "report"]),
+        (
+            "ingest.dedup=\"exact\"",
+            &["ingest", "encode", "embed", "head", "audit", "report", "export"],
+        ),
+        // With the head as the probe, [head] keys the audit.
+        ("audit.probe=\"head\"", &["audit", "report"]),
     ];
     for (set, rerun) in cases {
         p.cli(&["run-pipeline"]).ok(); // back to the baseline

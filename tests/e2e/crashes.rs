@@ -22,17 +22,18 @@ use std::time::{Duration, Instant};
 use common::{Project, Run, untimed_digests};
 use runner::manifest::LockFile;
 
-const STAGES: [&str; 7] = [
-    "ingest", "model", "encode", "embed", "head", "report", "export",
+const STAGES: [&str; 8] = [
+    "ingest", "model", "encode", "embed", "head", "audit", "report", "export",
 ];
 /// What each stage reads from (the runs that prepare a targeted kill).
-const UPSTREAM: [(&str, &[&str]); 7] = [
+const UPSTREAM: [(&str, &[&str]); 8] = [
     ("ingest", &[]),
     ("model", &[]),
     ("encode", &["ingest", "model"]),
     ("embed", &["encode"]),
     ("head", &["embed"]),
-    ("report", &["head"]),
+    ("audit", &["embed"]),
+    ("report", &["head", "audit"]),
     ("export", &["report"]),
 ];
 /// Cold-run kills that must land inside each stage (its scratch exists).
@@ -320,7 +321,7 @@ fn sigkill_while_new_keys_are_committed_then_rerun_recomputes_what_was_interrupt
         let delay = Duration::from_secs_f64(span * delays.next_fraction());
         let before = snapshot(&dir);
         run_and_kill(&p, &dir, &["run-pipeline", "--set", CHANGED], delay);
-        let changed = ["ingest", "encode", "embed", "head", "report", "export"];
+        let changed = ["ingest", "encode", "embed", "head", "audit", "report", "export"];
         let expected = expected_outcomes(&before, &snapshot(&dir), &changed);
         changed_landings.record(&dir, &expected);
         let what = format!("--set {CHANGED} killed after {delay:?}");

@@ -3,8 +3,11 @@
 //! The split is the reference tutorial's two steps: `1 - train_fraction` is
 //! split off stratified, then halved (in the val:test ratio) stratified, each
 //! exactly as scikit-learn's `train_test_split(..., random_state=seed,
-//! stratify=labels)` does it, so rows and order equal the tutorial's.
+//! stratify=labels)` does it, so rows and order equal the tutorial's. With
+//! `ingest.group_column`, whole groups are split instead (`group_split`);
+//! with `ingest.dedup = "exact"`, repeated texts (`text`) are dropped first.
 
+mod group_split;
 mod numpy_rng;
 mod params;
 mod quoting;
@@ -18,7 +21,7 @@ use anyhow::{Result, bail};
 use tables::Provenance;
 use tables::splits::LabelledRow;
 
-pub use params::{EmptySentences, IngestParams};
+pub use params::{Dedup, EmptySentences, IngestParams};
 pub use read::{SourceRow, SourceTable, read_csv};
 
 use crate::split::{SplitError, train_test_split};
@@ -42,7 +45,15 @@ pub fn run(
     provenance: Provenance,
 ) -> Result<IngestSummary> {
     check_fractions(params)?;
-    let table = read::read_csv(csv, params)?;
+    let mut table = read::read_csv(csv, params)?;
+    let mut notes = Vec::new();
+    if params.dedup == Dedup::Exact {
+        let (dropped, conflicting) = drop_repeats(&mut table.rows);
+        notes.push(format!(
+            "ingest.dedup = \"exact\": {dropped} rows repeating an earlier row's text dropped \
+             ({conflicting} of them with another label than the row kept)"
+        ));
+    }
     let k = table.classes.len();
     let labels: Vec<i64> = table.rows.iter().map(|r| r.label).collect();
     let mut per_class = vec![0usize; k];
@@ -59,29 +70,30 @@ pub fn run(
         );
     }
 
-    let held_out = params.val_fraction + params.test_fraction;
-    let first = train_test_split(&labels, held_out, params.seed).map_err(|e| {
-        explain_split_error(
-            e,
-            csv,
-            &table.classes,
-            &format!("splitting off val+test ({:.0}%)", held_out * 100.0),
-        )
-    })?;
-    let temp_labels: Vec<i64> = first.test.iter().map(|&i| labels[i]).collect();
-    let second = train_test_split(&temp_labels, params.test_fraction / held_out, params.seed)
-        .map_err(|e| {
-            explain_split_error(
-                e,
-                csv,
-                &table.classes,
-                "dividing val+test into val and test",
-            )
-        })?;
-
-    let pick = |positions: &mut dyn Iterator<Item = usize>| -> Vec<LabelledRow> {
-        positions
-            .map(|i| {
+    let positions = match &params.group_column {
+        Some(column) => {
+            let groups: Vec<&str> = table
+                .rows
+                .iter()
+                .map(|r| r.group.as_deref().unwrap_or_default())
+                .collect();
+            let fractions = [params.train_fraction, params.val_fraction, params.test_fraction];
+            group_split::split(&labels, &groups, k, fractions, params.seed).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: with ingest.group_column = {column:?}, the {} groups cannot give every split every class \
+                     ({} has no rows of class {:?}); add groups of that class or change the split fractions",
+                    csv.display(),
+                    e.groups,
+                    ["train", "val", "test"][e.split],
+                    table.classes[e.class as usize]
+                )
+            })?
+        }
+        None => sklearn_split(params, &labels, csv, &table.classes)?,
+    };
+    let splits = positions.map(|rows| {
+        rows.iter()
+            .map(|&i| {
                 let r = &table.rows[i];
                 LabelledRow {
                     row_id: r.row_id,
@@ -89,17 +101,15 @@ pub fn run(
                     label: r.label,
                 }
             })
-            .collect()
-    };
-    let splits = [
-        pick(&mut first.train.iter().copied()),
-        pick(&mut second.train.iter().map(|&j| first.test[j])),
-        pick(&mut second.test.iter().map(|&j| first.test[j])),
-    ];
+            .collect::<Vec<_>>()
+    });
 
     let classes_json = serde_json::to_string(&table.classes)?;
     let provenance = provenance.with("classes", classes_json);
-    let mut summary = IngestSummary::default();
+    let mut summary = IngestSummary {
+        notes,
+        ..IngestSummary::default()
+    };
     for (i, rows) in splits.iter().enumerate() {
         tables::splits::write(&out_dir.join(OUTPUTS[i]), rows, &provenance)?;
         let mut counts = vec![0usize; k];
@@ -127,9 +137,9 @@ pub fn run(
             .notes
             .push(format!("{name} per class: {}", parts.join(" ")));
     }
-    if table.duplicates > 0 {
+    if table.duplicates > 0 && params.dedup == Dedup::None {
         summary.notes.push(format!(
-            "{} rows repeat an earlier sentence ({} with a different label); kept",
+            "{} rows repeat an earlier sentence ({} with a different label); kept (ingest.dedup = \"exact\" drops them)",
             table.duplicates, table.conflicting_duplicates
         ));
     }
@@ -140,6 +150,52 @@ pub fn run(
         ));
     }
     Ok(summary)
+}
+
+/// The tutorial's two stratified steps (scikit-learn's `train_test_split`
+/// twice): positions into `labels` for train, val and test.
+fn sklearn_split(
+    params: &IngestParams,
+    labels: &[i64],
+    csv: &Path,
+    classes: &[String],
+) -> Result<[Vec<usize>; 3]> {
+    let held_out = params.val_fraction + params.test_fraction;
+    let first = train_test_split(labels, held_out, params.seed).map_err(|e| {
+        explain_split_error(
+            e,
+            csv,
+            classes,
+            &format!("splitting off val+test ({:.0}%)", held_out * 100.0),
+        )
+    })?;
+    let temp_labels: Vec<i64> = first.test.iter().map(|&i| labels[i]).collect();
+    let second = train_test_split(&temp_labels, params.test_fraction / held_out, params.seed)
+        .map_err(|e| explain_split_error(e, csv, classes, "dividing val+test into val and test"))?;
+    Ok([
+        first.train,
+        second.train.iter().map(|&j| first.test[j]).collect(),
+        second.test.iter().map(|&j| first.test[j]).collect(),
+    ])
+}
+
+/// Keeps the first row of each normalised text (`text::normalized`);
+/// returns (rows dropped, of which with another label than the row kept).
+fn drop_repeats(rows: &mut Vec<read::SourceRow>) -> (usize, usize) {
+    let mut first_label: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    let before = rows.len();
+    let mut conflicting = 0;
+    rows.retain(|row| match first_label.entry(text::normalized(&row.sentence)) {
+        std::collections::hash_map::Entry::Occupied(kept) => {
+            conflicting += usize::from(*kept.get() != row.label);
+            false
+        }
+        std::collections::hash_map::Entry::Vacant(slot) => {
+            slot.insert(row.label);
+            true
+        }
+    });
+    (before - rows.len(), conflicting)
 }
 
 fn check_fractions(p: &IngestParams) -> Result<()> {

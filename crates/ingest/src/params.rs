@@ -34,6 +34,33 @@ pub struct IngestParams {
     /// caught by the quoting check, not by length).
     #[serde(default = "default_max_sentence_chars")]
     pub max_sentence_chars: usize,
+    /// Rows whose text repeats an earlier row's (under `ingest::text`'s
+    /// normalisation): kept ("none") or dropped before splitting ("exact").
+    /// Left out of the key when "none", so results from before it existed
+    /// stay valid.
+    #[serde(default, skip_serializing_if = "Dedup::is_none")]
+    pub dedup: Dedup,
+    /// A column naming each row's group (e.g. the review a phrase came
+    /// from): every row of a group lands in one split, and the split is
+    /// stratified by class over groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_column: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dedup {
+    /// Keep every row.
+    #[default]
+    None,
+    /// Keep the first row of each normalised text; drop the rest.
+    Exact,
+}
+
+impl Dedup {
+    fn is_none(&self) -> bool {
+        *self == Dedup::None
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

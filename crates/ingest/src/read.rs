@@ -18,6 +18,8 @@ pub struct SourceRow {
     pub row_id: i64,
     pub sentence: String,
     pub label: i64,
+    /// The value of `ingest.group_column`, when set.
+    pub group: Option<String>,
 }
 
 #[derive(Debug)]
@@ -76,6 +78,10 @@ pub fn read_csv(path: &Path, params: &IngestParams) -> Result<SourceTable> {
     };
     let text_col = find(&params.text_column, "text_column")?;
     let label_col = find(&params.label_column, "label_column")?;
+    let group_col = match &params.group_column {
+        Some(name) => Some(find(name, "group_column")?),
+        None => None,
+    };
     let labels = LabelParser::new(params)?;
 
     let mut rows = Vec::new();
@@ -114,10 +120,23 @@ pub fn read_csv(path: &Path, params: &IngestParams) -> Result<SourceTable> {
         let label = labels
             .parse(label_text.trim())
             .map_err(|problem| anyhow::anyhow!("{shown}:{line}: {problem}"))?;
+        let group = match (group_col, &params.group_column) {
+            (Some(col), Some(name)) => {
+                let group = field_text(&record[col], path, line, name)?.trim();
+                if group.is_empty() {
+                    bail!(
+                        "{shown}:{line}: empty group (column {name:?}, ingest.group_column); every row needs the group it belongs to"
+                    );
+                }
+                Some(group.to_string())
+            }
+            _ => None,
+        };
         rows.push(SourceRow {
             row_id: data_row,
             sentence: text.to_string(),
             label,
+            group,
         });
     }
     if data_row < 0 {
