@@ -180,6 +180,53 @@ fn cases() -> Vec<Case> {
             done_before: &[],
         },
         Case {
+            name: "group column not in the header",
+            config: "group_column = \"review\"\n",
+            expect: &["input.csv:1", "\"review\"", "group_column"],
+            ..Case::default()
+        },
+        Case {
+            name: "row without a group",
+            csv: csv(format!(
+                "sentence,label,review\n{}no group here,1,\n",
+                rows(10, 2).replace('\n', ",r1\n")
+            )),
+            config: "group_column = \"review\"\n",
+            expect: &["input.csv:22", "empty group", "group_column"],
+            ..Case::default()
+        },
+        Case {
+            name: "too few groups for three stratified splits",
+            csv: csv(format!(
+                "sentence,label,review\n{}",
+                rows(10, 2)
+                    .lines()
+                    .map(|l| format!("{l},r{}\n", &l[l.len() - 1..]))
+                    .collect::<String>()
+            )),
+            config: "group_column = \"review\"\n",
+            expect: &["input.csv", "2 groups", "cannot give every split every class"],
+            ..Case::default()
+        },
+        Case {
+            name: "unknown dedup mode",
+            args: &["--set", "ingest.dedup=\"fuzzy\""],
+            expect: &["dedup", "fuzzy", "none", "exact"],
+            ..Case::default()
+        },
+        Case {
+            name: "audit with one fold",
+            args: &["--set", "audit.folds=1"],
+            expect: &["[audit]", "audit.folds = 1", "at least 2 folds"],
+            ..Case::default()
+        },
+        Case {
+            name: "audit near-duplicate threshold above 1",
+            args: &["--set", "audit.near_duplicate_cosine=1.5"],
+            expect: &["[audit]", "near_duplicate_cosine = 1.5", "(0, 1]"],
+            ..Case::default()
+        },
+        Case {
             name: "fractions do not sum to 1",
             csv: csv(format!("sentence,label\n{good}")),
             config: "",

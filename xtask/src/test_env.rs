@@ -22,6 +22,8 @@ const PY_REQUIREMENTS: &[&str] = &[
     "safetensors==0.8.0",
     // The Python client of the exported classifier (tests/e2e/export.rs).
     "onnxruntime==1.32.0",
+    // The label-issue oracle (tests/e2e/audit.rs).
+    "cleanlab==2.9.0",
     // What they depend on.
     "scipy==1.17.1",
     "joblib==1.6.0",
@@ -45,6 +47,10 @@ const PY_REQUIREMENTS: &[&str] = &[
     "typing_extensions==4.16.0",
     "protobuf==7.36.2",
     "flatbuffers==25.12.19",
+    "pandas==3.1.1",
+    "python-dateutil==4.0.0",
+    "termcolor==3.3.0",
+    "tzdata==2026.6",
 ];
 
 pub fn run_tests(extra: &[String]) -> Result<ExitCode> {

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 /// Crates that do one stage's work (and `tables`, their shared schemas):
 /// they know how, never whether, so they must not see the runner.
-const STAGE_CRATES: [&str; 8] = [
-    "ingest", "model", "encode", "embed", "head", "report", "export", "tables",
+const STAGE_CRATES: [&str; 9] = [
+    "ingest", "model", "encode", "embed", "head", "audit", "report", "export", "tables",
 ];
 
 fn root() -> PathBuf {
