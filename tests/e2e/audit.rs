@@ -33,7 +33,8 @@ fn planted_csv() -> (String, BTreeSet<i64>) {
         } else {
             *label
         };
-        out.write_record([sentence.as_str(), &label.to_string()]).unwrap();
+        out.write_record([sentence.as_str(), &label.to_string()])
+            .unwrap();
     }
     for (i, (sentence, label)) in rows.iter().enumerate().step_by(13).take(150) {
         let words: Vec<&str> = sentence.split_whitespace().collect();
@@ -42,9 +43,13 @@ fn planted_csv() -> (String, BTreeSet<i64>) {
             1 if words.len() > 6 => words[1..5].join(" "),
             _ => format!("Honestly, {sentence} That is all."),
         };
-        out.write_record([planted.as_str(), &label.to_string()]).unwrap();
+        out.write_record([planted.as_str(), &label.to_string()])
+            .unwrap();
     }
-    (String::from_utf8(out.into_inner().unwrap()).unwrap(), flipped)
+    (
+        String::from_utf8(out.into_inner().unwrap()).unwrap(),
+        flipped,
+    )
 }
 
 #[test]
@@ -67,18 +72,28 @@ fn audit_finds_leaks_and_flipped_labels_as_the_oracles_do() {
     ]))
     .unwrap();
     let ours = tables::audit::read_overlap(&artifacts.join("audit/overlap.parquet")).unwrap();
-    let key = |split: &str, row_id: i64, against: &str| (split.to_string(), row_id, against.to_string());
+    let key =
+        |split: &str, row_id: i64, against: &str| (split.to_string(), row_id, against.to_string());
     let mut expected: BTreeMap<_, (String, f64)> = BTreeMap::new();
     for row in oracle["rows"].as_array().unwrap() {
         let r = row.as_array().unwrap();
         expected.insert(
-            key(r[0].as_str().unwrap(), r[1].as_i64().unwrap(), r[2].as_str().unwrap()),
+            key(
+                r[0].as_str().unwrap(),
+                r[1].as_i64().unwrap(),
+                r[2].as_str().unwrap(),
+            ),
             (r[3].as_str().unwrap().to_string(), r[4].as_f64().unwrap()),
         );
     }
     let found: BTreeMap<_, _> = ours
         .iter()
-        .map(|r| (key(&r.split, r.row_id, &r.against), (r.kind.clone(), f64::from(r.cosine))))
+        .map(|r| {
+            (
+                key(&r.split, r.row_id, &r.against),
+                (r.kind.clone(), f64::from(r.cosine)),
+            )
+        })
         .collect();
     assert_eq!(
         found.keys().collect::<Vec<_>>(),
@@ -87,12 +102,17 @@ fn audit_finds_leaks_and_flipped_labels_as_the_oracles_do() {
     );
     for (k, (kind, cosine)) in &found {
         assert_eq!(kind, &expected[k].0, "{k:?}");
-        assert!((cosine - expected[k].1).abs() < 1e-4, "{k:?}: cosine {cosine} vs {}", expected[k].1);
+        assert!(
+            (cosine - expected[k].1).abs() < 1e-4,
+            "{k:?}: cosine {cosine} vs {}",
+            expected[k].1
+        );
     }
     // Every planted kind leaked into the test split at least once.
     for kind in ["exact", "inside", "contains"] {
         assert!(
-            ours.iter().any(|r| r.split == "test" && r.against == "train" && r.kind == kind),
+            ours.iter()
+                .any(|r| r.split == "test" && r.against == "train" && r.kind == kind),
             "no {kind} overlap of test with train found"
         );
     }
@@ -102,8 +122,16 @@ fn audit_finds_leaks_and_flipped_labels_as_the_oracles_do() {
         &std::fs::read_to_string(artifacts.join("report/metrics.json")).unwrap(),
     )
     .unwrap();
-    let test_rows = metrics["support"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum::<u64>();
-    let leaked = ours.iter().filter(|r| r.split == "test" && r.against == "train").count() as u64;
+    let test_rows = metrics["support"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .sum::<u64>();
+    let leaked = ours
+        .iter()
+        .filter(|r| r.split == "test" && r.against == "train")
+        .count() as u64;
     let held = &metrics["test_without_train_overlap"];
     assert_eq!(held["rows"].as_u64().unwrap(), test_rows - leaked);
     let phrase = format!(
@@ -111,20 +139,30 @@ fn audit_finds_leaks_and_flipped_labels_as_the_oracles_do() {
         test_rows - leaked,
         held["accuracy"].as_f64().unwrap()
     );
-    assert!(run.stdout.contains(&phrase), "{phrase} not in:\n{}", run.stdout);
+    assert!(
+        run.stdout.contains(&phrase),
+        "{phrase} not in:\n{}",
+        run.stdout
+    );
     let html = std::fs::read_to_string(artifacts.join("report/report.html")).unwrap();
     assert!(html.contains(&phrase) && html.contains("Suspected label errors"));
 
     // The label-issue ranking is cleanlab's on the same probabilities
     // (rows of equal self-confidence may come in either order).
-    let issues = tables::audit::read_label_issues(&artifacts.join("audit/label_issues.parquet")).unwrap();
+    let issues =
+        tables::audit::read_label_issues(&artifacts.join("audit/label_issues.parquet")).unwrap();
     let cleanlab: serde_json::Value = serde_json::from_str(&run_python(&[
         &py_script("audit_oracle.py"),
         "cleanlab",
         artifacts.join("audit").to_str().unwrap(),
     ]))
     .unwrap();
-    let theirs: Vec<i64> = cleanlab["row_ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    let theirs: Vec<i64> = cleanlab["row_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
     let their_confidence: Vec<f64> = cleanlab["self_confidence"]
         .as_array()
         .unwrap()
@@ -138,20 +176,34 @@ fn audit_finds_leaks_and_flipped_labels_as_the_oracles_do() {
         theirs.iter().collect::<BTreeSet<_>>(),
         "the flagged rows"
     );
-    let confidence: Vec<f64> = issues.iter().map(|r| f64::from(r.self_confidence)).collect();
+    let confidence: Vec<f64> = issues
+        .iter()
+        .map(|r| f64::from(r.self_confidence))
+        .collect();
     assert_eq!(confidence.len(), their_confidence.len());
     for (i, (a, b)) in confidence.iter().zip(&their_confidence).enumerate() {
-        assert!((a - b).abs() < 1e-7, "rank {i}: self-confidence {a} vs cleanlab's {b}");
+        assert!(
+            (a - b).abs() < 1e-7,
+            "rank {i}: self-confidence {a} vs cleanlab's {b}"
+        );
     }
 
     // And it finds what was planted: most flipped training rows are flagged,
     // with their original label suggested.
     let train = tables::splits::read(&artifacts.join("ingest/train.parquet")).unwrap();
-    let flipped_in_train: Vec<i64> = train.iter().map(|r| r.row_id).filter(|id| flipped.contains(id)).collect();
+    let flipped_in_train: Vec<i64> = train
+        .iter()
+        .map(|r| r.row_id)
+        .filter(|id| flipped.contains(id))
+        .collect();
     let suggested: HashMap<i64, i64> = issues.iter().map(|r| (r.row_id, r.suggested)).collect();
     let caught = flipped_in_train
         .iter()
-        .filter(|id| suggested.get(id).is_some_and(|&s| s != train.iter().find(|r| r.row_id == **id).unwrap().label))
+        .filter(|id| {
+            suggested
+                .get(id)
+                .is_some_and(|&s| s != train.iter().find(|r| r.row_id == **id).unwrap().label)
+        })
         .count();
     assert!(
         caught * 2 > flipped_in_train.len(),
@@ -168,10 +220,14 @@ fn grouped_csv() -> String {
         let label = review % 2;
         let mood = if label == 1 { "lovely" } else { "dreadful" };
         for phrase in 0..(review % 4 + 2) {
-            s.push_str(&format!("the {mood} part {phrase} of review {review},{label},r{review}\n"));
+            s.push_str(&format!(
+                "the {mood} part {phrase} of review {review},{label},r{review}\n"
+            ));
         }
         if review % 10 == 0 {
-            s.push_str(&format!("The {mood}  PART 0 of review {review},{label},r{review}\n"));
+            s.push_str(&format!(
+                "The {mood}  PART 0 of review {review},{label},r{review}\n"
+            ));
         }
     }
     s
@@ -192,8 +248,13 @@ fn dedup_and_group_split_are_keyed_and_do_what_they_say() {
     args.extend(set);
     let status = p.cli(&args);
     assert!(
-        status.ok().stdout.contains("parameter ingest.group_column added: \"review\"")
-            && status.stdout.contains("parameter ingest.dedup added: \"exact\""),
+        status
+            .ok()
+            .stdout
+            .contains("parameter ingest.group_column added: \"review\"")
+            && status
+                .stdout
+                .contains("parameter ingest.dedup added: \"exact\""),
         "{}",
         status.stdout
     );
@@ -202,7 +263,8 @@ fn dedup_and_group_split_are_keyed_and_do_what_they_say() {
     let run = p.cli(&args);
     run.ok();
     assert!(
-        run.stdout.contains("8 rows repeating an earlier row's text dropped"),
+        run.stdout
+            .contains("8 rows repeating an earlier row's text dropped"),
         "{}",
         run.stdout
     );
@@ -217,14 +279,23 @@ fn dedup_and_group_split_are_keyed_and_do_what_they_say() {
     let mut texts = BTreeSet::new();
     let mut rows = 0;
     for split in ["train", "val", "test"] {
-        let read = tables::splits::read(&p.path(&format!("artifacts/ingest/{split}.parquet"))).unwrap();
+        let read =
+            tables::splits::read(&p.path(&format!("artifacts/ingest/{split}.parquet"))).unwrap();
         assert!(!read.is_empty(), "{split} is empty");
         for row in read {
             rows += 1;
             let group = &group_of[&row.row_id];
             let first = *split_of_group.entry(group.clone()).or_insert(split);
-            assert_eq!(first, split, "group {group} is split between {first} and {split}");
-            let normal = row.sentence.to_lowercase().split_whitespace().collect::<Vec<_>>().join(" ");
+            assert_eq!(
+                first, split,
+                "group {group} is split between {first} and {split}"
+            );
+            let normal = row
+                .sentence
+                .to_lowercase()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
             assert!(texts.insert(normal), "{:?} kept twice", row.sentence);
         }
     }

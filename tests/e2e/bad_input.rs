@@ -205,7 +205,11 @@ fn cases() -> Vec<Case> {
                     .collect::<String>()
             )),
             config: "group_column = \"review\"\n",
-            expect: &["input.csv", "2 groups", "cannot give every split every class"],
+            expect: &[
+                "input.csv",
+                "2 groups",
+                "cannot give every split every class",
+            ],
             ..Case::default()
         },
         Case {

@@ -84,7 +84,9 @@ fn first_run_runs_all_second_none_change_reruns_revert_restores() {
 
     let reverted = p.cli(&["run-pipeline"]);
     reverted.ok();
-    for stage in ["ingest", "encode", "embed", "head", "audit", "report", "export"] {
+    for stage in [
+        "ingest", "encode", "embed", "head", "audit", "report", "export",
+    ] {
         assert_eq!(
             reverted.outcome(stage),
             "restored",
@@ -135,11 +137,11 @@ fn artifacts_flag_and_gc() {
     let entries_before = p.artifact_entries();
     p.cli(&["gc"]).ok();
     let entries_after = p.artifact_entries();
-    // The seed=2021 results of ingest, encode, embed, head, report, export;
-    // model is shared.
+    // The seed=2021 results of ingest, encode, embed, head, audit, report,
+    // export; model is shared.
     assert_eq!(
         entries_before.len(),
-        entries_after.len() + 6,
+        entries_after.len() + 7,
         "{entries_before:?} -> {entries_after:?}"
     );
     assert_eq!(
@@ -238,7 +240,9 @@ fn each_parameter_reruns_exactly_its_downstream() {
         ("audit.folds=3", &["audit", "report"]),
         (
             "ingest.dedup=\"exact\"",
-            &["ingest", "encode", "embed", "head", "audit", "report", "export"],
+            &[
+                "ingest", "encode", "embed", "head", "audit", "report", "export",
+            ],
         ),
         // With the head as the probe, [head] keys the audit.
         ("audit.probe=\"head\"", &["audit", "report"]),

@@ -321,7 +321,9 @@ fn sigkill_while_new_keys_are_committed_then_rerun_recomputes_what_was_interrupt
         let delay = Duration::from_secs_f64(span * delays.next_fraction());
         let before = snapshot(&dir);
         run_and_kill(&p, &dir, &["run-pipeline", "--set", CHANGED], delay);
-        let changed = ["ingest", "encode", "embed", "head", "audit", "report", "export"];
+        let changed = [
+            "ingest", "encode", "embed", "head", "audit", "report", "export",
+        ];
         let expected = expected_outcomes(&before, &snapshot(&dir), &changed);
         changed_landings.record(&dir, &expected);
         let what = format!("--set {CHANGED} killed after {delay:?}");

@@ -249,7 +249,7 @@ fn concurrent_clients_get_what_predict_says_and_bad_requests_get_4xx() {
     assert_eq!(metadata["labels"], serde_json::json!(["0", "1"]));
     assert_eq!(
         metadata["stage_keys"].as_object().unwrap().len(),
-        7,
+        8,
         "{metadata}"
     );
     sigterm(&server);
@@ -295,7 +295,9 @@ fn serve_refuses_without_an_export() {
         "{}",
         run.stderr
     );
+    // Everything the report reads (head, audit), but not the report.
     p.cli(&["run-pipeline", "--until", "head"]).ok();
+    p.cli(&["run-pipeline", "--until", "audit"]).ok();
     let run = p.cli(&["serve", "--port", "0"]);
     assert_ne!(run.code, 0);
     assert!(

@@ -25,12 +25,23 @@ fn main() -> anyhow::Result<()> {
         let y: Array1<usize> = t.labels[..n].iter().map(|&l| l as usize).collect();
         for iters in [10u64, 20, 50] {
             let started = std::time::Instant::now();
-            let model = MultiLogisticRegression::default().alpha(1.0).max_iterations(iters).fit(&Dataset::new(fit_x.clone(), y.clone()))?;
+            let model = MultiLogisticRegression::default()
+                .alpha(1.0)
+                .max_iterations(iters)
+                .fit(&Dataset::new(fit_x.clone(), y.clone()))?;
             let fit = started.elapsed();
             let p = model.predict_probabilities(&held_x);
-            let acc = (0..m).filter(|&i| (p[[i, 1]] > 0.5) as i64 == t.labels[n + i]).count() as f64 / m as f64;
-            let ll: f32 = (0..m).map(|i| -p[[i, t.labels[n + i] as usize]].max(1e-7).ln()).sum::<f32>() / m as f32;
-            println!("f32 standardize {standardize} iters {iters}: fit {fit:.2?}, held acc {acc:.4}, held log-loss {ll:.4}");
+            let acc = (0..m)
+                .filter(|&i| (p[[i, 1]] > 0.5) as i64 == t.labels[n + i])
+                .count() as f64
+                / m as f64;
+            let ll: f32 = (0..m)
+                .map(|i| -p[[i, t.labels[n + i] as usize]].max(1e-7).ln())
+                .sum::<f32>()
+                / m as f32;
+            println!(
+                "f32 standardize {standardize} iters {iters}: fit {fit:.2?}, held acc {acc:.4}, held log-loss {ll:.4}"
+            );
         }
     }
     Ok(())

@@ -33,7 +33,9 @@ pub fn label_issues(labels: &[i64], probabilities: &[f32], classes: usize) -> Ve
     let p = |row: usize, k: usize| f64::from(probabilities[row * classes + k]);
     let thresholds: Vec<f64> = (0..classes)
         .map(|k| {
-            let rows: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == k as i64).collect();
+            let rows: Vec<usize> = (0..labels.len())
+                .filter(|&i| labels[i] == k as i64)
+                .collect();
             if rows.is_empty() {
                 // cleanlab: a class nobody has is never confident.
                 return 2.0;
@@ -47,7 +49,9 @@ pub fn label_issues(labels: &[i64], probabilities: &[f32], classes: usize) -> Ve
             .map(|k| p(row, k) + if k == bonus_for { SLACK } else { 0.0 })
             .enumerate()
             // numpy's argmax: the first of equal maxima.
-            .fold((0, f64::NEG_INFINITY), |best, (k, v)| if v > best.1 { (k, v) } else { best })
+            .fold((0, f64::NEG_INFINITY), |best, (k, v)| {
+                if v > best.1 { (k, v) } else { best }
+            })
             .0
     };
     let mut issues = Vec::new();
@@ -95,7 +99,12 @@ mod tests {
         let issues = label_issues(&labels, &probabilities, 2);
         assert_eq!(
             issues,
-            [Issue { row: 2, given: 0, suggested: 1, self_confidence: 0.25 }]
+            [Issue {
+                row: 2,
+                given: 0,
+                suggested: 1,
+                self_confidence: 0.25
+            }]
         );
     }
 
@@ -107,7 +116,10 @@ mod tests {
             0.99, 0.01, 0.99, 0.01, 0.3, 0.7, 0.1, 0.9,
             0.01, 0.99, 0.01, 0.99, 0.8, 0.2, 0.95, 0.05,
         ];
-        let rows: Vec<usize> = label_issues(&labels, &probabilities, 2).iter().map(|i| i.row).collect();
+        let rows: Vec<usize> = label_issues(&labels, &probabilities, 2)
+            .iter()
+            .map(|i| i.row)
+            .collect();
         assert_eq!(rows, [7, 3, 6, 2]);
     }
 }

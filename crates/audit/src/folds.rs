@@ -31,7 +31,11 @@ mod tests {
         let folds = assign(&labels, 2, 5, 1);
         for class in 0..2 {
             let sizes: Vec<usize> = (0..5)
-                .map(|f| (0..103).filter(|&i| folds[i] == f && labels[i] == class).count())
+                .map(|f| {
+                    (0..103)
+                        .filter(|&i| folds[i] == f && labels[i] == class)
+                        .count()
+                })
                 .collect();
             let (lo, hi) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
             assert!(hi - lo <= 1, "class {class}: {sizes:?}");

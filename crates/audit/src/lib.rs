@@ -65,7 +65,10 @@ pub fn run(
         let rows = tables::splits::read(inputs.splits[i])?;
         let table = tables::features::read(inputs.features[i])?;
         let same_rows = rows.len() == table.row_ids.len()
-            && rows.iter().zip(&table.row_ids).all(|(r, &id)| r.row_id == id);
+            && rows
+                .iter()
+                .zip(&table.row_ids)
+                .all(|(r, &id)| r.row_id == id);
         if !same_rows {
             bail!(
                 "{} and {} do not hold the same rows in the same order; they come from different runs (rerun the pipeline)",
@@ -94,7 +97,9 @@ pub fn run(
     tables::audit::write_overlap(
         &out_dir.join(OUTPUTS[0]),
         &overlap,
-        &provenance.clone().with("split_rows", split_rows.to_string()),
+        &provenance
+            .clone()
+            .with("split_rows", split_rows.to_string()),
     )?;
 
     let started = Instant::now();
@@ -107,9 +112,12 @@ pub fn run(
         );
     }
     let fold_of = folds::assign(&train.labels, classes, params.folds, params.seed);
-    let probabilities = probe::out_of_fold(params, inputs.head, train, &features[1], &fold_of, classes)?;
+    let probabilities =
+        probe::out_of_fold(params, inputs.head, train, &features[1], &fold_of, classes)?;
     let correct = (0..train.labels.len())
-        .filter(|&i| argmax(&probabilities[i * classes..(i + 1) * classes]) == train.labels[i] as usize)
+        .filter(|&i| {
+            argmax(&probabilities[i * classes..(i + 1) * classes]) == train.labels[i] as usize
+        })
         .count();
     let accuracy = correct as f64 / train.labels.len() as f64;
     let issues = confident::label_issues(&train.labels, &probabilities, classes);
@@ -211,10 +219,21 @@ fn overlap_notes(overlap: &[OverlapRow], splits: &[Vec<LabelledRow>]) -> Vec<Str
                 .iter()
                 .filter(|r| r.split == SPLITS[held] && r.against == SPLITS[earlier])
                 .collect();
-            let by_kind: Vec<String> = [Kind::Exact, Kind::Inside, Kind::Contains, Kind::NearDuplicate]
-                .iter()
-                .map(|k| format!("{} {}", k.name(), rows.iter().filter(|r| r.kind == k.name()).count()))
-                .collect();
+            let by_kind: Vec<String> = [
+                Kind::Exact,
+                Kind::Inside,
+                Kind::Contains,
+                Kind::NearDuplicate,
+            ]
+            .iter()
+            .map(|k| {
+                format!(
+                    "{} {}",
+                    k.name(),
+                    rows.iter().filter(|r| r.kind == k.name()).count()
+                )
+            })
+            .collect();
             format!(
                 "{}: {} of {} rows overlap {} ({})",
                 SPLITS[held],
@@ -232,6 +251,8 @@ fn argmax(values: &[f32]) -> usize {
     values
         .iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 { (i, v) } else { best }
+        })
         .0
 }

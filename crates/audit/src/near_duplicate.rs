@@ -105,7 +105,11 @@ mod tests {
                     q[0] * r[0] + q[1] * r[1] + q[2] * r[2]
                 })
                 .fold(f32::NEG_INFINITY, f32::max);
-            assert!((found[i].0 - best).abs() < 1e-5, "row {i}: {} vs {best}", found[i].0);
+            assert!(
+                (found[i].0 - best).abs() < 1e-5,
+                "row {i}: {} vs {best}",
+                found[i].0
+            );
         }
     }
 }

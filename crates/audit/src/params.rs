@@ -74,7 +74,10 @@ impl AuditParams {
     /// Refuses values that cannot work, naming the parameter.
     pub fn check(&self) -> anyhow::Result<()> {
         if self.folds < 2 {
-            anyhow::bail!("audit.folds = {}; out-of-fold probabilities need at least 2 folds", self.folds);
+            anyhow::bail!(
+                "audit.folds = {}; out-of-fold probabilities need at least 2 folds",
+                self.folds
+            );
         }
         if !(self.l2 >= 0.0 && self.l2.is_finite()) {
             anyhow::bail!("audit.l2 = {}; must be a finite number >= 0", self.l2);

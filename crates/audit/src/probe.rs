@@ -62,8 +62,15 @@ pub fn out_of_fold(
                     &subset(train, &held),
                     &bar,
                 )
-                .with_context(|| format!("training the head on fold {} of {}", fold + 1, params.folds))?;
-                scatter(&mut probabilities, &held, &summary.test_probabilities, classes);
+                .with_context(|| {
+                    format!("training the head on fold {} of {}", fold + 1, params.folds)
+                })?;
+                scatter(
+                    &mut probabilities,
+                    &held,
+                    &summary.test_probabilities,
+                    classes,
+                );
             }
         }
     }
@@ -108,6 +115,18 @@ fn linear(
     classes: usize,
 ) -> Result<Vec<f32>> {
     let targets: Array1<usize> = fit_rows.iter().map(|&r| table.labels[r] as usize).collect();
+    let mut present: Vec<usize> = targets.to_vec();
+    present.sort_unstable();
+    present.dedup();
+    if let [only] = present.as_slice() {
+        // A fold whose other rows hold one class (tiny data): that class is
+        // all such a probe could say; linfa refuses a single class.
+        let mut out = vec![0f32; held.len() * classes];
+        for i in 0..held.len() {
+            out[i * classes + only] = 1.0;
+        }
+        return Ok(out);
+    }
     let dataset = Dataset::new(matrix(table, fit_rows), targets);
     let model = MultiLogisticRegression::default()
         .alpha(params.l2)
@@ -122,4 +141,51 @@ fn linear(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two classes apart along the first feature, with a little of the
+    /// second; row 5 sits with class 1 but is labelled 0.
+    fn table() -> FeatureTable {
+        let mut features = Vec::new();
+        let mut labels = Vec::new();
+        for i in 0..40 {
+            let class = i % 2;
+            let x = if class == 1 || i == 4 { 1.0 } else { -1.0 };
+            features.extend([x, (i as f32 * 0.37).sin() * 0.2]);
+            labels.push(class as i64);
+        }
+        FeatureTable {
+            row_ids: (0..40).collect(),
+            labels,
+            hidden: 2,
+            features,
+        }
+    }
+
+    #[test]
+    fn out_of_fold_linear_probabilities_come_from_probes_that_did_not_see_the_row() {
+        let t = table();
+        let params = AuditParams::default();
+        let folds = crate::folds::assign(&t.labels, 2, 5, 1);
+        let p = out_of_fold(&params, None, &t, &t, &folds, 2).unwrap();
+        for i in 0..40 {
+            let sum = p[i * 2] + p[i * 2 + 1];
+            assert!((sum - 1.0).abs() < 1e-5, "row {i}: {sum}");
+            let believed = usize::from(p[i * 2 + 1] > 0.5);
+            let expected = if i == 4 { 1 } else { i % 2 };
+            assert_eq!(believed, expected, "row {i}: {:?}", &p[i * 2..i * 2 + 2]);
+        }
+    }
+
+    #[test]
+    fn a_fold_whose_other_rows_hold_one_class_predicts_that_class() {
+        let t = table();
+        let fit: Vec<usize> = (0..40).step_by(2).collect(); // class 0 only
+        let p = linear(&AuditParams::default(), &t, &fit, &[1, 3], 2).unwrap();
+        assert_eq!(p, [1.0, 0.0, 1.0, 0.0]);
+    }
 }

@@ -46,7 +46,12 @@ pub fn split(
     }
     let target: Vec<Vec<f64>> = fractions
         .iter()
-        .map(|f| class_total.iter().map(|t| (f * t).max(f64::MIN_POSITIVE)).collect())
+        .map(|f| {
+            class_total
+                .iter()
+                .map(|t| (f * t).max(f64::MIN_POSITIVE))
+                .collect()
+        })
         .collect();
     let mut placed = vec![vec![0f64; classes]; 3];
     let mut split_of_group = vec![0usize; members.len()];
@@ -109,17 +114,28 @@ mod tests {
         let mut side: HashMap<&str, usize> = HashMap::new();
         for (s, rows) in splits.iter().enumerate() {
             for &row in rows {
-                assert_eq!(*side.entry(names[row]).or_insert(s), s, "{} split", names[row]);
+                assert_eq!(
+                    *side.entry(names[row]).or_insert(s),
+                    s,
+                    "{} split",
+                    names[row]
+                );
             }
         }
         let n = labels.len() as f64;
         let overall = labels.iter().filter(|&&l| l == 1).count() as f64 / n;
         for (s, fraction) in [0.7, 0.15, 0.15].iter().enumerate() {
             let size = splits[s].len() as f64 / n;
-            assert!((size - fraction).abs() < 0.02, "split {s}: {size} vs {fraction}");
+            assert!(
+                (size - fraction).abs() < 0.02,
+                "split {s}: {size} vs {fraction}"
+            );
             let positive = splits[s].iter().filter(|&&r| labels[r] == 1).count() as f64;
             let share = positive / splits[s].len() as f64;
-            assert!((share - overall).abs() < 0.02, "split {s}: class 1 share {share} vs {overall}");
+            assert!(
+                (share - overall).abs() < 0.02,
+                "split {s}: class 1 share {share} vs {overall}"
+            );
         }
         let mut all: Vec<usize> = splits.iter().flatten().copied().collect();
         all.sort_unstable();

@@ -12,8 +12,8 @@ mod numpy_rng;
 mod params;
 mod quoting;
 mod read;
-pub mod text;
 pub mod split;
+pub mod text;
 
 use std::path::Path;
 
@@ -77,7 +77,11 @@ pub fn run(
                 .iter()
                 .map(|r| r.group.as_deref().unwrap_or_default())
                 .collect();
-            let fractions = [params.train_fraction, params.val_fraction, params.test_fraction];
+            let fractions = [
+                params.train_fraction,
+                params.val_fraction,
+                params.test_fraction,
+            ];
             group_split::split(&labels, &groups, k, fractions, params.seed).map_err(|e| {
                 anyhow::anyhow!(
                     "{}: with ingest.group_column = {column:?}, the {} groups cannot give every split every class \
@@ -185,16 +189,18 @@ fn drop_repeats(rows: &mut Vec<read::SourceRow>) -> (usize, usize) {
     let mut first_label: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
     let before = rows.len();
     let mut conflicting = 0;
-    rows.retain(|row| match first_label.entry(text::normalized(&row.sentence)) {
-        std::collections::hash_map::Entry::Occupied(kept) => {
-            conflicting += usize::from(*kept.get() != row.label);
-            false
-        }
-        std::collections::hash_map::Entry::Vacant(slot) => {
-            slot.insert(row.label);
-            true
-        }
-    });
+    rows.retain(
+        |row| match first_label.entry(text::normalized(&row.sentence)) {
+            std::collections::hash_map::Entry::Occupied(kept) => {
+                conflicting += usize::from(*kept.get() != row.label);
+                false
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(row.label);
+                true
+            }
+        },
+    );
     (before - rows.len(), conflicting)
 }
 

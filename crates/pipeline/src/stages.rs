@@ -452,7 +452,9 @@ impl Stage for ReportStage {
         let out_of_fold_accuracy: f64 =
             tables::metadata_value(issues_path, "out_of_fold_accuracy")?
                 .parse()
-                .with_context(|| format!("{}: out_of_fold_accuracy metadata", issues_path.display()))?;
+                .with_context(|| {
+                    format!("{}: out_of_fold_accuracy metadata", issues_path.display())
+                })?;
         let rows = |split: &str| split_rows.get(split).copied().unwrap_or(0);
         let shown = flat_params(&self.run_params);
         let summary = report::run(

@@ -34,7 +34,12 @@ pub struct HeldOut {
     pub accuracy: Option<f64>,
 }
 
-pub fn held_out(test_row_ids: &[i64], labels: &[i64], preds: &[i64], overlap: &[OverlapRow]) -> HeldOut {
+pub fn held_out(
+    test_row_ids: &[i64],
+    labels: &[i64],
+    preds: &[i64],
+    overlap: &[OverlapRow],
+) -> HeldOut {
     let leaked: HashSet<i64> = overlap
         .iter()
         .filter(|r| r.split == "test" && r.against == "train")
@@ -53,7 +58,10 @@ pub fn held_out(test_row_ids: &[i64], labels: &[i64], preds: &[i64], overlap: &[
 /// `on the 188 test rows that share nothing with training 0.7979`.
 pub fn held_out_phrase(held: &HeldOut) -> String {
     match held.accuracy {
-        Some(a) => format!("on the {} test rows that share nothing with training {a:.4}", held.rows),
+        Some(a) => format!(
+            "on the {} test rows that share nothing with training {a:.4}",
+            held.rows
+        ),
         None => "every test row overlaps training: no held-out accuracy".to_string(),
     }
 }
@@ -103,7 +111,11 @@ pub fn section(findings: &AuditFindings, classes: &[String]) -> String {
         .filter(|r| r.split == "test" && r.against == "train")
         .collect();
     let rank = |kind: &str| KINDS.iter().position(|k| *k == kind).unwrap_or(KINDS.len());
-    top.sort_by(|a, b| rank(&a.kind).cmp(&rank(&b.kind)).then(b.cosine.total_cmp(&a.cosine)));
+    top.sort_by(|a, b| {
+        rank(&a.kind)
+            .cmp(&rank(&b.kind))
+            .then(b.cosine.total_cmp(&a.cosine))
+    });
     let _ = writeln!(
         html,
         "<h3>Top overlaps of test with training</h3>\n<table>\n<tr><th>test row</th><th>sentence</th>\

@@ -129,10 +129,22 @@ fn page_and_metrics_show_the_held_out_accuracy_overlaps_and_label_issues() {
          <td class=\"n\">1</td><td class=\"n\">1</td><td class=\"n\">0</td><td class=\"n\">0</td></tr>"),
         "test/train counts"
     );
-    assert!(html.contains("sentence 100 &amp; more"), "a top overlap, escaped");
-    assert!(!html.contains("sentence 105"), "test/val overlaps are not test/train leaks");
-    assert!(html.contains("a &lt;b&gt;rotten&lt;/b&gt; film"), "a label issue, escaped");
-    assert!(html.contains("<td>pos &amp; good</td><td>neg &lt;bad&gt;</td>"), "given and suggested by name");
+    assert!(
+        html.contains("sentence 100 &amp; more"),
+        "a top overlap, escaped"
+    );
+    assert!(
+        !html.contains("sentence 105"),
+        "test/val overlaps are not test/train leaks"
+    );
+    assert!(
+        html.contains("a &lt;b&gt;rotten&lt;/b&gt; film"),
+        "a label issue, escaped"
+    );
+    assert!(
+        html.contains("<td>pos &amp; good</td><td>neg &lt;bad&gt;</td>"),
+        "given and suggested by name"
+    );
     let metrics: serde_json::Value = serde_json::from_str(&w.read("metrics.json")).unwrap();
     assert_eq!(metrics["test_without_train_overlap"]["rows"], 6);
     assert_eq!(metrics["accuracy"], 0.625);

@@ -28,13 +28,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use arrow::array::{Array, Float32Array, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 
 use crate::io::{
-    Provenance, extend_f32_rows, f32_rows, f32_rows_type, fixed_list_width, read_batches, typed,
-    write_batch,
+    Provenance, extend_f32_rows, f32_rows, f32_rows_type, fixed_list_width, named, named_column,
+    read_batches, write_batch,
 };
 
 /// One row of `overlap.parquet`.
@@ -102,7 +102,9 @@ pub fn write_overlap(path: &Path, rows: &[OverlapRow], provenance: &Provenance) 
             strings(rows.iter().map(|r| r.kind.as_str())),
             ints(rows.iter().map(|r| r.match_row_id)),
             strings(rows.iter().map(|r| r.match_sentence.as_str())),
-            Arc::new(Float32Array::from_iter_values(rows.iter().map(|r| r.cosine))),
+            Arc::new(Float32Array::from_iter_values(
+                rows.iter().map(|r| r.cosine),
+            )),
         ],
     )?;
     write_batch(path, schema, batch, provenance)
@@ -112,13 +114,8 @@ pub fn read_overlap(path: &Path) -> Result<Vec<OverlapRow>> {
     let (batches, _) = read_batches(path)?;
     let mut rows = Vec::new();
     for batch in batches {
-        let col = |name: &str| {
-            batch
-                .column_by_name(name)
-                .ok_or_else(|| anyhow!("{}: no {name} column", path.display()))
-        };
-        let text = |name: &str| -> Result<StringArray> { typed(col(name)?, name) };
-        let int = |name: &str| -> Result<Int64Array> { typed(col(name)?, name) };
+        let text = |name: &str| -> Result<StringArray> { named(&batch, name, path) };
+        let int = |name: &str| -> Result<Int64Array> { named(&batch, name, path) };
         let (split, sentence, against, kind, match_sentence) = (
             text("split")?,
             text("sentence")?,
@@ -127,7 +124,7 @@ pub fn read_overlap(path: &Path) -> Result<Vec<OverlapRow>> {
             text("match_sentence")?,
         );
         let (row_id, match_row_id) = (int("row_id")?, int("match_row_id")?);
-        let cosine: Float32Array = typed(col("cosine")?, "cosine")?;
+        let cosine: Float32Array = named(&batch, "cosine", path)?;
         for i in 0..batch.num_rows() {
             rows.push(OverlapRow {
                 split: split.value(i).to_string(),
@@ -176,15 +173,10 @@ pub fn read_label_issues(path: &Path) -> Result<Vec<LabelIssueRow>> {
     let (batches, _) = read_batches(path)?;
     let mut rows = Vec::new();
     for batch in batches {
-        let col = |name: &str| {
-            batch
-                .column_by_name(name)
-                .ok_or_else(|| anyhow!("{}: no {name} column", path.display()))
-        };
-        let int = |name: &str| -> Result<Int64Array> { typed(col(name)?, name) };
+        let int = |name: &str| -> Result<Int64Array> { named(&batch, name, path) };
         let (row_id, given, suggested) = (int("row_id")?, int("given")?, int("suggested")?);
-        let sentence: StringArray = typed(col("sentence")?, "sentence")?;
-        let confidence: Float32Array = typed(col("self_confidence")?, "self_confidence")?;
+        let sentence: StringArray = named(&batch, "sentence", path)?;
+        let confidence: Float32Array = named(&batch, "self_confidence", path)?;
         for i in 0..batch.num_rows() {
             rows.push(LabelIssueRow {
                 row_id: row_id.value(i),
@@ -228,20 +220,15 @@ pub fn read_out_of_fold(path: &Path) -> Result<OutOfFold> {
         classes,
     };
     for batch in batches {
-        let col = |name: &str| {
-            batch
-                .column_by_name(name)
-                .ok_or_else(|| anyhow!("{}: no {name} column", path.display()))
-        };
-        let row_id: Int64Array = typed(col("row_id")?, "row_id")?;
-        let label: Int64Array = typed(col("label")?, "label")?;
-        let fold: Int32Array = typed(col("fold")?, "fold")?;
+        let row_id: Int64Array = named(&batch, "row_id", path)?;
+        let label: Int64Array = named(&batch, "label", path)?;
+        let fold: Int32Array = named(&batch, "fold", path)?;
         out.row_ids.extend(row_id.values().iter());
         out.labels.extend(label.values().iter());
         out.folds.extend(fold.values().iter());
         extend_f32_rows(
             &mut out.probabilities,
-            col("probabilities")?,
+            named_column(&batch, "probabilities", path)?,
             classes,
             "probabilities",
         )?;

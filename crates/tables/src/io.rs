@@ -179,6 +179,26 @@ pub(crate) fn fixed_list_width(
     }
 }
 
+/// The column `name` of a batch read from `path`, as its concrete Arrow type.
+pub(crate) fn named<T: arrow::array::Array + Clone + 'static>(
+    batch: &RecordBatch,
+    name: &str,
+    path: &Path,
+) -> Result<T> {
+    typed(named_column(batch, name, path)?, name)
+}
+
+/// The column `name` of a batch read from `path`, untyped.
+pub(crate) fn named_column<'a>(
+    batch: &'a RecordBatch,
+    name: &str,
+    path: &Path,
+) -> Result<&'a arrow::array::ArrayRef> {
+    batch
+        .column_by_name(name)
+        .with_context(|| format!("{}: no {name} column", path.display()))
+}
+
 /// `array` as its concrete Arrow type; `what` names it in the error.
 pub(crate) fn typed<T: arrow::array::Array + Clone + 'static>(
     array: &arrow::array::ArrayRef,

@@ -89,13 +89,8 @@ pub fn read_history(path: &Path) -> Result<(Vec<EpochRow>, usize)> {
     let (batches, _) = crate::io::read_batches(path)?;
     let mut rows = Vec::new();
     for batch in batches {
-        let column = |name: &str| {
-            batch
-                .column_by_name(name)
-                .ok_or_else(|| anyhow::anyhow!("{}: no {name} column", path.display()))
-        };
-        let epoch: Int32Array = crate::io::typed(column("epoch")?, "epoch")?;
-        let f64s = |name: &str| -> Result<Float64Array> { crate::io::typed(column(name)?, name) };
+        let epoch: Int32Array = crate::io::named(&batch, "epoch", path)?;
+        let f64s = |name: &str| -> Result<Float64Array> { crate::io::named(&batch, name, path) };
         let (train, val, acc, secs) = (
             f64s("train_loss")?,
             f64s("val_loss")?,
@@ -147,18 +142,11 @@ pub fn read_prediction_rows(path: &Path) -> Result<Predictions> {
         classes,
     };
     for batch in batches {
-        let col = |name: &str| -> Result<Int64Array> {
-            let c = batch
-                .column_by_name(name)
-                .ok_or_else(|| anyhow::anyhow!("{}: no {name} column", path.display()))?;
-            crate::io::typed(c, name)
-        };
+        let col = |name: &str| -> Result<Int64Array> { crate::io::named(&batch, name, path) };
         out.row_ids.extend(col("row_id")?.values().iter());
         out.labels.extend(col("label")?.values().iter());
         out.preds.extend(col("pred")?.values().iter());
-        let probabilities = batch
-            .column_by_name("probabilities")
-            .ok_or_else(|| anyhow::anyhow!("{}: no probabilities column", path.display()))?;
+        let probabilities = crate::io::named_column(&batch, "probabilities", path)?;
         crate::io::extend_f32_rows(
             &mut out.probabilities,
             probabilities,
