@@ -150,6 +150,21 @@ pub enum Command {
         #[arg(long)]
         spec: String,
     },
+    /// Run every combination of `--set STAGE.KEY=V1,V2,...` lists (each
+    /// variant through the cache, up to the report), then print and write
+    /// (artifacts/sweeps/NAME.parquet, .html) a table ranked by validation.
+    Sweep {
+        /// Names the sweep's files in artifacts/sweeps/.
+        #[arg(long, default_value = "sweep")]
+        name: String,
+        /// The validation figure variants are ranked by.
+        #[arg(long, value_enum, default_value = "val-loss")]
+        by: crate::sweep::RankBy,
+        /// `best`: make the best variant the current result, export included
+        /// (default: the configuration without the swept values stays current).
+        #[arg(long, value_enum)]
+        select: Option<Select>,
+    },
     /// Print the stage graph.
     Dag,
     /// Remove store entries that no current result references.
@@ -157,6 +172,12 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+/// Which sweep variant becomes current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Select {
+    Best,
 }
 
 /// Parses `std::env::args` and runs; errors are printed as one message.
@@ -245,6 +266,11 @@ pub fn execute(global: &Global, command: &Command) -> Result<ExitCode> {
         )?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Sweep { name, by, select } = command {
+        // The global `--set`s hold value lists here: the file is loaded
+        // without them, each variant with its own.
+        return sweep(global, name, *by, select.is_some());
+    }
     let ctx = context(global)?;
     // Only run-pipeline runs the model source; every other command reads
     // results already stored, so none downloads a model.
@@ -324,7 +350,7 @@ pub fn execute(global: &Global, command: &Command) -> Result<ExitCode> {
                 attention: *attention,
             },
         )?,
-        Command::CompareFeatures { .. } | Command::EmbedChunk { .. } => {
+        Command::CompareFeatures { .. } | Command::EmbedChunk { .. } | Command::Sweep { .. } => {
             unreachable!("handled above")
         }
         Command::Evaluate { csv, out } => {
@@ -438,6 +464,66 @@ pub fn execute(global: &Global, command: &Command) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn sweep(
+    global: &Global,
+    name: &str,
+    by: crate::sweep::RankBy,
+    select_best: bool,
+) -> Result<ExitCode> {
+    let path = match &global.config {
+        Some(p) => p.clone(),
+        None => config::find_default()?,
+    };
+    let base = config::load(&path, &[])?;
+    let artifacts = match &global.artifacts {
+        Some(dir) => std::path::absolute(dir)?,
+        None => base.dir().join("artifacts"),
+    };
+    let options = crate::sweep::SweepOptions {
+        name: name.to_string(),
+        by,
+        select_best,
+    };
+    let rows = crate::sweep::run(&path, &global.overrides, &artifacts, &options)?;
+    let (axes, fixed) = crate::sweep::axes(&global.overrides)?;
+    let keys: Vec<String> = axes.into_iter().map(|a| a.key).collect();
+    let mut out = std::io::stdout().lock();
+    write!(out, "{}", crate::sweep::table_text(&keys, &rows))?;
+    let dir = artifacts.join("sweeps");
+    writeln!(
+        out,
+        "sweep {name}: {} variants, {} failed; table in {}, page {}",
+        rows.len(),
+        rows.iter().filter(|r| r.failure.is_some()).count(),
+        dir.join(format!("{name}.parquet")).display(),
+        dir.join(format!("{name}.html")).display()
+    )?;
+    let best = rows.iter().find(|r| r.failure.is_none());
+    if let Some(best) = best {
+        let flags: Vec<String> = fixed
+            .iter()
+            .chain(&best.sets)
+            .map(|s| format!("--set '{s}'"))
+            .collect();
+        let what = if select_best {
+            "now current; the same run"
+        } else {
+            "make it current with"
+        };
+        writeln!(
+            out,
+            "best by validation: variant {}, {what}: cargo xtask run-pipeline {}",
+            best.variant + 1,
+            flags.join(" ")
+        )?;
+    }
+    Ok(if best.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn print_report(r: &StageReport) {

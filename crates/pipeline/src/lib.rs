@@ -10,6 +10,7 @@ pub mod feature_gc;
 pub mod predict;
 pub mod served;
 mod stages;
+pub mod sweep;
 pub mod trained;
 
 pub use stages::{ModelFetch, build_pipeline};

@@ -6,11 +6,13 @@ pub mod audit;
 mod metrics;
 mod page;
 pub mod plots;
+mod sweep;
 
 use std::path::Path;
 
 pub use audit::{AuditFindings, HeldOut};
 pub use metrics::{Metrics, classification_report, metrics};
+pub use sweep::sweep_page;
 use tables::encoded::LengthHistogram;
 use tables::training::EpochRow;
 

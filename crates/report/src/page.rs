@@ -24,7 +24,7 @@ pub struct Page<'a> {
     pub audit_section: &'a str,
 }
 
-const STYLE: &str = "body{font-family:sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}\
+pub(crate) const STYLE: &str = "body{font-family:sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}\
 table{border-collapse:collapse}td,th{padding:.2rem .7rem;border-bottom:1px solid #ddd;text-align:left}\
 td.n{text-align:right;font-variant-numeric:tabular-nums}pre{background:#f6f6f6;padding:1rem}\
 .big{font-size:1.6rem;margin-right:2rem}figure{margin:1rem 0}svg{max-width:100%;height:auto}";

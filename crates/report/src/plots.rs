@@ -238,3 +238,52 @@ pub fn confusion_matrix(confusion: &[Vec<usize>], classes: &[String]) -> Result<
     }
     Ok(svg)
 }
+
+/// Validation loss per epoch of several runs overlaid (a sweep's variants),
+/// each labelled; plotters' palette, cycling.
+pub fn validation_losses(runs: &[(String, Vec<EpochRow>)]) -> Result<String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let epochs = runs.iter().map(|(_, h)| h.len()).max().unwrap_or(1).max(1) as f64;
+        let top = runs
+            .iter()
+            .flat_map(|(_, h)| h.iter().map(|e| e.val_loss))
+            .fold(0.0f64, f64::max)
+            .max(1e-3)
+            * 1.1;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Validation loss per epoch, by variant", ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.5..epochs + 0.5, 0.0..top)
+            .map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc("validation loss")
+            .x_labels((epochs as usize).clamp(1, 20))
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .draw()
+            .map_err(plot_err)?;
+        for (i, (name, history)) in runs.iter().enumerate() {
+            let colour = Palette99::pick(i).to_rgba();
+            let points: Vec<(f64, f64)> = history
+                .iter()
+                .map(|e| (e.epoch as f64, e.val_loss))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(points, colour.stroke_width(2)))
+                .map_err(plot_err)?
+                .label(name.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+                });
+        }
+        draw_legend(&mut chart)?;
+        root.present().map_err(plot_err)?;
+    }
+    Ok(svg)
+}

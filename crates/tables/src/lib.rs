@@ -11,6 +11,7 @@ pub mod feature_chunks;
 pub mod features;
 mod io;
 pub mod splits;
+pub mod sweep;
 pub mod task_wire;
 pub mod training;
 

@@ -1,0 +1,431 @@
+//! `sweep`: the cartesian product of `--set KEY=V1,V2,...` lists, each
+//! variant run through the normal runner (shared upstream results cached or
+//! restored, a variant already in the store restored), then one table sorted
+//! by a **validation** figure, written to `artifacts/sweeps/<name>.parquet`
+//! and `<name>.html`.
+//!
+//! Variants run up to the report (the export's parity check is a deployment
+//! step, not an experiment's). Afterwards the base configuration (the fixed
+//! `--set`s only) is current again, or with `--select best` the best variant,
+//! run whole, export included.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use runner::{Outcome, RunOptions};
+use tables::sweep::SweepRow;
+
+use crate::{ModelFetch, config};
+
+/// How variants are ranked: both on the validation split, never on test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RankBy {
+    /// The kept epoch's validation loss, lowest first (what the head keeps by).
+    ValLoss,
+    /// The kept epoch's validation accuracy, highest first (ties: lower loss).
+    ValAccuracy,
+}
+
+pub struct SweepOptions {
+    pub name: String,
+    pub by: RankBy,
+    pub select_best: bool,
+}
+
+/// One `--set` split into its key and its comma-separated values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Axis {
+    pub key: String,
+    pub values: Vec<String>,
+}
+
+/// The overrides that vary (axes: more than one value) and those that do not.
+pub fn axes(overrides: &[String]) -> Result<(Vec<Axis>, Vec<String>)> {
+    let (mut axes, mut fixed) = (Vec::new(), Vec::new());
+    for assignment in overrides {
+        let Some((key, values)) = assignment.split_once('=') else {
+            bail!("--set {assignment}: expected STAGE.KEY=VALUE or STAGE.KEY=V1,V2,...");
+        };
+        let values = split_top_level(values);
+        if values.iter().any(|v| v.trim().is_empty()) {
+            bail!("--set {assignment}: an empty value in the list");
+        }
+        if values.len() == 1 {
+            fixed.push(assignment.clone());
+        } else {
+            axes.push(Axis {
+                key: key.trim().to_string(),
+                values,
+            });
+        }
+    }
+    Ok((axes, fixed))
+}
+
+/// Splits at commas outside quotes and brackets: `1e-4,1e-3` is two values,
+/// `[1, 2]` and `"a,b"` are one.
+fn split_top_level(text: &str) -> Vec<String> {
+    let (mut parts, mut current) = (Vec::new(), String::new());
+    let (mut depth, mut quote) = (0i32, None::<char>);
+    for c in text.chars() {
+        match (quote, c) {
+            (Some(q), _) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '[' | '{') => depth += 1,
+            (None, ']' | '}') => depth -= 1,
+            (None, ',') if depth == 0 => {
+                parts.push(std::mem::take(&mut current).trim().to_string());
+                continue;
+            }
+            _ => {}
+        }
+        current.push(c);
+    }
+    parts.push(current.trim().to_string());
+    parts
+}
+
+/// Every combination of the axes' values, as `KEY=VALUE` lists (the first
+/// axis varies slowest).
+pub fn variants(axes: &[Axis]) -> Vec<Vec<String>> {
+    let mut out = vec![Vec::new()];
+    for axis in axes {
+        out = out
+            .into_iter()
+            .flat_map(|prefix: Vec<String>| {
+                axis.values.iter().map(move |v| {
+                    let mut next = prefix.clone();
+                    next.push(format!("{}={v}", axis.key));
+                    next
+                })
+            })
+            .collect();
+    }
+    out
+}
+
+/// Runs the sweep; returns its rows, best first.
+pub fn run(
+    config_path: &Path,
+    overrides: &[String],
+    artifacts: &Path,
+    options: &SweepOptions,
+) -> Result<Vec<SweepRow>> {
+    check_name(&options.name)?;
+    let (axes, fixed) = axes(overrides)?;
+    if axes.is_empty() {
+        bail!(
+            "sweep: no parameter to vary; give at least one --set STAGE.KEY=V1,V2 (comma-separated values)"
+        );
+    }
+    let variants = variants(&axes);
+    eprintln!(
+        "sweep {}: {} variants of {}",
+        options.name,
+        variants.len(),
+        axes.iter()
+            .map(|a| a.key.as_str())
+            .collect::<Vec<_>>()
+            .join(" × ")
+    );
+    let mut rows = Vec::new();
+    for (i, sets) in variants.iter().enumerate() {
+        let started = Instant::now();
+        let mut all = fixed.clone();
+        all.extend(sets.iter().cloned());
+        let row = match run_variant(config_path, &all, artifacts, Some("report")) {
+            Ok(outcomes) => measure(artifacts, i, sets, &outcomes),
+            Err(e) => Err(e),
+        };
+        let row = row.unwrap_or_else(|e| SweepRow::failed(i, sets.clone(), format!("{e:#}")));
+        eprintln!(
+            "variant {}/{} {}: {} in {:.2}s",
+            i + 1,
+            variants.len(),
+            sets.join(" "),
+            row.status,
+            started.elapsed().as_secs_f64()
+        );
+        rows.push(row);
+    }
+    rank(&mut rows, options.by);
+
+    let dir = artifacts.join("sweeps");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let keys: Vec<String> = axes.iter().map(|a| a.key.clone()).collect();
+    write_atomically(&dir.join(format!("{}.parquet", options.name)), |path| {
+        tables::sweep::write(path, &keys, &rows)
+    })?;
+    let histories: Vec<(String, Vec<tables::training::EpochRow>)> = rows
+        .iter()
+        .filter_map(|r| Some((format!("#{}", r.variant + 1), r.history.clone()?)))
+        .collect();
+    let page = report::sweep_page(&options.name, &keys, &rows, &histories)?;
+    write_atomically(&dir.join(format!("{}.html", options.name)), |path| {
+        Ok(std::fs::write(path, page.as_bytes())?)
+    })?;
+
+    // What is current afterwards: the best variant (whole: export too), or
+    // the base configuration again.
+    let best = rows.iter().find(|r| r.failure.is_none());
+    match (options.select_best, best) {
+        (true, Some(best)) => {
+            let mut all = fixed.clone();
+            all.extend(best.sets.iter().cloned());
+            run_variant(config_path, &all, artifacts, None)
+                .context("selecting the best variant")?;
+        }
+        (true, None) => bail!(
+            "sweep {}: every variant failed; nothing to select",
+            options.name
+        ),
+        (false, _) => {
+            // Quiet when the base is in the store; it runs what it must otherwise.
+            if let Err(e) = run_variant(config_path, &fixed, artifacts, Some("report")) {
+                eprintln!("warning: the base configuration could not be made current again: {e:#}");
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Names become file names: plain ones only.
+fn check_name(name: &str) -> Result<()> {
+    let plain = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.starts_with('.');
+    if !plain {
+        bail!(
+            "sweep --name {name:?}: use letters, digits, '-', '_' and '.' (it names files in artifacts/sweeps/)"
+        );
+    }
+    Ok(())
+}
+
+fn run_variant(
+    config_path: &Path,
+    overrides: &[String],
+    artifacts: &Path,
+    until: Option<&str>,
+) -> Result<Vec<(String, Outcome)>> {
+    let loaded = config::load(config_path, overrides)?;
+    let pipeline = crate::build_pipeline(&loaded, ModelFetch::Allowed)?;
+    let options = RunOptions {
+        until: until.map(String::from),
+        wait_for_lock: true,
+        ..RunOptions::default()
+    };
+    pipeline.check_options(&options)?;
+    let reports = pipeline.run(artifacts, &options, &mut |_| {})?;
+    Ok(reports.into_iter().map(|r| (r.stage, r.outcome)).collect())
+}
+
+/// The current results just made by a variant's run.
+fn measure(
+    artifacts: &Path,
+    variant: usize,
+    sets: &[String],
+    outcomes: &[(String, Outcome)],
+) -> Result<SweepRow> {
+    let (history, best_epoch) =
+        tables::training::read_history(&artifacts.join("head/history.parquet"))?;
+    let kept = history
+        .iter()
+        .find(|e| e.epoch == best_epoch)
+        .with_context(|| format!("head history has no epoch {best_epoch}"))?;
+    let metrics_path = artifacts.join("report/metrics.json");
+    let metrics: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&metrics_path)
+            .with_context(|| format!("cannot read {}", metrics_path.display()))?,
+    )?;
+    let lock = runner::manifest::LockFile::load(&artifacts.join("pipeline.lock"))?;
+    let head = lock
+        .stages
+        .get("head")
+        .context("pipeline.lock has no head entry")?;
+    let head_outcome = outcomes
+        .iter()
+        .find(|(s, _)| s == "head")
+        .map(|(_, o)| o.label())
+        .unwrap_or("?");
+    // Stages other than the head (and the report, which follows it) that
+    // ran: the variant's cost beyond the head.
+    let ran: Vec<&str> = outcomes
+        .iter()
+        .filter(|(s, o)| *o == Outcome::Ran && s != "head" && s != "report")
+        .map(|(s, _)| s.as_str())
+        .collect();
+    Ok(SweepRow {
+        variant,
+        sets: sets.to_vec(),
+        rank: 0,
+        status: if ran.is_empty() {
+            format!("head {head_outcome}")
+        } else {
+            format!("head {head_outcome}; also ran {}", ran.join(", "))
+        },
+        failure: None,
+        best_epoch: Some(best_epoch),
+        val_loss: Some(kept.val_loss),
+        val_accuracy: Some(kept.val_accuracy),
+        test_accuracy: metrics["accuracy"].as_f64(),
+        test_macro_f1: metrics["macro_f1"].as_f64(),
+        head_seconds: Some(head.duration_s),
+        head_key: Some(head.key.clone()),
+        history: Some(history),
+    })
+}
+
+/// Best first by `by`; failed variants last; `rank` 1.. set.
+fn rank(rows: &mut [SweepRow], by: RankBy) {
+    let score = |r: &SweepRow| -> (bool, f64, f64) {
+        match (r.val_loss, r.val_accuracy) {
+            (Some(loss), Some(acc)) => match by {
+                RankBy::ValLoss => (false, loss, -acc),
+                RankBy::ValAccuracy => (false, -acc, loss),
+            },
+            _ => (true, 0.0, 0.0),
+        }
+    };
+    rows.sort_by(|a, b| {
+        let (sa, sb) = (score(a), score(b));
+        sa.0.cmp(&sb.0)
+            .then(sa.1.total_cmp(&sb.1))
+            .then(sa.2.total_cmp(&sb.2))
+            .then(a.variant.cmp(&b.variant))
+    });
+    for (i, r) in rows.iter_mut().enumerate() {
+        r.rank = i + 1;
+    }
+}
+
+/// Writes through a temporary file and a rename: a killed sweep leaves the
+/// previous file or the new one, never half of one.
+fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let tmp: PathBuf = path.with_extension(format!(
+        "{}.tmp-{}",
+        path.extension().and_then(|e| e.to_str()).unwrap_or(""),
+        std::process::id()
+    ));
+    write(&tmp)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The sweep's table as text, best first.
+pub fn table_text(keys: &[String], rows: &[SweepRow]) -> String {
+    let mut out = String::new();
+    let mut header = vec!["rank".to_string()];
+    header.extend(keys.iter().cloned());
+    header.extend(
+        [
+            "val loss",
+            "val acc",
+            "test acc",
+            "test macro-F1",
+            "head s",
+            "status",
+        ]
+        .map(String::from),
+    );
+    let mut lines = vec![header];
+    let f = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
+    for r in rows {
+        let mut line = vec![r.rank.to_string()];
+        line.extend(
+            keys.iter()
+                .map(|k| r.value_of(k).unwrap_or("-").to_string()),
+        );
+        line.extend([
+            f(r.val_loss),
+            f(r.val_accuracy),
+            f(r.test_accuracy),
+            f(r.test_macro_f1),
+            r.head_seconds
+                .map(|s| format!("{s:.2}"))
+                .unwrap_or_else(|| "-".into()),
+            r.failure
+                .as_deref()
+                .map(|e| format!("failed: {e}"))
+                .unwrap_or_else(|| r.status.clone()),
+        ]);
+        lines.push(line);
+    }
+    let columns = lines[0].len();
+    let widths: Vec<usize> = (0..columns - 1)
+        .map(|c| {
+            lines
+                .iter()
+                .map(|l| l[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for line in &lines {
+        for (c, cell) in line.iter().enumerate() {
+            if c + 1 < columns {
+                out.push_str(&format!("{cell:<width$}  ", width = widths[c]));
+            } else {
+                out.push_str(cell);
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_split_at_top_level_commas_only() {
+        assert_eq!(split_top_level("1e-5, 1e-4,1e-3"), ["1e-5", "1e-4", "1e-3"]);
+        assert_eq!(split_top_level("[1, 2]"), ["[1, 2]"]);
+        assert_eq!(split_top_level("\"a,b\",\"c\""), ["\"a,b\"", "\"c\""]);
+        let (axes, fixed) = axes(&[
+            "head.learning_rate=1e-4,1e-3".into(),
+            "ingest.seed=7".into(),
+            "head.epochs=2,3,4".into(),
+        ])
+        .unwrap();
+        assert_eq!(fixed, ["ingest.seed=7"]);
+        let v = variants(&axes);
+        assert_eq!(v.len(), 6);
+        assert_eq!(v[0], ["head.learning_rate=1e-4", "head.epochs=2"]);
+        assert_eq!(v[5], ["head.learning_rate=1e-3", "head.epochs=4"]);
+    }
+
+    #[test]
+    fn ranking_is_by_validation_with_failures_last() {
+        let row = |variant, loss: Option<f64>, acc: Option<f64>, test: f64| SweepRow {
+            val_loss: loss,
+            val_accuracy: acc,
+            test_accuracy: Some(test),
+            ..SweepRow::failed(variant, vec![], String::new())
+        };
+        let mut rows = vec![
+            row(0, Some(0.5), Some(0.8), 0.99),
+            SweepRow::failed(1, vec![], "bad".into()),
+            row(2, Some(0.4), Some(0.7), 0.1),
+            row(3, Some(0.6), Some(0.8), 0.5),
+        ];
+        rank(&mut rows, RankBy::ValLoss);
+        assert_eq!(
+            rows.iter().map(|r| r.variant).collect::<Vec<_>>(),
+            [2, 0, 3, 1]
+        );
+        rank(&mut rows, RankBy::ValAccuracy);
+        assert_eq!(
+            rows.iter().map(|r| r.variant).collect::<Vec<_>>(),
+            [0, 3, 2, 1]
+        );
+        assert_eq!(
+            rows.iter().map(|r| r.rank).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
+    }
+}

@@ -1,0 +1,64 @@
+//! A sweep's page: its table (best first, by validation) and every
+//! variant's validation loss per epoch overlaid.
+
+use std::fmt::Write;
+
+use html_escape::encode_text as esc;
+use tables::sweep::SweepRow;
+use tables::training::EpochRow;
+
+/// The self-contained HTML page of sweep `name` over `keys`.
+pub fn sweep_page(
+    name: &str,
+    keys: &[String],
+    rows: &[SweepRow],
+    histories: &[(String, Vec<EpochRow>)],
+) -> anyhow::Result<String> {
+    let svg = crate::plots::validation_losses(histories)?;
+    let mut html = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>Sweep {n}</title>\n\
+         <style>{style}</style>\n</head>\n<body>\n<h1>Sweep {n}</h1>\n\
+         <p>{count} variants, ranked by validation (never by test); the best first.</p>\n<table>\n<tr><th>rank</th><th>#</th>",
+        n = esc(name),
+        style = crate::page::STYLE,
+        count = rows.len()
+    );
+    for key in keys {
+        let _ = write!(html, "<th>{}</th>", esc(key));
+    }
+    html.push_str(
+        "<th>val loss</th><th>val accuracy</th><th>test accuracy</th><th>test macro-F1</th>\
+         <th>head s</th><th>status</th></tr>\n",
+    );
+    let f = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
+    for r in rows {
+        let _ = write!(
+            html,
+            "<tr><td class=\"n\">{}</td><td class=\"n\">{}</td>",
+            r.rank,
+            r.variant + 1
+        );
+        for key in keys {
+            let _ = write!(
+                html,
+                "<td><code>{}</code></td>",
+                esc(r.value_of(key).unwrap_or("-"))
+            );
+        }
+        let _ = writeln!(
+            html,
+            "<td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td>{}</td></tr>",
+            f(r.val_loss),
+            f(r.val_accuracy),
+            f(r.test_accuracy),
+            f(r.test_macro_f1),
+            r.head_seconds
+                .map(|s| format!("{s:.2}"))
+                .unwrap_or_else(|| "-".into()),
+            esc(&r.status)
+        );
+    }
+    let _ = write!(html, "</table>\n<figure>{svg}</figure>\n</body>\n</html>\n");
+    Ok(html)
+}
