@@ -126,6 +126,46 @@ fn a_two_by_two_sweep_runs_four_heads_on_one_embed_ranks_by_validation_and_resto
     assert!(p.path("artifacts/export/classifier.onnx").is_file());
     // predict reads the selected head.
     p.cli(&["predict", "--text", "a fine film"]).ok();
+
+    // Looking back: every stored run, the current one marked; two side by side.
+    let runs: serde_json::Value =
+        serde_json::from_str(&p.cli(&["runs", "--json"]).ok().stdout).unwrap();
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 5, "four variants and the base configuration");
+    let current: Vec<_> = runs.iter().filter(|r| r["current"] == true).collect();
+    assert_eq!(current.len(), 1);
+    assert_eq!(current[0]["metrics"]["head_key"], rows[0]["head_key"]);
+    assert_eq!(current[0]["metrics"]["val_loss"], rows[0]["val_loss"]);
+    let worst = runs
+        .iter()
+        .find(|r| r["metrics"]["head_key"] == rows[3]["head_key"])
+        .unwrap();
+    let worst_key = &worst["key"].as_str().unwrap()[..8];
+    let diff = p.cli(&["diff", "current", worst_key]);
+    diff.ok();
+    assert!(
+        diff.stdout.contains("val loss") && diff.stdout.contains("head."),
+        "{}",
+        diff.stdout
+    );
+    let listed = p.cli(&["runs"]);
+    assert!(
+        listed.ok().stdout.contains("(current)"),
+        "{}",
+        listed.stdout
+    );
+    assert!(
+        listed.stdout.contains("(configuration: "),
+        "{}",
+        listed.stdout
+    );
+    let refused = p.cli(&["diff", "current", "ab"]);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("at least 4 characters"),
+        "{}",
+        refused.stderr
+    );
 }
 
 #[test]

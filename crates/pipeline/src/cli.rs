@@ -165,6 +165,15 @@ pub enum Command {
         #[arg(long, value_enum)]
         select: Option<Select>,
     },
+    /// Every stored run (report result), newest first: its parameters where
+    /// they differ from the current configuration, and its figures.
+    Runs {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Two runs side by side: the parameters that differ, and the figures.
+    /// A run is `current` or the first characters of its key (`runs`).
+    Diff { a: String, b: String },
     /// Print the stage graph.
     Dag,
     /// Remove store entries that no current result references.
@@ -335,6 +344,72 @@ pub fn execute(global: &Global, command: &Command) -> Result<ExitCode> {
             }
         }
         Command::Dag => print!("{}", pipeline(ModelFetch::LocalOnly)?.dag_text()),
+        Command::Runs { json } => {
+            let runs = crate::runs::runs(&ctx.artifacts)?;
+            let mut out = std::io::stdout().lock();
+            if *json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&runs)?)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            if runs.is_empty() {
+                writeln!(out, "no runs stored in {}", ctx.artifacts.display())?;
+            }
+            let config = crate::current_report_params(&ctx.loaded);
+            for run in &runs {
+                let figures: Vec<String> = crate::runs::metric_pairs(&run.metrics)
+                    .into_iter()
+                    .map(|(name, value)| format!("{name} {value}"))
+                    .collect();
+                writeln!(
+                    out,
+                    "{}  {}{}  {}",
+                    &run.key[..12.min(run.key.len())],
+                    run.finished,
+                    if run.current { "  (current)" } else { "" },
+                    figures.join(", ")
+                )?;
+                for (key, stored, now) in crate::runs::param_diff(&run.params, &config) {
+                    writeln!(
+                        out,
+                        "              {key}: {} (configuration: {})",
+                        crate::runs::shown(stored),
+                        crate::runs::shown(now)
+                    )?;
+                }
+            }
+        }
+        Command::Diff { a, b } => {
+            let runs = crate::runs::runs(&ctx.artifacts)?;
+            let (a, b) = (crate::runs::find(&runs, a)?, crate::runs::find(&runs, b)?);
+            let mut out = std::io::stdout().lock();
+            let (ka, kb) = (&a.key[..12.min(a.key.len())], &b.key[..12.min(b.key.len())]);
+            let diff = crate::runs::param_diff(&a.params, &b.params);
+            let width = diff
+                .iter()
+                .map(|d| d.0.len())
+                .chain(["held-out accuracy".len()])
+                .max()
+                .unwrap_or(0);
+            writeln!(out, "{:<width$}  {ka:<24}  {kb}", "")?;
+            for (key, va, vb) in &diff {
+                writeln!(
+                    out,
+                    "{key:<width$}  {:<24}  {}",
+                    crate::runs::shown(*va),
+                    crate::runs::shown(*vb)
+                )?;
+            }
+            if diff.is_empty() {
+                writeln!(out, "(the same parameters)")?;
+            }
+            let (ma, mb) = (
+                crate::runs::metric_pairs(&a.metrics),
+                crate::runs::metric_pairs(&b.metrics),
+            );
+            for ((name, va), (_, vb)) in ma.iter().zip(&mb) {
+                writeln!(out, "{name:<width$}  {va:<24}  {vb}")?;
+            }
+        }
         Command::EmbedBench {
             passes,
             batch_tokens,

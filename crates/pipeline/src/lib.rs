@@ -8,9 +8,10 @@ pub mod embed_bench;
 pub mod evaluate;
 pub mod feature_gc;
 pub mod predict;
+pub mod runs;
 pub mod served;
 mod stages;
 pub mod sweep;
 pub mod trained;
 
-pub use stages::{ModelFetch, build_pipeline};
+pub use stages::{ModelFetch, build_pipeline, current_report_params};

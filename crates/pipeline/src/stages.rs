@@ -29,7 +29,30 @@ pub fn build_pipeline(loaded: &Loaded, fetch: ModelFetch) -> Result<Pipeline> {
             .resolve_local(loaded.dir())
             .with_context(|| format!("model source {source}"))?,
     };
-    let mut stages: Vec<Box<dyn Stage>> = vec![
+    let mut stages = core_stages(loaded, files);
+    let mut shown = shown_params(loaded, &stages);
+    let run_params = Value::Object(shown.clone());
+    stages.push(Box::new(ReportStage { run_params }));
+    // The model card describes the classifier; the audit's settings change
+    // nothing in it, so they do not key the export.
+    shown.remove("audit");
+    let run_params = Value::Object(shown);
+    stages.push(Box::new(ExportStage {
+        precision: config.model.precision,
+        pool: match config.embed.pooling {
+            embed::Pooling::Mean => export::Pool::Mean,
+            embed::Pooling::Cls => export::Pool::Cls,
+            embed::Pooling::Pooler => export::Pool::Pooler,
+        },
+        run_params,
+    }));
+    Pipeline::new(stages)
+}
+
+/// The stages every pipeline has before the report and the export.
+fn core_stages(loaded: &Loaded, files: Option<model::ModelFiles>) -> Vec<Box<dyn Stage>> {
+    let config = &loaded.config;
+    let stages: Vec<Box<dyn Stage>> = vec![
         Box::new(IngestStage {
             params: config.ingest.clone(),
         }),
@@ -51,12 +74,18 @@ pub fn build_pipeline(loaded: &Loaded, fetch: ModelFetch) -> Result<Pipeline> {
             head: config.head.clone(),
         }),
     ];
+    stages
+}
+
+/// `{stage: params}` of `stages` as the report shows (and is keyed by) them.
+fn shown_params(loaded: &Loaded, stages: &[Box<dyn Stage>]) -> serde_json::Map<String, Value> {
+    let config = &loaded.config;
     // The report page shows the parameters every stage was keyed on, and
     // where the data and the model came from (left out of those keys: their
     // content is hashed). Shown, so part of the report's key: moving the CSV
     // re-renders the page, nothing else.
     let mut shown = serde_json::Map::new();
-    for stage in &stages {
+    for stage in stages {
         shown.insert(stage.name().to_string(), stage.params());
     }
     if let Some(Value::Object(ingest)) = shown.get_mut("ingest") {
@@ -69,22 +98,16 @@ pub fn build_pipeline(loaded: &Loaded, fetch: ModelFetch) -> Result<Pipeline> {
     if let Some(Value::Object(model)) = shown.get_mut("model") {
         model.insert("source".into(), Value::String(config.model.source.clone()));
     }
-    let run_params = Value::Object(shown.clone());
-    stages.push(Box::new(ReportStage { run_params }));
-    // The model card describes the classifier; the audit's settings change
-    // nothing in it, so they do not key the export.
-    shown.remove("audit");
-    let run_params = Value::Object(shown);
-    stages.push(Box::new(ExportStage {
-        precision: config.model.precision,
-        pool: match config.embed.pooling {
-            embed::Pooling::Mean => export::Pool::Mean,
-            embed::Pooling::Cls => export::Pool::Cls,
-            embed::Pooling::Pooler => export::Pool::Pooler,
-        },
-        run_params,
-    }));
-    Pipeline::new(stages)
+    shown
+}
+
+/// The parameters a report made now from `loaded` would be keyed by,
+/// flattened (`stage.key` → value): what `runs` diffs stored results against.
+pub fn current_report_params(loaded: &Loaded) -> std::collections::BTreeMap<String, Value> {
+    flat_values(&Value::Object(shown_params(
+        loaded,
+        &core_stages(loaded, None),
+    )))
 }
 
 fn split_inputs(stage: &str) -> Vec<Input> {
@@ -489,15 +512,21 @@ impl Stage for ReportStage {
     }
 }
 
-/// `stage.key` = value of every stage's parameters, sorted.
-fn flat_params(run_params: &Value) -> Vec<(String, String)> {
+/// `stage.key` → value of every stage's parameters in `{stage: params}`.
+pub(crate) fn flat_values(run_params: &Value) -> std::collections::BTreeMap<String, Value> {
     let mut flat = std::collections::BTreeMap::new();
     if let Value::Object(stages) = run_params {
         for (stage, params) in stages {
             runner::key::flatten(stage, params, &mut flat);
         }
     }
-    flat.into_iter()
+    flat
+}
+
+/// `stage.key` = value of every stage's parameters, sorted, as text.
+fn flat_params(run_params: &Value) -> Vec<(String, String)> {
+    flat_values(run_params)
+        .into_iter()
         .map(|(k, v)| match v {
             Value::String(s) => (k, s),
             other => (k, other.to_string()),
