@@ -274,6 +274,7 @@ fn measure(
         val_accuracy: Some(kept.val_accuracy),
         test_accuracy: metrics["accuracy"].as_f64(),
         test_macro_f1: metrics["macro_f1"].as_f64(),
+        held_out_accuracy: metrics["test_without_train_overlap"]["accuracy"].as_f64(),
         head_seconds: Some(head.duration_s),
         head_key: Some(head.key.clone()),
         history: Some(history),
@@ -344,6 +345,7 @@ pub fn table_text(keys: &[String], rows: &[SweepRow]) -> String {
             f(r.val_accuracy),
             f(r.test_accuracy),
             f(r.test_macro_f1),
+            f(r.held_out_accuracy),
             r.head_seconds
                 .map(|s| format!("{s:.2}"))
                 .unwrap_or_else(|| "-".into()),

@@ -11,6 +11,7 @@
 //! | `best_epoch`    | int32, nullable | the epoch the head kept                          |
 //! | `val_loss`, `val_accuracy` | float64, nullable | that epoch's validation figures      |
 //! | `test_accuracy`, `test_macro_f1` | float64, nullable | the report's test figures      |
+//! | `held_out_accuracy` | float64, nullable | on the test rows sharing nothing with training (audit) |
 //! | `head_seconds`  | float64, nullable | the head stage's run time (when it first ran)  |
 //! | `head_key`      | utf8, nullable  | the head result's key in the store               |
 //!
@@ -42,6 +43,7 @@ pub struct SweepRow {
     pub val_accuracy: Option<f64>,
     pub test_accuracy: Option<f64>,
     pub test_macro_f1: Option<f64>,
+    pub held_out_accuracy: Option<f64>,
     pub head_seconds: Option<f64>,
     pub head_key: Option<String>,
     /// Per-epoch figures (for the overlaid loss curves; not written).
@@ -61,6 +63,7 @@ impl SweepRow {
             val_accuracy: None,
             test_accuracy: None,
             test_macro_f1: None,
+            held_out_accuracy: None,
             head_seconds: None,
             head_key: None,
             history: None,
@@ -107,11 +110,12 @@ pub fn write(path: &Path, keys: &[String], rows: &[SweepRow]) -> Result<()> {
     columns.push(Arc::new(Int32Array::from_iter(
         rows.iter().map(|r| r.best_epoch.map(|e| e as i32)),
     )));
-    let floats: [(&str, fn(&SweepRow) -> Option<f64>); 5] = [
+    let floats: [(&str, fn(&SweepRow) -> Option<f64>); 6] = [
         ("val_loss", |r| r.val_loss),
         ("val_accuracy", |r| r.val_accuracy),
         ("test_accuracy", |r| r.test_accuracy),
         ("test_macro_f1", |r| r.test_macro_f1),
+        ("held_out_accuracy", |r| r.held_out_accuracy),
         ("head_seconds", |r| r.head_seconds),
     ];
     for (name, get) in floats {
