@@ -171,12 +171,19 @@ fn a_two_by_two_sweep_runs_four_heads_on_one_embed_ranks_by_validation_and_resto
 #[test]
 fn a_failing_variant_is_reported_and_a_killed_sweep_resumes() {
     let p = Project::uci_tiny_on_cpu();
+    // The list from a [sweep] table in a file, a fixed --set beside it.
+    std::fs::write(
+        p.path("sweep.toml"),
+        "[sweep]\n\"head.batch_size\" = [0, 16]\n",
+    )
+    .unwrap();
+    let file = p.path("sweep.toml");
     let run = p.cli(&[
         "sweep",
         "--name",
         "batch",
-        "--set",
-        "head.batch_size=0,16",
+        "--file",
+        file.to_str().unwrap(),
         "--set",
         "head.epochs=2",
     ]);

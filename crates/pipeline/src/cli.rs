@@ -154,6 +154,10 @@ pub enum Command {
     /// variant through the cache, up to the report), then print and write
     /// (artifacts/sweeps/NAME.parquet, .html) a table ranked by validation.
     Sweep {
+        /// A TOML file with a [sweep] table: "head.learning_rate" = [1e-4, 1e-3]
+        /// (added to the --set lists).
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
         /// Names the sweep's files in artifacts/sweeps/.
         #[arg(long, default_value = "sweep")]
         name: String,
@@ -275,10 +279,16 @@ pub fn execute(global: &Global, command: &Command) -> Result<ExitCode> {
         )?;
         return Ok(ExitCode::SUCCESS);
     }
-    if let Command::Sweep { name, by, select } = command {
+    if let Command::Sweep {
+        file,
+        name,
+        by,
+        select,
+    } = command
+    {
         // The global `--set`s hold value lists here: the file is loaded
         // without them, each variant with its own.
-        return sweep(global, name, *by, select.is_some());
+        return sweep(global, file.as_deref(), name, *by, select.is_some());
     }
     let ctx = context(global)?;
     // Only run-pipeline runs the model source; every other command reads
@@ -543,6 +553,7 @@ pub fn execute(global: &Global, command: &Command) -> Result<ExitCode> {
 
 fn sweep(
     global: &Global,
+    file: Option<&std::path::Path>,
     name: &str,
     by: crate::sweep::RankBy,
     select_best: bool,
@@ -557,12 +568,16 @@ fn sweep(
         None => base.dir().join("artifacts"),
     };
     let options = crate::sweep::SweepOptions {
+        file: file.map(std::path::Path::to_path_buf),
         name: name.to_string(),
         by,
         select_best,
     };
     let rows = crate::sweep::run(&path, &global.overrides, &artifacts, &options)?;
-    let (axes, fixed) = crate::sweep::axes(&global.overrides)?;
+    let (mut axes, fixed) = crate::sweep::axes(&global.overrides)?;
+    if let Some(file) = file {
+        axes.extend(crate::sweep::file_axes(file)?);
+    }
     let keys: Vec<String> = axes.into_iter().map(|a| a.key).collect();
     let mut out = std::io::stdout().lock();
     write!(out, "{}", crate::sweep::table_text(&keys, &rows))?;

@@ -28,6 +28,8 @@ pub enum RankBy {
 }
 
 pub struct SweepOptions {
+    /// A TOML file whose `[sweep]` table maps parameters to value lists.
+    pub file: Option<PathBuf>,
     pub name: String,
     pub by: RankBy,
     pub select_best: bool,
@@ -61,6 +63,38 @@ pub fn axes(overrides: &[String]) -> Result<(Vec<Axis>, Vec<String>)> {
         }
     }
     Ok((axes, fixed))
+}
+
+/// The `[sweep]` table of `path` as axes: `"head.learning_rate" = [1e-4, 1e-3]`
+/// (each value as a `--set` would write it).
+pub fn file_axes(path: &Path) -> Result<Vec<Axis>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the sweep file {}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
+    let Some(toml::Value::Table(sweep)) = table.get("sweep") else {
+        bail!(
+            "{}: no [sweep] table; write e.g. [sweep] followed by \"head.learning_rate\" = [1e-4, 1e-3]",
+            path.display()
+        );
+    };
+    let mut axes = Vec::new();
+    for (key, values) in sweep {
+        let toml::Value::Array(values) = values else {
+            bail!(
+                "{}: [sweep] {key:?} must be a list of values, e.g. [1e-4, 1e-3]",
+                path.display()
+            );
+        };
+        if values.is_empty() {
+            bail!("{}: [sweep] {key:?} is an empty list", path.display());
+        }
+        axes.push(Axis {
+            key: key.clone(),
+            values: values.iter().map(|v| v.to_string()).collect(),
+        });
+    }
+    Ok(axes)
 }
 
 /// Splits at commas outside quotes and brackets: `1e-4,1e-3` is two values,
@@ -114,10 +148,13 @@ pub fn run(
     options: &SweepOptions,
 ) -> Result<Vec<SweepRow>> {
     check_name(&options.name)?;
-    let (axes, fixed) = axes(overrides)?;
+    let (mut axes, fixed) = axes(overrides)?;
+    if let Some(file) = &options.file {
+        axes.extend(file_axes(file)?);
+    }
     if axes.is_empty() {
         bail!(
-            "sweep: no parameter to vary; give at least one --set STAGE.KEY=V1,V2 (comma-separated values)"
+            "sweep: no parameter to vary; give at least one --set STAGE.KEY=V1,V2 (comma-separated values) or --file with a [sweep] table"
         );
     }
     let variants = variants(&axes);
@@ -399,6 +436,25 @@ mod tests {
         assert_eq!(v.len(), 6);
         assert_eq!(v[0], ["head.learning_rate=1e-4", "head.epochs=2"]);
         assert_eq!(v[5], ["head.learning_rate=1e-3", "head.epochs=4"]);
+    }
+
+    #[test]
+    fn a_sweep_table_gives_axes_written_as_set_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sweep.toml");
+        std::fs::write(
+            &path,
+            "[sweep]\n\"head.learning_rate\" = [1e-4, 0.001]\n\"embed.pooling\" = [\"mean\", \"cls\"]\n",
+        )
+        .unwrap();
+        let axes = file_axes(&path).unwrap();
+        let pooling = axes.iter().find(|a| a.key == "embed.pooling").unwrap();
+        assert_eq!(pooling.values, ["\"mean\"", "\"cls\""]);
+        let lr = axes.iter().find(|a| a.key == "head.learning_rate").unwrap();
+        assert_eq!(lr.values, ["0.0001", "0.001"]);
+        std::fs::write(&path, "[sweep]\n\"head.epochs\" = 3\n").unwrap();
+        let err = file_axes(&path).unwrap_err().to_string();
+        assert!(err.contains("must be a list"), "{err}");
     }
 
     #[test]
