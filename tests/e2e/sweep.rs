@@ -78,6 +78,8 @@ fn a_two_by_two_sweep_runs_four_heads_on_one_embed_ranks_by_validation_and_resto
             r["variant"]
         );
         assert!(r["test_accuracy"].as_f64().is_some());
+        let f1 = r["val_macro_f1"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&f1), "val macro-F1 {f1}");
         let set = r["set"].as_str().unwrap();
         assert!(
             set == format!(

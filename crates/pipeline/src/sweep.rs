@@ -274,6 +274,7 @@ fn measure(
         .iter()
         .find(|e| e.epoch == best_epoch)
         .with_context(|| format!("head history has no epoch {best_epoch}"))?;
+    let val_macro_f1 = val_macro_f1(artifacts)?;
     let metrics_path = artifacts.join("report/metrics.json");
     let metrics: serde_json::Value = serde_json::from_slice(
         &std::fs::read(&metrics_path)
@@ -309,6 +310,7 @@ fn measure(
         best_epoch: Some(best_epoch),
         val_loss: Some(kept.val_loss),
         val_accuracy: Some(kept.val_accuracy),
+        val_macro_f1: Some(val_macro_f1),
         test_accuracy: metrics["accuracy"].as_f64(),
         test_macro_f1: metrics["macro_f1"].as_f64(),
         held_out_accuracy: metrics["test_without_train_overlap"]["accuracy"].as_f64(),
@@ -316,6 +318,25 @@ fn measure(
         head_key: Some(head.key.clone()),
         history: Some(history),
     })
+}
+
+/// Macro-F1 of the current head on the current validation features (the
+/// head's history keeps only loss and accuracy).
+fn val_macro_f1(artifacts: &Path) -> Result<f64> {
+    let classes = crate::stages::split_classes(&artifacts.join("ingest/train.parquet"))?;
+    let val = tables::features::read(&artifacts.join("embed/val.parquet"))?;
+    let device = head::Device::flex();
+    let (head, shape) = head::Head::load(&artifacts.join("head/head.safetensors"), &device)?;
+    let probabilities = head.probabilities(val.features, val.labels.len(), shape.input, &device)?;
+    let preds: Vec<i64> = probabilities
+        .chunks(shape.classes)
+        .map(|p| {
+            (0..p.len())
+                .max_by(|&a, &b| p[a].total_cmp(&p[b]))
+                .unwrap_or(0) as i64
+        })
+        .collect();
+    Ok(report::metrics(&val.labels, &preds, &classes).macro_f1)
 }
 
 /// Best first by `by`; failed variants last; `rank` 1.. set.
@@ -380,6 +401,7 @@ pub fn table_text(keys: &[String], rows: &[SweepRow]) -> String {
         line.extend([
             f(r.val_loss),
             f(r.val_accuracy),
+            f(r.val_macro_f1),
             f(r.test_accuracy),
             f(r.test_macro_f1),
             f(r.held_out_accuracy),

@@ -27,7 +27,7 @@ pub fn sweep_page(
         let _ = write!(html, "<th>{}</th>", esc(key));
     }
     html.push_str(
-        "<th>val loss</th><th>val accuracy</th><th>test accuracy</th><th>test macro-F1</th>\
+        "<th>val loss</th><th>val accuracy</th><th>val macro-F1</th><th>test accuracy</th><th>test macro-F1</th>\
          <th>held-out accuracy</th><th>head s</th><th>status</th></tr>\n",
     );
     let f = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
@@ -48,9 +48,10 @@ pub fn sweep_page(
         let _ = writeln!(
             html,
             "<td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
-             <td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+             <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
             f(r.val_loss),
             f(r.val_accuracy),
+            f(r.val_macro_f1),
             f(r.test_accuracy),
             f(r.test_macro_f1),
             f(r.held_out_accuracy),

@@ -9,7 +9,7 @@
 //! | one per swept parameter, named by its key (`head.learning_rate`): utf8, the value as given |
 //! | `status`        | utf8            | what the head stage did (ran, restored, cached), or `failed: why` |
 //! | `best_epoch`    | int32, nullable | the epoch the head kept                          |
-//! | `val_loss`, `val_accuracy` | float64, nullable | that epoch's validation figures      |
+//! | `val_loss`, `val_accuracy`, `val_macro_f1` | float64, nullable | that epoch's validation figures |
 //! | `test_accuracy`, `test_macro_f1` | float64, nullable | the report's test figures      |
 //! | `held_out_accuracy` | float64, nullable | on the test rows sharing nothing with training (audit) |
 //! | `head_seconds`  | float64, nullable | the head stage's run time (when it first ran)  |
@@ -41,6 +41,7 @@ pub struct SweepRow {
     pub best_epoch: Option<usize>,
     pub val_loss: Option<f64>,
     pub val_accuracy: Option<f64>,
+    pub val_macro_f1: Option<f64>,
     pub test_accuracy: Option<f64>,
     pub test_macro_f1: Option<f64>,
     pub held_out_accuracy: Option<f64>,
@@ -61,6 +62,7 @@ impl SweepRow {
             best_epoch: None,
             val_loss: None,
             val_accuracy: None,
+            val_macro_f1: None,
             test_accuracy: None,
             test_macro_f1: None,
             held_out_accuracy: None,
@@ -110,9 +112,10 @@ pub fn write(path: &Path, keys: &[String], rows: &[SweepRow]) -> Result<()> {
     columns.push(Arc::new(Int32Array::from_iter(
         rows.iter().map(|r| r.best_epoch.map(|e| e as i32)),
     )));
-    let floats: [(&str, fn(&SweepRow) -> Option<f64>); 6] = [
+    let floats: [(&str, fn(&SweepRow) -> Option<f64>); 7] = [
         ("val_loss", |r| r.val_loss),
         ("val_accuracy", |r| r.val_accuracy),
+        ("val_macro_f1", |r| r.val_macro_f1),
         ("test_accuracy", |r| r.test_accuracy),
         ("test_macro_f1", |r| r.test_macro_f1),
         ("held_out_accuracy", |r| r.held_out_accuracy),
