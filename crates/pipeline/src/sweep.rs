@@ -383,8 +383,10 @@ pub fn table_text(keys: &[String], rows: &[SweepRow]) -> String {
         [
             "val loss",
             "val acc",
+            "val macro-F1",
             "test acc",
             "test macro-F1",
+            "held-out acc",
             "head s",
             "status",
         ]
@@ -477,6 +479,51 @@ mod tests {
         std::fs::write(&path, "[sweep]\n\"head.epochs\" = 3\n").unwrap();
         let err = file_axes(&path).unwrap_err().to_string();
         assert!(err.contains("must be a list"), "{err}");
+    }
+
+    #[test]
+    fn the_text_table_has_a_header_for_every_column() {
+        let row = SweepRow {
+            val_loss: Some(0.25),
+            val_accuracy: Some(0.9),
+            val_macro_f1: Some(0.89),
+            test_accuracy: Some(0.8),
+            test_macro_f1: Some(0.79),
+            held_out_accuracy: Some(0.7),
+            head_seconds: Some(12.5),
+            failure: None,
+            status: "head-ran".into(),
+            rank: 1,
+            ..SweepRow::failed(0, vec!["head.epochs=3".into()], String::new())
+        };
+        let text = table_text(&["head.epochs".to_string()], &[row]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("val macro-F1") && lines[0].contains("held-out acc"));
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            [
+                "1", "3", "0.2500", "0.9000", "0.8900", "0.8000", "0.7900", "0.7000", "12.50",
+                "head-ran"
+            ]
+        );
+        // Every cell starts under its header.
+        let starts = |line: &str| -> Vec<usize> {
+            let b = line.as_bytes();
+            (0..b.len())
+                .filter(|&i| b[i] != b' ' && (i == 0 || b[i - 1] == b' '))
+                .collect()
+        };
+        let header: Vec<usize> = starts(
+            &lines[0]
+                .replace("val loss", "val_loss")
+                .replace("val acc", "val_acc")
+                .replace("val macro-F1", "val_macro-F1")
+                .replace("test acc", "test_acc")
+                .replace("test macro-F1", "test_macro-F1")
+                .replace("held-out acc", "held-out_acc")
+                .replace("head s", "head_s"),
+        );
+        assert_eq!(header, starts(lines[1]));
     }
 
     #[test]
