@@ -379,42 +379,21 @@ pub fn table_text(keys: &[String], rows: &[SweepRow]) -> String {
     let mut out = String::new();
     let mut header = vec!["rank".to_string()];
     header.extend(keys.iter().cloned());
-    header.extend(
-        [
-            "val loss",
-            "val acc",
-            "val macro-F1",
-            "test acc",
-            "test macro-F1",
-            "held-out acc",
-            "head s",
-            "status",
-        ]
-        .map(String::from),
-    );
+    header.extend(tables::sweep::FIGURES.map(String::from));
+    header.extend(["head s", "status"].map(String::from));
     let mut lines = vec![header];
-    let f = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
     for r in rows {
         let mut line = vec![r.rank.to_string()];
         line.extend(
             keys.iter()
                 .map(|k| r.value_of(k).unwrap_or("-").to_string()),
         );
-        line.extend([
-            f(r.val_loss),
-            f(r.val_accuracy),
-            f(r.val_macro_f1),
-            f(r.test_accuracy),
-            f(r.test_macro_f1),
-            f(r.held_out_accuracy),
-            r.head_seconds
-                .map(|s| format!("{s:.2}"))
-                .unwrap_or_else(|| "-".into()),
-            r.failure
-                .as_deref()
-                .map(|e| format!("failed: {e}"))
-                .unwrap_or_else(|| r.status.clone()),
-        ]);
+        line.extend(r.figures());
+        line.push(r.head_time());
+        line.push(match &r.failure {
+            Some(e) => format!("failed: {e}"),
+            None => r.status.clone(),
+        });
         lines.push(line);
     }
     let columns = lines[0].len();

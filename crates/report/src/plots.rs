@@ -33,30 +33,49 @@ fn draw_legend<'a, 'b: 'a>(chart: &mut LineChart<'a, 'b>) -> Result<()> {
         .map_err(plot_err)
 }
 
+/// Axes for losses over epochs 1..=`epochs`, up to 10 % above `highest`, with
+/// its caption and mesh drawn.
+fn epoch_chart<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    caption: &str,
+    y_desc: &str,
+    epochs: usize,
+    highest: f64,
+) -> Result<LineChart<'a, 'b>> {
+    let top = highest.max(1e-3) * 1.1;
+    let right = epochs.max(1) as f64 + 0.5;
+    let mut chart = ChartBuilder::on(root)
+        .caption(caption, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.5..right, 0.0..top)
+        .map_err(plot_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc(y_desc)
+        .x_labels(epochs.clamp(1, 20))
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .draw()
+        .map_err(plot_err)?;
+    Ok(chart)
+}
+
 /// Train and validation loss per epoch; the kept (best validation) epoch marked.
 pub fn loss_curves(history: &[EpochRow], best_epoch: usize) -> Result<String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
-        let epochs = history.len().max(1) as f64;
         let losses = history.iter().flat_map(|e| [e.train_loss, e.val_loss]);
-        let top = losses.fold(0.0f64, f64::max).max(1e-3) * 1.1;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("Loss per epoch (class-weighted NLL)", ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(56)
-            .build_cartesian_2d(0.5..epochs + 0.5, 0.0..top)
-            .map_err(plot_err)?;
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .y_desc("loss")
-            .x_labels(history.len().clamp(1, 20))
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .draw()
-            .map_err(plot_err)?;
+        let mut chart = epoch_chart(
+            &root,
+            "Loss per epoch (class-weighted NLL)",
+            "loss",
+            history.len(),
+            losses.fold(0.0f64, f64::max),
+        )?;
         for (name, colour, value) in [
             (
                 "train",
@@ -246,28 +265,17 @@ pub fn validation_losses(runs: &[(String, Vec<EpochRow>)]) -> Result<String> {
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
-        let epochs = runs.iter().map(|(_, h)| h.len()).max().unwrap_or(1).max(1) as f64;
-        let top = runs
+        let highest = runs
             .iter()
             .flat_map(|(_, h)| h.iter().map(|e| e.val_loss))
-            .fold(0.0f64, f64::max)
-            .max(1e-3)
-            * 1.1;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("Validation loss per epoch, by variant", ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(56)
-            .build_cartesian_2d(0.5..epochs + 0.5, 0.0..top)
-            .map_err(plot_err)?;
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .y_desc("validation loss")
-            .x_labels((epochs as usize).clamp(1, 20))
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .draw()
-            .map_err(plot_err)?;
+            .fold(0.0f64, f64::max);
+        let mut chart = epoch_chart(
+            &root,
+            "Validation loss per epoch, by variant",
+            "validation loss",
+            runs.iter().map(|(_, h)| h.len()).max().unwrap_or(1),
+            highest,
+        )?;
         for (i, (name, history)) in runs.iter().enumerate() {
             let colour = Palette99::pick(i).to_rgba();
             let points: Vec<(f64, f64)> = history

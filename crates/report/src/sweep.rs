@@ -26,11 +26,10 @@ pub fn sweep_page(
     for key in keys {
         let _ = write!(html, "<th>{}</th>", esc(key));
     }
-    html.push_str(
-        "<th>val loss</th><th>val accuracy</th><th>val macro-F1</th><th>test accuracy</th><th>test macro-F1</th>\
-         <th>held-out accuracy</th><th>head s</th><th>status</th></tr>\n",
-    );
-    let f = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
+    for name in tables::sweep::FIGURES {
+        let _ = write!(html, "<th>{name}</th>");
+    }
+    html.push_str("<th>head s</th><th>status</th></tr>\n");
     for r in rows {
         let _ = write!(
             html,
@@ -45,19 +44,13 @@ pub fn sweep_page(
                 esc(r.value_of(key).unwrap_or("-"))
             );
         }
+        for figure in r.figures() {
+            let _ = write!(html, "<td class=\"n\">{figure}</td>");
+        }
         let _ = writeln!(
             html,
-            "<td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
-             <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
-            f(r.val_loss),
-            f(r.val_accuracy),
-            f(r.val_macro_f1),
-            f(r.test_accuracy),
-            f(r.test_macro_f1),
-            f(r.held_out_accuracy),
-            r.head_seconds
-                .map(|s| format!("{s:.2}"))
-                .unwrap_or_else(|| "-".into()),
+            "<td class=\"n\">{}</td><td>{}</td></tr>",
+            r.head_time(),
             esc(&r.status)
         );
     }

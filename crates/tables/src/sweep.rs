@@ -27,6 +27,16 @@ use arrow::datatypes::{DataType, Field, Schema};
 use crate::io::{Provenance, write_batch};
 use crate::training::EpochRow;
 
+/// The names of [`SweepRow::figures`], in order: what a sweep's table shows.
+pub const FIGURES: [&str; 6] = [
+    "val loss",
+    "val accuracy",
+    "val macro-F1",
+    "test accuracy",
+    "test macro-F1",
+    "held-out accuracy",
+];
+
 /// One variant's outcome.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SweepRow {
@@ -70,6 +80,26 @@ impl SweepRow {
             head_key: None,
             history: None,
         }
+    }
+
+    /// [`FIGURES`] of this variant, shown with 4 decimals (`-` when absent).
+    pub fn figures(&self) -> [String; 6] {
+        [
+            self.val_loss,
+            self.val_accuracy,
+            self.val_macro_f1,
+            self.test_accuracy,
+            self.test_macro_f1,
+            self.held_out_accuracy,
+        ]
+        .map(|v| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into()))
+    }
+
+    /// The head's seconds, shown (`-` when absent).
+    pub fn head_time(&self) -> String {
+        self.head_seconds
+            .map(|s| format!("{s:.2}"))
+            .unwrap_or_else(|| "-".into())
     }
 
     /// The value this variant gave `key`.
