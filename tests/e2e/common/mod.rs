@@ -265,7 +265,19 @@ pub struct Background {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
     stderr: Vec<String>,
-    stdout: std::thread::JoinHandle<String>,
+    /// Taken by `finish`.
+    stdout: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Drop for Background {
+    /// A test that fails before `finish` must not leave its process (a
+    /// server, a run) behind.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 impl Background {
@@ -309,7 +321,7 @@ impl Background {
             child,
             lines,
             stderr: Vec::new(),
-            stdout,
+            stdout: Some(stdout),
         }
     }
 
@@ -346,7 +358,7 @@ impl Background {
         self.stderr.extend(self.lines.iter());
         Run {
             code: status.code().unwrap_or(-1),
-            stdout: self.stdout.join().unwrap(),
+            stdout: self.stdout.take().expect("finished once").join().unwrap(),
             stderr: self.stderr.join("\n"),
         }
     }
