@@ -45,14 +45,7 @@ pub fn label_issues(labels: &[i64], probabilities: &[f32], classes: usize) -> Ve
         })
         .collect();
     let argmax = |row: usize, bonus_for: usize| {
-        (0..classes)
-            .map(|k| p(row, k) + if k == bonus_for { SLACK } else { 0.0 })
-            .enumerate()
-            // numpy's argmax: the first of equal maxima.
-            .fold((0, f64::NEG_INFINITY), |best, (k, v)| {
-                if v > best.1 { (k, v) } else { best }
-            })
-            .0
+        first_argmax((0..classes).map(|k| p(row, k) + if k == bonus_for { SLACK } else { 0.0 }))
     };
     let mut issues = Vec::new();
     for (row, &label) in labels.iter().enumerate() {
@@ -77,6 +70,16 @@ pub fn label_issues(labels: &[i64], probabilities: &[f32], classes: usize) -> Ve
     }
     issues.sort_by(|a, b| a.self_confidence.total_cmp(&b.self_confidence));
     issues
+}
+
+/// numpy's argmax: the index of the first of equal maxima.
+pub fn first_argmax(values: impl Iterator<Item = f64>) -> usize {
+    values
+        .enumerate()
+        .fold((0, f64::NEG_INFINITY), |best, (k, v)| {
+            if v > best.1 { (k, v) } else { best }
+        })
+        .0
 }
 
 #[cfg(test)]

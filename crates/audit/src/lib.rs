@@ -116,7 +116,8 @@ pub fn run(
         probe::out_of_fold(params, inputs.head, train, &features[1], &fold_of, classes)?;
     let correct = (0..train.labels.len())
         .filter(|&i| {
-            argmax(&probabilities[i * classes..(i + 1) * classes]) == train.labels[i] as usize
+            let row = &probabilities[i * classes..(i + 1) * classes];
+            confident::first_argmax(row.iter().map(|&p| f64::from(p))) == train.labels[i] as usize
         })
         .count();
     let accuracy = correct as f64 / train.labels.len() as f64;
@@ -244,15 +245,4 @@ fn overlap_notes(overlap: &[OverlapRow], splits: &[Vec<LabelledRow>]) -> Vec<Str
             )
         })
         .collect()
-}
-
-/// The first of equal maxima, as numpy's argmax.
-fn argmax(values: &[f32]) -> usize {
-    values
-        .iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-            if v > best.1 { (i, v) } else { best }
-        })
-        .0
 }

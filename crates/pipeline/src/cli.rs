@@ -242,11 +242,17 @@ struct Context {
 }
 
 fn context(global: &Global) -> Result<Context> {
+    context_with(global, &global.overrides)
+}
+
+/// [`context`] with other overrides than the command line's (`sweep`, whose
+/// `--set`s hold value lists, loads the file without them).
+fn context_with(global: &Global, overrides: &[String]) -> Result<Context> {
     let path = match &global.config {
         Some(p) => p.clone(),
         None => config::find_default()?,
     };
-    let loaded = config::load(&path, &global.overrides)?;
+    let loaded = config::load(&path, overrides)?;
     let artifacts = match &global.artifacts {
         Some(dir) => std::path::absolute(dir)?,
         None => loaded.dir().join("artifacts"),
@@ -558,37 +564,34 @@ fn sweep(
     by: crate::sweep::RankBy,
     select_best: bool,
 ) -> Result<ExitCode> {
-    let path = match &global.config {
-        Some(p) => p.clone(),
-        None => config::find_default()?,
-    };
-    let base = config::load(&path, &[])?;
-    let artifacts = match &global.artifacts {
-        Some(dir) => std::path::absolute(dir)?,
-        None => base.dir().join("artifacts"),
-    };
+    let ctx = context_with(global, &[])?;
     let options = crate::sweep::SweepOptions {
         file: file.map(std::path::Path::to_path_buf),
         name: name.to_string(),
         by,
         select_best,
     };
-    let rows = crate::sweep::run(&path, &global.overrides, &artifacts, &options)?;
-    let (mut axes, fixed) = crate::sweep::axes(&global.overrides)?;
-    if let Some(file) = file {
-        axes.extend(crate::sweep::file_axes(file)?);
-    }
-    let keys: Vec<String> = axes.into_iter().map(|a| a.key).collect();
+    let crate::sweep::Sweep {
+        keys,
+        fixed,
+        rows,
+        table,
+        page,
+    } = crate::sweep::run(
+        &ctx.loaded.path,
+        &global.overrides,
+        &ctx.artifacts,
+        &options,
+    )?;
     let mut out = std::io::stdout().lock();
     write!(out, "{}", crate::sweep::table_text(&keys, &rows))?;
-    let dir = artifacts.join("sweeps");
     writeln!(
         out,
         "sweep {name}: {} variants, {} failed; table in {}, page {}",
         rows.len(),
         rows.iter().filter(|r| r.failure.is_some()).count(),
-        dir.join(format!("{name}.parquet")).display(),
-        dir.join(format!("{name}.html")).display()
+        table.display(),
+        page.display()
     )?;
     let best = rows.iter().find(|r| r.failure.is_none());
     if let Some(best) = best {

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use runner::manifest::{LockFile, Manifest};
 use serde::Serialize;
 use serde_json::Value;
+use tables::training::EpochRow;
 
 /// One stored report result and what produced it.
 #[derive(Debug, Clone, Serialize)]
@@ -50,12 +51,11 @@ pub fn runs(artifacts: &Path) -> Result<Vec<RunRecord>> {
     for report in manifests(&store.join("report"))? {
         let dir = store.join("report").join(&report.key);
         let mut metrics = RunMetrics::default();
-        if let Ok(bytes) = std::fs::read(dir.join("metrics.json")) {
-            let m: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            metrics.test_accuracy = m["accuracy"].as_f64();
-            metrics.test_macro_f1 = m["macro_f1"].as_f64();
-            metrics.held_out_rows = m["test_without_train_overlap"]["rows"].as_u64();
-            metrics.held_out_accuracy = m["test_without_train_overlap"]["accuracy"].as_f64();
+        if let Ok(test) = test_figures(&dir) {
+            metrics.test_accuracy = test.accuracy;
+            metrics.test_macro_f1 = test.macro_f1;
+            metrics.held_out_rows = test.held_out_rows;
+            metrics.held_out_accuracy = test.held_out_accuracy;
         }
         // The head result whose history this report was made from.
         let history = report.inputs.get("head/history.parquet").map(|i| &i.digest);
@@ -64,12 +64,10 @@ pub fn runs(artifacts: &Path) -> Result<Vec<RunRecord>> {
         });
         if let Some(head) = head {
             let path = store.join("head").join(&head.key).join("history.parquet");
-            if let Ok((rows, best)) = tables::training::read_history(&path) {
-                if let Some(kept) = rows.iter().find(|e| e.epoch == best) {
-                    metrics.best_epoch = Some(best);
-                    metrics.val_loss = Some(kept.val_loss);
-                    metrics.val_accuracy = Some(kept.val_accuracy);
-                }
+            if let Ok((_, kept)) = kept_epoch(&path) {
+                metrics.best_epoch = Some(kept.epoch);
+                metrics.val_loss = Some(kept.val_loss);
+                metrics.val_accuracy = Some(kept.val_accuracy);
             }
             metrics.head_key = Some(head.key.clone());
         }
@@ -83,6 +81,41 @@ pub fn runs(artifacts: &Path) -> Result<Vec<RunRecord>> {
     }
     out.sort_by(|a, b| b.finished.cmp(&a.finished).then(a.key.cmp(&b.key)));
     Ok(out)
+}
+
+/// A report result's test figures, from its `metrics.json`.
+#[derive(Debug, Clone, Default)]
+pub struct TestFigures {
+    pub accuracy: Option<f64>,
+    pub macro_f1: Option<f64>,
+    /// On the test rows that share nothing with training (the audit).
+    pub held_out_rows: Option<u64>,
+    pub held_out_accuracy: Option<f64>,
+}
+
+/// The test figures of the report result in `report_dir`.
+pub fn test_figures(report_dir: &Path) -> Result<TestFigures> {
+    let path = report_dir.join("metrics.json");
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let m: Value =
+        serde_json::from_slice(&bytes).with_context(|| format!("{}: not JSON", path.display()))?;
+    Ok(TestFigures {
+        accuracy: m["accuracy"].as_f64(),
+        macro_f1: m["macro_f1"].as_f64(),
+        held_out_rows: m["test_without_train_overlap"]["rows"].as_u64(),
+        held_out_accuracy: m["test_without_train_overlap"]["accuracy"].as_f64(),
+    })
+}
+
+/// A head result's history (`history.parquet`) and the epoch it kept.
+pub fn kept_epoch(history: &Path) -> Result<(Vec<EpochRow>, EpochRow)> {
+    let (rows, best) = tables::training::read_history(history)?;
+    let kept = rows
+        .iter()
+        .find(|e| e.epoch == best)
+        .cloned()
+        .with_context(|| format!("{}: no epoch {best}", history.display()))?;
+    Ok((rows, kept))
 }
 
 /// The manifests of a stage's stored results (unreadable entries skipped:

@@ -140,13 +140,26 @@ pub fn variants(axes: &[Axis]) -> Vec<Vec<String>> {
     out
 }
 
-/// Runs the sweep; returns its rows, best first.
+/// What a sweep did.
+pub struct Sweep {
+    /// The swept parameters, in axis order.
+    pub keys: Vec<String>,
+    /// The `--set`s every variant shared.
+    pub fixed: Vec<String>,
+    /// Best first.
+    pub rows: Vec<SweepRow>,
+    /// `artifacts/sweeps/<name>.parquet` and `.html`.
+    pub table: PathBuf,
+    pub page: PathBuf,
+}
+
+/// Runs the sweep.
 pub fn run(
     config_path: &Path,
     overrides: &[String],
     artifacts: &Path,
     options: &SweepOptions,
-) -> Result<Vec<SweepRow>> {
+) -> Result<Sweep> {
     check_name(&options.name)?;
     let (mut axes, fixed) = axes(overrides)?;
     if let Some(file) = &options.file {
@@ -189,20 +202,19 @@ pub fn run(
     }
     rank(&mut rows, options.by);
 
+    // Each written to a temporary name and renamed: a killed sweep leaves
+    // the previous file or the new one, never half of one.
     let dir = artifacts.join("sweeps");
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let keys: Vec<String> = axes.iter().map(|a| a.key.clone()).collect();
-    write_atomically(&dir.join(format!("{}.parquet", options.name)), |path| {
-        tables::sweep::write(path, &keys, &rows)
-    })?;
+    let table = dir.join(format!("{}.parquet", options.name));
+    runner::write_atomic(&table, &tables::sweep::encode(&keys, &rows)?)?;
     let histories: Vec<(String, Vec<tables::training::EpochRow>)> = rows
         .iter()
         .filter_map(|r| Some((format!("#{}", r.variant + 1), r.history.clone()?)))
         .collect();
-    let page = report::sweep_page(&options.name, &keys, &rows, &histories)?;
-    write_atomically(&dir.join(format!("{}.html", options.name)), |path| {
-        Ok(std::fs::write(path, page.as_bytes())?)
-    })?;
+    let page = dir.join(format!("{}.html", options.name));
+    let html = report::sweep_page(&options.name, &keys, &rows, &histories)?;
+    runner::write_atomic(&page, html.as_bytes())?;
 
     // What is current afterwards: the best variant (whole: export too), or
     // the base configuration again.
@@ -225,7 +237,13 @@ pub fn run(
             }
         }
     }
-    Ok(rows)
+    Ok(Sweep {
+        keys,
+        fixed,
+        rows,
+        table,
+        page,
+    })
 }
 
 /// Names become file names: plain ones only.
@@ -268,18 +286,9 @@ fn measure(
     sets: &[String],
     outcomes: &[(String, Outcome)],
 ) -> Result<SweepRow> {
-    let (history, best_epoch) =
-        tables::training::read_history(&artifacts.join("head/history.parquet"))?;
-    let kept = history
-        .iter()
-        .find(|e| e.epoch == best_epoch)
-        .with_context(|| format!("head history has no epoch {best_epoch}"))?;
+    let (history, kept) = crate::runs::kept_epoch(&artifacts.join("head/history.parquet"))?;
     let val_macro_f1 = val_macro_f1(artifacts)?;
-    let metrics_path = artifacts.join("report/metrics.json");
-    let metrics: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(&metrics_path)
-            .with_context(|| format!("cannot read {}", metrics_path.display()))?,
-    )?;
+    let test = crate::runs::test_figures(&artifacts.join("report"))?;
     let lock = runner::manifest::LockFile::load(&artifacts.join("pipeline.lock"))?;
     let head = lock
         .stages
@@ -307,13 +316,13 @@ fn measure(
             format!("head {head_outcome}; also ran {}", ran.join(", "))
         },
         failure: None,
-        best_epoch: Some(best_epoch),
+        best_epoch: Some(kept.epoch),
         val_loss: Some(kept.val_loss),
         val_accuracy: Some(kept.val_accuracy),
         val_macro_f1: Some(val_macro_f1),
-        test_accuracy: metrics["accuracy"].as_f64(),
-        test_macro_f1: metrics["macro_f1"].as_f64(),
-        held_out_accuracy: metrics["test_without_train_overlap"]["accuracy"].as_f64(),
+        test_accuracy: test.accuracy,
+        test_macro_f1: test.macro_f1,
+        held_out_accuracy: test.held_out_accuracy,
         head_seconds: Some(head.duration_s),
         head_key: Some(head.key.clone()),
         history: Some(history),
@@ -328,13 +337,10 @@ fn val_macro_f1(artifacts: &Path) -> Result<f64> {
     let device = head::Device::flex();
     let (head, shape) = head::Head::load(&artifacts.join("head/head.safetensors"), &device)?;
     let probabilities = head.probabilities(val.features, val.labels.len(), shape.input, &device)?;
-    let preds: Vec<i64> = probabilities
-        .chunks(shape.classes)
-        .map(|p| {
-            (0..p.len())
-                .max_by(|&a, &b| p[a].total_cmp(&p[b]))
-                .unwrap_or(0) as i64
-        })
+    // The head stage's convention for its test predictions.
+    let preds: Vec<i64> = export::folder::argmax(&probabilities, shape.classes)
+        .into_iter()
+        .map(|c| c as i64)
         .collect();
     Ok(report::metrics(&val.labels, &preds, &classes).macro_f1)
 }
@@ -360,18 +366,6 @@ fn rank(rows: &mut [SweepRow], by: RankBy) {
     for (i, r) in rows.iter_mut().enumerate() {
         r.rank = i + 1;
     }
-}
-
-/// Writes through a temporary file and a rename: a killed sweep leaves the
-/// previous file or the new one, never half of one.
-fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let tmp: PathBuf = path.with_extension(format!(
-        "{}.tmp-{}",
-        path.extension().and_then(|e| e.to_str()).unwrap_or(""),
-        std::process::id()
-    ));
-    write(&tmp)?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The sweep's table as text, best first.

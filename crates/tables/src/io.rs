@@ -68,6 +68,30 @@ pub(crate) fn write_batch_encoded(
     provenance: &Provenance,
     encoding: Encoding,
 ) -> Result<()> {
+    let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let file = encode_batch(file, schema, batch, provenance, encoding)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// The deterministic Parquet bytes of `batch`, for a caller that stores
+/// them itself (e.g. atomically, beside other files).
+pub(crate) fn batch_bytes(
+    schema: Arc<Schema>,
+    batch: RecordBatch,
+    provenance: &Provenance,
+) -> Result<Vec<u8>> {
+    encode_batch(Vec::new(), schema, batch, provenance, Encoding::Compact)
+}
+
+/// Writes `batch` as Parquet into `sink` and gives the sink back.
+fn encode_batch<W: std::io::Write + Send>(
+    sink: W,
+    schema: Arc<Schema>,
+    batch: RecordBatch,
+    provenance: &Provenance,
+    encoding: Encoding,
+) -> Result<W> {
     // Provenance goes both into the Parquet key-value metadata (duckdb's
     // `parquet_kv_metadata`, [`read_metadata`]) and into the Arrow schema
     // (pyarrow's `read_table().schema.metadata` shows only that one).
@@ -90,12 +114,9 @@ pub(crate) fn write_batch_encoded(
             .set_statistics_enabled(EnabledStatistics::None),
     }
     .build();
-    let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let mut writer = ArrowWriter::try_new(file, schema, Some(props))?;
+    let mut writer = ArrowWriter::try_new(sink, schema, Some(props))?;
     writer.write(&batch)?;
-    let file = writer.into_inner()?;
-    file.sync_all()?;
-    Ok(())
+    Ok(writer.into_inner()?)
 }
 
 /// The named top-level columns only (the others are not read from disk).

@@ -17,14 +17,13 @@
 //!
 //! Metadata: `swept` (JSON array of the swept keys).
 
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Result;
 use arrow::array::{ArrayRef, Float64Array, Int32Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 
-use crate::io::{Provenance, write_batch};
+use crate::io::{Provenance, batch_bytes};
 use crate::training::EpochRow;
 
 /// The names of [`SweepRow::figures`], in order: what a sweep's table shows.
@@ -111,7 +110,8 @@ impl SweepRow {
     }
 }
 
-pub fn write(path: &Path, keys: &[String], rows: &[SweepRow]) -> Result<()> {
+/// The table's Parquet bytes (the sweep stores them atomically beside its page).
+pub fn encode(keys: &[String], rows: &[SweepRow]) -> Result<Vec<u8>> {
     let mut fields = vec![
         Field::new("rank", DataType::Int32, false),
         Field::new("variant", DataType::Int32, false),
@@ -164,5 +164,5 @@ pub fn write(path: &Path, keys: &[String], rows: &[SweepRow]) -> Result<()> {
     // Keys are parameter names (`stage.key`): Debug quoting is JSON for them.
     let swept: Vec<String> = keys.iter().map(|k| format!("{k:?}")).collect();
     let provenance = Provenance::default().with("swept", format!("[{}]", swept.join(",")));
-    write_batch(path, schema, batch, &provenance)
+    batch_bytes(schema, batch, &provenance)
 }
