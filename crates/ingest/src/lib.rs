@@ -186,21 +186,10 @@ fn sklearn_split(
 /// Keeps the first row of each normalised text (`text::normalized`);
 /// returns (rows dropped, of which with another label than the row kept).
 fn drop_repeats(rows: &mut Vec<read::SourceRow>) -> (usize, usize) {
-    let mut first_label: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    let (repeat, conflicting) = read::repeats(rows, |row| text::normalized(&row.sentence));
     let before = rows.len();
-    let mut conflicting = 0;
-    rows.retain(
-        |row| match first_label.entry(text::normalized(&row.sentence)) {
-            std::collections::hash_map::Entry::Occupied(kept) => {
-                conflicting += usize::from(*kept.get() != row.label);
-                false
-            }
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(row.label);
-                true
-            }
-        },
-    );
+    let mut repeat = repeat.into_iter();
+    rows.retain(|_| repeat.next() == Some(false));
     (before - rows.len(), conflicting)
 }
 

@@ -305,20 +305,30 @@ impl LabelParser {
 
 /// (rows repeating an earlier sentence, of which with another label)
 fn count_duplicates(rows: &[SourceRow]) -> (usize, usize) {
-    let mut first_label: HashMap<&str, i64> = HashMap::with_capacity(rows.len());
-    let (mut dups, mut conflicting) = (0, 0);
-    for row in rows {
-        match first_label.get(row.sentence.as_str()) {
-            Some(&label) => {
-                dups += 1;
-                if label != row.label {
-                    conflicting += 1;
-                }
+    let (repeat, conflicting) = repeats(rows, |row| row.sentence.clone());
+    (repeat.iter().filter(|&&r| r).count(), conflicting)
+}
+
+/// Per row, whether its `key` repeats an earlier row's; and how many of the
+/// repeats carry another label than that first row.
+pub(crate) fn repeats(
+    rows: &[SourceRow],
+    key: impl Fn(&SourceRow) -> String,
+) -> (Vec<bool>, usize) {
+    let mut first_label: HashMap<String, i64> = HashMap::with_capacity(rows.len());
+    let mut conflicting = 0;
+    let repeat = rows
+        .iter()
+        .map(|row| match first_label.entry(key(row)) {
+            std::collections::hash_map::Entry::Occupied(first) => {
+                conflicting += usize::from(*first.get() != row.label);
+                true
             }
-            None => {
-                first_label.insert(&row.sentence, row.label);
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(row.label);
+                false
             }
-        }
-    }
-    (dups, conflicting)
+        })
+        .collect();
+    (repeat, conflicting)
 }
