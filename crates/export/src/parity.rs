@@ -1,18 +1,18 @@
 //! The export's parity check: the test split scored from the written files
 //! alone must reproduce the classifier the pipeline trained.
 //!
-//! fp32: against the head stage's own test predictions (features from the
-//! embed stage, head in burn): every class equal, every probability within
-//! [`TOLERANCE`]. Measured differences are ~2e-7.
+//! fp32 and int8: against the head stage's own test predictions (features
+//! from the embed stage, head in burn): every class equal, every
+//! probability within [`TOLERANCE`]. Measured differences are ~2e-7. An
+//! int8 graph quantizes activations per row, so a text's features do not
+//! depend on the texts batched with it, and the embed stage's batches
+//! (mixed with the other splits) give the same features as the export's.
 //!
-//! int8 and fp16: the same bound, but against the model stage's graph and
-//! the head recomputed here in exactly the batches the exported graph is
-//! scored in. Why: an int8 graph quantizes activations per batch (one scale
-//! per `DynamicQuantizeMatMul` input), so a text's features depend on which
-//! texts share its batch; the embed stage batched the test rows with the
-//! other splits. Against the head stage's predictions such graphs differ by
-//! up to ~1e-1 in probability (SST-2, int8), which would hide any export
-//! error. How far they are from the head stage is still reported.
+//! fp16: the same bound, but against the model stage's graph and the head
+//! recomputed here in exactly the batches the exported graph is scored in:
+//! half-precision sums depend on the padded length of a batch, and the
+//! embed stage batched the test rows with the other splits. How far it is
+//! from the head stage is still reported.
 
 use std::path::Path;
 
@@ -27,7 +27,7 @@ pub struct Parity {
     pub largest_difference: f32,
     /// What it was compared with.
     pub reference: &'static str,
-    /// For int8 / fp16: agreement with the head stage's own predictions.
+    /// For fp16: agreement with the head stage's own predictions.
     pub against_head: Option<String>,
 }
 
@@ -61,7 +61,7 @@ pub fn check(inputs: &ExportInputs, out_dir: &Path) -> Result<Parity> {
     let (exported, _) = classifier.score_ids(&ids, folder::BATCH_TOKENS)?;
     let k = head.classes;
     let row_ids: Vec<i64> = split.iter().map(|r| r.row_id).collect();
-    if inputs.precision == model::Precision::Fp32 {
+    if inputs.precision != model::Precision::Fp16 {
         let largest = compare(&exported, &head.probabilities, k, &row_ids, "the head")?;
         return Ok(Parity {
             rows: split.len(),
@@ -94,7 +94,7 @@ pub fn check(inputs: &ExportInputs, out_dir: &Path) -> Result<Parity> {
         largest_difference: largest,
         reference: "the model graph and head recomputed in the same batches",
         against_head: Some(format!(
-            "{:?} features depend on which rows share a batch: against the head stage's own \
+            "{:?} sums depend on the padded length of a batch: against the head stage's own \
              predictions (other batches) {agree} of {} classes equal, probabilities up to \
              {furthest:.1e} apart",
             inputs.precision,
@@ -145,8 +145,7 @@ fn compare(ours: &[f32], theirs: &[f32], k: usize, row_ids: &[i64], what: &str) 
 
 /// The model stage's graph (embed's encoder and pooling) and the trained
 /// head (burn) over `ids`, in the batches (and with the padding)
-/// [`Classifier::score_ids`] uses: an int8 graph's padded positions count
-/// in its activation scales too.
+/// [`Classifier::score_ids`] uses.
 fn recompute(inputs: &ExportInputs, ids: &[Ids], pad_id: i64, threads: usize) -> Result<Vec<f32>> {
     let pooling = match inputs.pool {
         Pool::Mean => embed::Pooling::Mean,

@@ -190,7 +190,8 @@ impl Stage for ModelStage {
     }
     fn version(&self) -> u32 {
         // 2: the fused Attention takes key lengths, not a [batch, seq] mask
-        2
+        // 3: int8 activations quantized per row, not per batch
+        3
     }
     fn params(&self) -> Value {
         // `source` says where the files come from; their content is hashed.

@@ -206,8 +206,9 @@ fn standard_layer(
 }
 
 /// One encoder layer with ONNX Runtime's fused kernels: packed-QKV
-/// Attention (mask = each row's key length, right padding; padded keys get
-/// -10000 where a kernel applies a filter value, as in the standard graph),
+/// Attention, or for int8 MultiHeadAttention after three int8 products
+/// (mask = each row's key length, right padding; padded keys get -10000
+/// where a kernel applies a filter value, as in the standard graph),
 /// SkipLayerNormalization (bias + residual + LayerNorm in one), BiasGelu.
 fn fused_layer(
     b: &mut Builder,
@@ -219,45 +220,44 @@ fn fused_layer(
 ) -> Result<String> {
     let h = c.hidden_size;
     let p = format!("encoder.layer.{l}");
-    let mut qkv_w = vec![0f32; h * 3 * h];
+    let projections = ["query", "key", "value"];
     let mut qkv_b = Vec::with_capacity(3 * h);
-    for (k, name) in ["query", "key", "value"].iter().enumerate() {
-        let wt = w.linear_t(&format!("{p}.attention.self.{name}.weight"), h, h)?;
-        for i in 0..h {
-            qkv_w[i * 3 * h + k * h..i * 3 * h + (k + 1) * h]
-                .copy_from_slice(&wt[i * h..(i + 1) * h]);
-        }
+    for name in projections {
         qkv_b.extend(w.get(&format!("{p}.attention.self.{name}.bias"), &[h])?);
     }
     let qkv_b = b.weight(&format!("{p}.attention.qkv.bias"), &[3 * h], &qkv_b);
+    let heads = int_attr("num_heads", c.num_attention_heads as i64);
+    let filter = float_attr("mask_filter_value", MASK_BIAS);
     let ctx = if b.quantizes() {
-        // The input quantized to uint8 on the fly (scale, zero point per
-        // batch), the packed weight to int8 per output channel.
-        let (qkv_w, qkv_scale) =
-            b.int8_weight(&format!("{p}.attention.qkv.weight_t"), h, 3 * h, &qkv_w);
-        let x_q = b.op_outputs("DynamicQuantizeLinear", &[x], 3);
+        // Q, K and V: int8 products sharing one per-row quantization of x
+        // (QAttention would quantize x per tensor, i.e. per batch), then
+        // float attention adding the packed bias.
+        let mut qkv = Vec::with_capacity(3);
+        for name in projections {
+            let wt = w.linear_t(&format!("{p}.attention.self.{name}.weight"), h, h)?;
+            let name = format!("{p}.attention.self.{name}.weight_t");
+            qkv.push(b.int8_matmul(x, &name, h, h, &wt));
+        }
         b.ms_op(
-            "QAttention",
-            &[
-                &x_q[0],
-                &qkv_w,
-                &qkv_b,
-                &x_q[1],
-                &qkv_scale,
-                key_lengths,
-                &x_q[2],
-            ],
-            vec![int_attr("num_heads", c.num_attention_heads as i64)],
+            "MultiHeadAttention",
+            &[&qkv[0], &qkv[1], &qkv[2], &qkv_b, key_lengths],
+            vec![heads, filter],
         )
     } else {
+        // [h, 3h]: each input's query, key and value columns side by side.
+        let mut qkv_w = vec![0f32; h * 3 * h];
+        for (k, name) in projections.iter().enumerate() {
+            let wt = w.linear_t(&format!("{p}.attention.self.{name}.weight"), h, h)?;
+            for i in 0..h {
+                qkv_w[i * 3 * h + k * h..i * 3 * h + (k + 1) * h]
+                    .copy_from_slice(&wt[i * h..(i + 1) * h]);
+            }
+        }
         let qkv_w = b.weight(&format!("{p}.attention.qkv.weight_t"), &[h, 3 * h], &qkv_w);
         b.ms_op(
             "Attention",
             &[x, &qkv_w, &qkv_b, key_lengths],
-            vec![
-                int_attr("num_heads", c.num_attention_heads as i64),
-                float_attr("mask_filter_value", MASK_BIAS),
-            ],
+            vec![heads, filter],
         )
     };
     let eps = c.layer_norm_eps;

@@ -91,6 +91,8 @@ pub struct Builder {
     /// Put before every generated name: nodes appended to another graph
     /// (classifier.rs) must not reuse its names.
     prefix: &'static str,
+    /// [`Builder::quantize_rows`]'s results by input name.
+    quantized_rows: HashMap<String, (String, String)>,
 }
 
 impl Builder {
@@ -103,6 +105,7 @@ impl Builder {
             standard_only,
             constants: HashMap::new(),
             prefix: "",
+            quantized_rows: HashMap::new(),
         }
     }
 
@@ -129,17 +132,6 @@ impl Builder {
         self.counter += 1;
         let out = format!("{}{}_{}", self.prefix, op.to_lowercase(), self.counter);
         self.op_into(op, inputs, attrs, &out)
-    }
-
-    /// A node of the standard domain with `n` outputs; their fresh names.
-    pub fn op_outputs(&mut self, op: &str, inputs: &[&str], n: usize) -> Vec<String> {
-        self.counter += 1;
-        let outputs: Vec<String> = (0..n)
-            .map(|i| format!("{}{}_{}_{i}", self.prefix, op.to_lowercase(), self.counter))
-            .collect();
-        self.op_into(op, inputs, vec![], &outputs[0]);
-        self.nodes.last_mut().unwrap().output = outputs.clone();
-        outputs
     }
 
     /// A node of ONNX Runtime's contrib domain (`com.microsoft`).
@@ -226,10 +218,12 @@ impl Builder {
     }
 
     /// `x @ data` ([rows × columns]) with `data` quantized per column to
-    /// int8 and `x` quantized on the fly: ONNX Runtime's
-    /// `DynamicQuantizeMatMul`, or with standard operators only
-    /// `DynamicQuantizeLinear` → `MatMulInteger` → float × scales (which
-    /// ONNX Runtime fuses into the same kernel).
+    /// int8 ([`Builder::int8_weight`]) and `x` quantized per row on the fly
+    /// ([`Builder::quantize_rows`]). The integer product is exact, so a
+    /// row's result depends on that row alone, never on the rows sharing
+    /// its batch. With ONNX Runtime's operators the product and the
+    /// per-column scales are one `MatMulIntegerToFloat`; with standard ones
+    /// `MatMulInteger` → Cast → × column scales. Either way × row scales.
     pub fn int8_matmul(
         &mut self,
         x: &str,
@@ -238,19 +232,67 @@ impl Builder {
         columns: usize,
         data: &[f32],
     ) -> String {
+        let (x_q, row_scales) = self.quantize_rows(x);
         let (w, w_scale) = self.int8_weight(name, rows, columns, data);
-        if !self.standard_only {
-            return self.ms_op("DynamicQuantizeMatMul", &[x, &w, &w_scale], vec![]);
+        let zero_point = self.activation_zero_point();
+        let product = if self.standard_only {
+            let product = self.op("MatMulInteger", &[&x_q, &w, &zero_point], vec![]);
+            let product = self.op(
+                "Cast",
+                &[&product],
+                vec![int_attr("to", data_type::FLOAT as i64)],
+            );
+            self.op("Mul", &[&product, &w_scale], vec![])
+        } else {
+            // a_scale stays a scalar (1): the operator documents per-tensor
+            // and per-column scales for A, not per-row ones.
+            let one = self.scalar(1.0);
+            self.ms_op(
+                "MatMulIntegerToFloat",
+                &[&x_q, &w, &one, &w_scale, &zero_point],
+                vec![],
+            )
+        };
+        self.op("Mul", &[&product, &row_scales], vec![])
+    }
+
+    /// `x` (float, any rank) quantized per row, i.e. per vector along the
+    /// last axis, symmetric: scale = max |row| / 127, values round(x /
+    /// scale) + 128 as uint8 (zero point 128, so values lie in [1, 255]).
+    /// Returns the names of the values and of the scales (`x`'s shape with
+    /// a last axis of 1). Unlike `DynamicQuantizeLinear` (one scale per
+    /// tensor, i.e. per batch) no row's values depend on another row.
+    /// Memoised: every product reading `x` shares one quantization.
+    pub fn quantize_rows(&mut self, x: &str) -> (String, String) {
+        if let Some(done) = self.quantized_rows.get(x) {
+            return done.clone();
         }
-        let x_q = self.op_outputs("DynamicQuantizeLinear", &[x], 3);
-        let product = self.op("MatMulInteger", &[&x_q[0], &w, &x_q[2]], vec![]);
-        let product = self.op(
-            "Cast",
-            &[&product],
-            vec![int_attr("to", data_type::FLOAT as i64)],
-        );
-        let product = self.op("Mul", &[&product, &x_q[1]], vec![]);
-        self.op("Mul", &[&product, &w_scale], vec![])
+        let last_axis = || vec![ints_attr("axes", &[-1]), int_attr("keepdims", 1)];
+        let high = self.op("ReduceMax", &[x], last_axis());
+        let low = self.op("ReduceMin", &[x], last_axis());
+        let low = self.op("Neg", &[&low], vec![]);
+        let abs_max = self.op("Max", &[&high, &low], vec![]);
+        // An all-zero row gets a tiny scale (its values all quantize to 0),
+        // not a division by zero.
+        let tiny = self.scalar(f32::MIN_POSITIVE);
+        let abs_max = self.op("Max", &[&abs_max, &tiny], vec![]);
+        let steps = self.scalar(127.0);
+        let scales = self.op("Div", &[&abs_max, &steps], vec![]);
+        // x × (127 / max) then QuantizeLinear with scale 1: one division
+        // per row instead of one per value.
+        let inverse = self.op("Div", &[&steps, &abs_max], vec![]);
+        let scaled = self.op("Mul", &[x, &inverse], vec![]);
+        let one = self.scalar(1.0);
+        let zero_point = self.activation_zero_point();
+        let values = self.op("QuantizeLinear", &[&scaled, &one, &zero_point], vec![]);
+        let done = (values, scales);
+        self.quantized_rows.insert(x.to_string(), done.clone());
+        done
+    }
+
+    /// The uint8 zero point of quantized activations: 128.
+    fn activation_zero_point(&mut self) -> String {
+        self.constant(&[], data_type::UINT8, vec![128])
     }
 
     fn float_bytes(&self, data: &[f32]) -> Vec<u8> {

@@ -50,11 +50,12 @@ pub enum Precision {
     /// cores); on CPUs ONNX Runtime is slower in fp16 than in fp32.
     Fp16,
     /// For CPUs: the weights of every encoder matrix product in int8 (per
-    /// output channel, symmetric), activations quantized on the fly
-    /// (`DynamicQuantizeMatMul` and, for the packed QKV projection,
-    /// `QAttention` with the fused operators; `DynamicQuantizeLinear` +
-    /// `MatMulInteger` with the standard ones). Embeddings, LayerNorm,
-    /// softmax, the pooler and pooling stay float32.
+    /// output channel, symmetric), activations quantized on the fly per
+    /// row (per token, symmetric), so a text's features never depend on
+    /// the texts batched with it (`MatMulIntegerToFloat` with the fused
+    /// operators, `MatMulInteger` with the standard ones; Q, K and V share
+    /// one quantization of their input). Embeddings, LayerNorm, softmax,
+    /// the pooler and pooling stay float32.
     Int8,
 }
 
@@ -135,16 +136,22 @@ mod tests {
         let layers = 2; // bert-tiny-random's num_hidden_layers
         let fused = op_types(&graph(Ops::Fused, Precision::Int8));
         let count = |op: &str| fused.iter().filter(|(_, t)| t == op).count();
-        // Per layer: attention output, intermediate, output dense; QKV packed.
-        assert_eq!(count("DynamicQuantizeMatMul"), 3 * layers);
-        assert_eq!(count("QAttention"), layers);
+        // Per layer: query, key, value, attention output, intermediate,
+        // output dense.
+        assert_eq!(count("MatMulIntegerToFloat"), 6 * layers);
+        // Per layer the inputs of QKV (one, shared), attention output,
+        // intermediate and output dense; per row, never per tensor.
+        assert_eq!(count("QuantizeLinear"), 4 * layers);
+        assert_eq!(count("DynamicQuantizeLinear"), 0);
+        assert_eq!(count("MultiHeadAttention"), layers);
         assert_eq!(count("Attention"), 0);
         // The pooler stays a float MatMul.
         assert_eq!(count("MatMul"), 1);
         let standard = op_types(&graph(Ops::Standard, Precision::Int8));
         let count = |op: &str| standard.iter().filter(|(_, t)| t == op).count();
-        // q, k, v, attention output, intermediate, output per layer.
         assert_eq!(count("MatMulInteger"), 6 * layers);
+        assert_eq!(count("QuantizeLinear"), 4 * layers);
+        assert_eq!(count("DynamicQuantizeLinear"), 0);
         // Two float MatMuls per layer (scores, context) and the pooler.
         assert_eq!(count("MatMul"), 2 * layers + 1);
     }
