@@ -221,8 +221,11 @@ fn fused_layer(
     let h = c.hidden_size;
     let p = format!("encoder.layer.{l}");
     let projections = ["query", "key", "value"];
+    let mut qkv_w = Vec::with_capacity(3);
     let mut qkv_b = Vec::with_capacity(3 * h);
     for name in projections {
+        let weight = format!("{p}.attention.self.{name}.weight");
+        qkv_w.push(w.linear_t(&weight, h, h)?);
         qkv_b.extend(w.get(&format!("{p}.attention.self.{name}.bias"), &[h])?);
     }
     let qkv_b = b.weight(&format!("{p}.attention.qkv.bias"), &[3 * h], &qkv_b);
@@ -232,12 +235,14 @@ fn fused_layer(
         // Q, K and V: int8 products sharing one per-row quantization of x
         // (QAttention would quantize x per tensor, i.e. per batch), then
         // float attention adding the packed bias.
-        let mut qkv = Vec::with_capacity(3);
-        for name in projections {
-            let wt = w.linear_t(&format!("{p}.attention.self.{name}.weight"), h, h)?;
-            let name = format!("{p}.attention.self.{name}.weight_t");
-            qkv.push(b.int8_matmul(x, &name, h, h, &wt));
-        }
+        let qkv: Vec<String> = projections
+            .iter()
+            .zip(&qkv_w)
+            .map(|(name, wt)| {
+                let name = format!("{p}.attention.self.{name}.weight_t");
+                b.int8_matmul(x, &name, h, h, wt)
+            })
+            .collect();
         b.ms_op(
             "MultiHeadAttention",
             &[&qkv[0], &qkv[1], &qkv[2], &qkv_b, key_lengths],
@@ -245,18 +250,17 @@ fn fused_layer(
         )
     } else {
         // [h, 3h]: each input's query, key and value columns side by side.
-        let mut qkv_w = vec![0f32; h * 3 * h];
-        for (k, name) in projections.iter().enumerate() {
-            let wt = w.linear_t(&format!("{p}.attention.self.{name}.weight"), h, h)?;
+        let mut packed = vec![0f32; h * 3 * h];
+        for (k, wt) in qkv_w.iter().enumerate() {
             for i in 0..h {
-                qkv_w[i * 3 * h + k * h..i * 3 * h + (k + 1) * h]
+                packed[i * 3 * h + k * h..i * 3 * h + (k + 1) * h]
                     .copy_from_slice(&wt[i * h..(i + 1) * h]);
             }
         }
-        let qkv_w = b.weight(&format!("{p}.attention.qkv.weight_t"), &[h, 3 * h], &qkv_w);
+        let packed = b.weight(&format!("{p}.attention.qkv.weight_t"), &[h, 3 * h], &packed);
         b.ms_op(
             "Attention",
-            &[x, &qkv_w, &qkv_b, key_lengths],
+            &[x, &packed, &qkv_b, key_lengths],
             vec![heads, filter],
         )
     };

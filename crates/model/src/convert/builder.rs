@@ -202,7 +202,7 @@ impl Builder {
     /// (output channel), symmetric: int8 values in [-127, 127] and one
     /// float32 scale per column (max |column| / 127). Returns the names of
     /// the int8 initializer `name` and of its scales `name.scale`.
-    pub fn int8_weight(
+    fn int8_weight(
         &mut self,
         name: &str,
         rows: usize,
@@ -263,7 +263,7 @@ impl Builder {
     /// a last axis of 1). Unlike `DynamicQuantizeLinear` (one scale per
     /// tensor, i.e. per batch) no row's values depend on another row.
     /// Memoised: every product reading `x` shares one quantization.
-    pub fn quantize_rows(&mut self, x: &str) -> (String, String) {
+    fn quantize_rows(&mut self, x: &str) -> (String, String) {
         if let Some(done) = self.quantized_rows.get(x) {
             return done.clone();
         }
