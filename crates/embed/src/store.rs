@@ -57,6 +57,7 @@ impl FeatureStore {
     /// event is returned as a warning.
     pub fn open(dir: &Path) -> Result<(FeatureStore, Vec<String>)> {
         let chunk_dir = dir.join("chunks");
+        refuse_links(dir)?;
         fs::create_dir_all(&chunk_dir)
             .with_context(|| format!("cannot create {}", chunk_dir.display()))?;
         // Leftovers of a killed run: never trusted (the run lock is held).
@@ -93,6 +94,7 @@ impl FeatureStore {
             index: HashMap::new(),
             chunks: Vec::new(),
         };
+        refuse_links(dir)?;
         let Ok(entries) = fs::read_dir(dir.join("chunks")) else {
             return Ok(store);
         };
@@ -275,6 +277,30 @@ pub fn index_memory(rows: usize) -> Result<u64> {
     let after = resident()?;
     std::hint::black_box(&store);
     Ok(after.saturating_sub(before))
+}
+
+/// Refuses a symbolic link as the store's folder, its `chunks/` or `.tmp/`,
+/// or a chunk: the store removes and rewrites chunks (`gc`, a damaged one),
+/// which through a link would change files outside the artifacts folder.
+fn refuse_links(dir: &Path) -> Result<()> {
+    let chunks = dir.join("chunks");
+    let mut paths = vec![dir.to_path_buf(), chunks.clone(), dir.join(".tmp")];
+    if fs::symlink_metadata(&chunks).is_ok_and(|m| m.is_dir()) {
+        paths.extend(fs::read_dir(&chunks)?.flatten().map(|e| e.path()));
+    }
+    for path in paths {
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            anyhow::bail!(
+                "{} is a symbolic link (to {}); the feature store never follows links, since gc \
+                 would then delete or rewrite files outside the artifacts folder. Replace the \
+                 link by what it points to (or move the whole artifacts folder and pass \
+                 --artifacts DIR) and run again",
+                path.display(),
+                fs::read_link(&path).unwrap_or_default().display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The chunk at `path`, if its bytes still hash to its name.

@@ -117,19 +117,42 @@ impl Pipeline {
         on_report: &mut dyn FnMut(&StageReport),
     ) -> Result<Vec<StageReport>> {
         self.check_options(options)?;
-        let _lock = if options.dry_run {
-            None
-        } else {
-            Some(RunLock::acquire(artifacts, options.wait_for_lock)?)
-        };
-        let store = Store::open(artifacts)?;
-        if !options.dry_run {
-            // Scratch left by a killed run: never trusted, safe to drop now
-            // that we hold the lock.
-            for leftover in store.scratch_leftovers() {
-                let _ = fs::remove_dir_all(&leftover).or_else(|_| fs::remove_file(&leftover));
-            }
+        if options.dry_run {
+            // Looks only: no lock, nothing created, nothing saved.
+            let store = Store::open_read_only(artifacts)?;
+            return self.run_in(store, options, on_report);
         }
+        let lock = RunLock::acquire(artifacts, options.wait_for_lock)?;
+        self.run_holding(&lock, artifacts, options, on_report)
+    }
+
+    /// [`Pipeline::run`] for a caller that already holds the run lock and
+    /// reads the results before letting go of it (`sweep` measures each
+    /// variant inside the same lock, so no other run can move them first).
+    pub fn run_holding(
+        &self,
+        _lock: &RunLock,
+        artifacts: &Path,
+        options: &RunOptions,
+        on_report: &mut dyn FnMut(&StageReport),
+    ) -> Result<Vec<StageReport>> {
+        self.check_options(options)?;
+        anyhow::ensure!(!options.dry_run, "a dry run takes no lock");
+        let store = Store::open(artifacts)?;
+        // Scratch left by a killed run: never trusted, safe to drop now
+        // that we hold the lock.
+        for leftover in store.scratch_leftovers() {
+            let _ = fs::remove_dir_all(&leftover).or_else(|_| fs::remove_file(&leftover));
+        }
+        self.run_in(store, options, on_report)
+    }
+
+    fn run_in(
+        &self,
+        store: Store,
+        options: &RunOptions,
+        on_report: &mut dyn FnMut(&StageReport),
+    ) -> Result<Vec<StageReport>> {
         let mut state = RunState {
             options,
             lock: LockFile::load(&store.lock_file_path())?,
@@ -145,7 +168,10 @@ impl Pipeline {
             let stage = self.stages[selected[position]].as_ref();
             let step = state.step(stage);
             // Persist digests even when a stage fails: they are still true.
-            state.digests.save()?;
+            // A dry run saves nothing (it holds no lock).
+            if !options.dry_run {
+                state.digests.save()?;
+            }
             match step? {
                 Step::Done(report, manifest) => {
                     on_report(&report);
@@ -175,8 +201,10 @@ impl Pipeline {
                 }
             }
         }
-        state.digests.prune();
-        state.digests.save()?;
+        if !options.dry_run {
+            state.digests.prune();
+            state.digests.save()?;
+        }
         Ok(reports)
     }
 }

@@ -18,6 +18,9 @@ impl RunLock {
         fs::create_dir_all(artifacts)
             .with_context(|| format!("cannot create {}", artifacts.display()))?;
         let path = artifacts.join(".lock");
+        // Opened for writing (the holder's pid): through a planted link that
+        // would truncate a file outside the artifacts folder.
+        crate::store::refuse_link(&path)?;
         let mut file = fs::OpenOptions::new()
             .read(true)
             .write(true)

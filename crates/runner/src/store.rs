@@ -55,32 +55,107 @@ pub fn is_plain_name(name: &str) -> bool {
     matches!(parts.next(), Some(std::path::Component::Normal(_))) && parts.next().is_none()
 }
 
-/// Makes `dir` a real directory: a symlink planted in its place is removed
-/// (never followed: writing through it would leave the artifacts folder).
+/// Refuses a symbolic link where the store keeps its own folders. The store
+/// never follows one: `gc` deletes what it finds there, so a followed link
+/// would delete files outside the artifacts folder. (The artifacts folder
+/// itself may be a link: that is how the whole store moves to another disk.)
+pub fn refuse_link(path: &Path) -> Result<()> {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    let target = fs::read_link(path).unwrap_or_default();
+    bail!(
+        "{} is a symbolic link (to {}); the store never follows links inside the artifacts \
+         folder, since gc would then delete files outside it. To keep the store on another \
+         disk, move the whole artifacts folder there and pass --artifacts DIR (or link the \
+         artifacts folder itself); to keep what the link points to here, replace the link by \
+         that directory (rm the link, then mv the directory into its place)",
+        path.display(),
+        target.display()
+    )
+}
+
+/// Makes `dir` a real directory (created if missing); a symlink or a file
+/// in its place is refused, never followed or removed.
 fn ensure_real_dir(dir: &Path) -> Result<()> {
-    if let Ok(meta) = fs::symlink_metadata(dir) {
-        if meta.file_type().is_symlink() {
-            tracing::warn!(
-                "{} was a symbolic link; replaced by a directory",
-                dir.display()
-            );
-            fs::remove_file(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
-        } else if !meta.is_dir() {
-            bail!(
-                "{} is a file, but the store needs a directory there; move it away and run again",
-                dir.display()
-            );
-        }
+    refuse_link(dir)?;
+    if let Ok(meta) = fs::symlink_metadata(dir)
+        && !meta.is_dir()
+    {
+        bail!(
+            "{} is a file, but the store needs a directory there; move it away and run again",
+            dir.display()
+        );
     }
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
 }
 
+/// Refuses a link at any level the store manages: `.store`, `.tmp`,
+/// `.cache`, `.store/<stage>`, `.store/<stage>/<key>`, and anything under
+/// `.cache` (the stages' own caches: the feature store's chunks). A link
+/// inside an entry is not refused here: it is damage (that output counts
+/// as missing and its stage runs again).
+fn refuse_links(root: &Path) -> Result<()> {
+    for sub in [".store", ".tmp", ".cache"] {
+        refuse_link(&root.join(sub))?;
+    }
+    for stage in children(&root.join(".store"))? {
+        refuse_link(&stage)?;
+        if is_real_dir(&stage) {
+            for key in children(&stage)? {
+                refuse_link(&key)?;
+            }
+        }
+    }
+    let mut caches = vec![root.join(".cache")];
+    while let Some(dir) = caches.pop() {
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_symlink() {
+                refuse_link(&entry.path())?;
+            } else if kind.is_dir() {
+                caches.push(entry.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The entries of `dir` (none when it does not exist).
+fn children(dir: &Path) -> Result<Vec<PathBuf>> {
+    match fs::read_dir(dir) {
+        Ok(entries) => Ok(entries.flatten().map(|e| e.path()).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", dir.display())),
+    }
+}
+
 impl Store {
+    /// Opens the store to write (under the run lock): its folders are
+    /// created where missing; a link at any level is refused.
     pub fn open(root: &Path) -> Result<Store> {
         fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
+        refuse_links(root)?;
         for sub in [".store", ".tmp", ".cache"] {
             ensure_real_dir(&root.join(sub))?;
         }
+        Ok(Store {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// Opens the store to look only (`status`, `--dry-run`): creates,
+    /// removes and rewrites nothing, so it answers on a read-only folder
+    /// or one that does not exist yet. Links are refused as [`Store::open`]
+    /// refuses them, so every command agrees on what the store is.
+    pub fn open_read_only(root: &Path) -> Result<Store> {
+        refuse_links(root)?;
         Ok(Store {
             root: root.to_path_buf(),
         })
@@ -198,13 +273,18 @@ impl Store {
         replace_symlink(&current_link_target(stage, key), &self.root.join(stage))
     }
 
-    /// Keys of all committed entries, per stage.
+    /// Names of everything under `.store/<stage>/`, per stage: committed
+    /// entries and anything else found there ([`Store::manifest`] tells
+    /// them apart). Only real directories are walked, never a link.
     pub fn entries(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let Ok(stages) = fs::read_dir(self.root.join(".store")) else {
             return out;
         };
         for stage in stages.flatten() {
+            if !stage.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
             let Ok(keys) = fs::read_dir(stage.path()) else {
                 continue;
             };
@@ -227,32 +307,73 @@ impl Store {
     }
 }
 
+/// What [`gc`] removed (or, in a dry run, would remove), and what it found
+/// in the store but left alone.
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// Store entries no current result references, and scratch of killed
+    /// runs, with their sizes in bytes.
+    pub removed: Vec<(PathBuf, u64)>,
+    /// What is under `.store/<stage>/` but is no store entry (no manifest
+    /// naming it): not the store's to delete.
+    pub left: Vec<PathBuf>,
+}
+
 /// Removes the store entries that `pipeline.lock` does not reference, and
-/// scratch left by killed runs, under the run lock (waiting for a run in
-/// progress). Returns what was (or, with `dry_run`, would be) removed and
-/// its size in bytes. Needs no pipeline: the lock says what is current.
-pub fn gc(artifacts: &Path, dry_run: bool) -> Result<Vec<(PathBuf, u64)>> {
-    let _lock = RunLock::acquire(artifacts, true)?;
-    let store = Store::open(artifacts)?;
+/// scratch left by killed runs; the caller holds the run lock. Needs no
+/// pipeline: `pipeline.lock` says what is current. A dry run changes nothing.
+///
+/// What it deletes, and nothing else: a directory `.store/<stage>/<key>`
+/// whose own `manifest.json` names it (a committed entry), and what is in
+/// `.tmp/` (only runs write there); each only when its real path is inside
+/// the store's real root. A link anywhere the store manages is refused
+/// before anything is removed ([`refuse_link`]).
+pub fn gc(_lock: &RunLock, artifacts: &Path, dry_run: bool) -> Result<Collected> {
+    let store = if dry_run {
+        Store::open_read_only(artifacts)?
+    } else {
+        Store::open(artifacts)?
+    };
     let lock = LockFile::load(&store.lock_file_path())?;
+    let mut collected = Collected::default();
     let mut doomed = Vec::new();
     for (stage, key) in store.entries() {
-        let referenced = lock.stages.get(&stage).is_some_and(|m| m.key == key);
-        if !referenced {
-            doomed.push(store.entry_dir(&stage, &key));
+        if lock.stages.get(&stage).is_some_and(|m| m.key == key) {
+            continue;
+        }
+        match store.manifest(&stage, &key) {
+            Some(_) => doomed.push(store.entry_dir(&stage, &key)),
+            None => collected.left.push(store.entry_dir(&stage, &key)),
         }
     }
     doomed.extend(store.scratch_leftovers());
-    let mut removed = Vec::new();
+    let real_root = fs::canonicalize(artifacts)
+        .with_context(|| format!("cannot resolve {}", artifacts.display()))?;
     for path in doomed {
+        // Belt and braces: the links were refused above, so every real
+        // parent is inside the root; checked again where it matters.
+        let parent = path.parent().and_then(|p| fs::canonicalize(p).ok());
+        if !parent.is_some_and(|p| p.starts_with(&real_root)) {
+            bail!(
+                "gc: {} does not lie inside {}; nothing more removed",
+                path.display(),
+                real_root.display()
+            );
+        }
         let size = crate::fsutil::dir_size(&path);
         if !dry_run {
-            fs::remove_dir_all(&path)
-                .with_context(|| format!("cannot remove {}", path.display()))?;
+            // remove_dir_all removes a link itself, never what it points to.
+            let meta = fs::symlink_metadata(&path)?;
+            if meta.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            }
+            .with_context(|| format!("cannot remove {}", path.display()))?;
         }
-        removed.push((path, size));
+        collected.removed.push((path, size));
     }
-    Ok(removed)
+    Ok(collected)
 }
 
 /// Where `artifacts/<stage>` points for the entry of `key` (relative, so

@@ -353,13 +353,13 @@ fn gc_removes_only_unreferenced_entries() {
     let f = Fixture::new();
     f.run("!", &opts());
     f.run("?", &opts());
-    let would = runner::store::gc(&f.artifacts(), true).unwrap();
+    let would = gc(&f, true).removed;
     assert_eq!(would.len(), 2, "old shout and old count entries: {would:?}");
     assert!(
         would.iter().all(|(path, _)| path.exists()),
         "dry run removes nothing"
     );
-    runner::store::gc(&f.artifacts(), false).unwrap();
+    gc(&f, false);
     assert!(would.iter().all(|(path, _)| !path.exists()));
     assert_eq!(
         outcomes(&f.run("?", &opts())),
@@ -477,41 +477,155 @@ fn plant_symlink(target: &Path, at: &Path) {
     std::os::unix::fs::symlink(target, at).unwrap();
 }
 
-#[test]
-fn planted_scratch_symlink_is_never_followed() {
-    let f = Fixture::new();
-    f.run("!", &opts());
-    let outside = Outside::new();
-    plant_symlink(outside.path(), &f.artifacts().join(".tmp"));
-    // A changed parameter: shout and count write new results through scratch.
-    let reports = f.run("?", &opts());
-    assert_eq!(
-        outcomes(&reports),
-        [("shout", Outcome::Ran), ("count", Outcome::Ran)]
-    );
-    outside.assert_untouched();
-    assert!(
-        !fs::symlink_metadata(f.artifacts().join(".tmp"))
-            .unwrap()
-            .is_symlink()
-    );
-    assert_eq!(f.read("shout/loud.txt"), "HELLO?");
+fn gc(f: &Fixture, dry_run: bool) -> runner::store::Collected {
+    try_gc(f, dry_run).unwrap()
 }
 
+fn try_gc(f: &Fixture, dry_run: bool) -> Result<runner::store::Collected> {
+    let lock = runner::RunLock::acquire(&f.artifacts(), true)?;
+    runner::store::gc(&lock, &f.artifacts(), dry_run)
+}
+
+/// A link where the store keeps its own folders is refused by every
+/// command (a run, a dry run, gc and its dry run), naming the link; what it
+/// points to is neither followed, written, nor deleted.
 #[test]
-fn planted_stage_directory_symlink_is_replaced_not_written_through() {
+fn a_link_at_any_level_of_the_store_is_refused_by_every_command() {
+    for level in [
+        ".store",
+        ".tmp",
+        ".cache",
+        ".store/shout",
+        ".store/shout/<key>",
+    ] {
+        let f = Fixture::new();
+        f.run("!", &opts());
+        f.run("?", &opts()); // the "!" entries are now unreferenced: gc's to delete
+        let key = fs::read_link(f.artifacts().join("shout"))
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let at = f.artifacts().join(level.replace("<key>", &key));
+        // What a user does to move a big cache to another disk: the real
+        // folder moved out, a link left in its place.
+        let outside = tempfile::tempdir().unwrap();
+        let moved = outside.path().join("moved");
+        fs::rename(&at, &moved).unwrap();
+        fs::write(moved.join("important"), "user data").unwrap();
+        std::os::unix::fs::symlink(&moved, &at).unwrap();
+        let before = tree(outside.path());
+
+        let refused = |what: &str, result: Result<()>| {
+            let msg = format!("{:#}", result.expect_err(what));
+            assert!(
+                msg.contains(&at.display().to_string()) && msg.contains("symbolic link"),
+                "{level}, {what}: {msg}"
+            );
+        };
+        refused("gc", try_gc(&f, false).map(|_| ()));
+        refused("gc --dry-run", try_gc(&f, true).map(|_| ()));
+        for (what, dry_run) in [("a run", false), ("a dry run", true)] {
+            let options = RunOptions {
+                dry_run,
+                force: Force::All,
+                ..opts()
+            };
+            let result = f
+                .pipeline("?", "", false)
+                .run(&f.artifacts(), &options, &mut |_| {});
+            refused(what, result.map(|_| ()));
+        }
+        assert_eq!(tree(outside.path()), before, "{level}: outside changed");
+        assert!(fs::symlink_metadata(&at).unwrap().is_symlink(), "{level}");
+    }
+}
+
+/// The run lock's file is written (the holder's pid): a link there would
+/// truncate a file outside the artifacts folder.
+#[test]
+fn a_link_as_the_run_lock_file_is_refused() {
     let f = Fixture::new();
     f.run("!", &opts());
     let outside = Outside::new();
-    plant_symlink(outside.path(), &f.artifacts().join(".store/shout"));
-    let reports = f.run("!", &opts());
-    assert_eq!(
-        reports[0].outcome,
-        Outcome::Ran,
-        "the planted entry is not trusted"
+    let lock = f.artifacts().join(".lock");
+    fs::remove_file(&lock).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("precious.txt"), &lock).unwrap();
+    let result = f
+        .pipeline("!", "", false)
+        .run(&f.artifacts(), &opts(), &mut |_| {});
+    let msg = format!("{:#}", result.unwrap_err());
+    assert!(
+        msg.contains(".lock") && msg.contains("symbolic link"),
+        "{msg}"
     );
     outside.assert_untouched();
-    assert_eq!(f.read("shout/loud.txt"), "HELLO!");
+}
+
+/// Every file under `dir` with its content.
+fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if fs::symlink_metadata(&path).unwrap().is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = fs::read(&path).unwrap_or_default();
+                out.push((path, bytes));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// What is under `.store/<stage>/` without a manifest naming it is no store
+/// entry: gc leaves it and says so.
+#[test]
+fn gc_leaves_what_is_not_a_store_entry() {
+    let f = Fixture::new();
+    f.run("!", &opts());
+    let foreign = f.artifacts().join(".store/shout/notes");
+    fs::create_dir_all(&foreign).unwrap();
+    fs::write(foreign.join("mine.txt"), "not the store's").unwrap();
+    let collected = gc(&f, false);
+    assert!(collected.removed.is_empty(), "{:?}", collected.removed);
+    assert_eq!(collected.left, std::slice::from_ref(&foreign));
+    assert_eq!(
+        fs::read_to_string(foreign.join("mine.txt")).unwrap(),
+        "not the store's"
+    );
+}
+
+/// `status` and `--dry-run` look only: with the folders gone, a changed
+/// input (a digest to remember) and results to restore, the artifacts
+/// folder is byte for byte what it was, and a folder that does not exist
+/// is not created.
+#[test]
+fn a_dry_run_writes_nothing() {
+    let dry = RunOptions {
+        dry_run: true,
+        ..opts()
+    };
+    let f = Fixture::new();
+    f.run("!", &dry);
+    assert!(
+        !f.artifacts().exists(),
+        "a dry run created the artifacts folder"
+    );
+
+    f.run("!", &opts());
+    f.run("?", &opts());
+    fs::remove_dir_all(f.artifacts().join(".tmp")).unwrap();
+    fs::write(f.dir.path().join("in.txt"), "hello again").unwrap();
+    let before = tree(&f.artifacts());
+    let reports = f.run("!", &dry);
+    assert_eq!(reports[0].outcome, Outcome::WouldRun);
+    assert_eq!(tree(&f.artifacts()), before);
+    assert!(!f.artifacts().join(".tmp").exists(), "a dry run made .tmp");
 }
 
 #[test]
@@ -560,18 +674,6 @@ fn manifest_naming_a_file_outside_its_entry_is_not_trusted() {
     assert_eq!(reports[0].outcome, Outcome::Ran);
     outside.assert_untouched();
     assert_eq!(f.read("shout/loud.txt"), "HELLO!");
-}
-
-#[test]
-fn gc_removes_a_planted_entry_link_but_not_what_it_points_to() {
-    let f = Fixture::new();
-    f.run("!", &opts());
-    let outside = Outside::new();
-    plant_symlink(outside.path(), &f.artifacts().join(".store/shout/planted"));
-    let removed = runner::store::gc(&f.artifacts(), false).unwrap();
-    assert_eq!(removed.len(), 1, "{removed:?}");
-    assert!(fs::symlink_metadata(f.artifacts().join(".store/shout/planted")).is_err());
-    outside.assert_untouched();
 }
 
 #[test]
