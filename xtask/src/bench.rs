@@ -21,12 +21,12 @@ const PYTORCH_REFERENCE: &str = "PyTorch reference (issue #3, same machine type)
 /// `../shared/data`), with `overrides` (`stage.key=value`) applied.
 pub fn run(csv: Option<&Path>, overrides: &[String]) -> Result<()> {
     let (work, config, csv) = project(csv)?;
-    println!("{PYTORCH_REFERENCE}");
+    outln!("{PYTORCH_REFERENCE}")?;
 
     let mut sets: Vec<String> = overrides.to_vec();
     sets.push("embed.device=\"cpu\"".into());
     let cold = time_cli(&config, &["run-pipeline"], &sets)?;
-    println!("\ncold run, whole pipeline (every stage, CLI start-up included): {cold:.2} s");
+    outln!("\ncold run, whole pipeline (every stage, CLI start-up included): {cold:.2} s")?;
     print_stage_times(work.path())?;
     print_head_epochs(work.path())?;
 
@@ -35,13 +35,13 @@ pub fn run(csv: Option<&Path>, overrides: &[String]) -> Result<()> {
         noop.push(time_cli(&config, &["run-pipeline"], &sets)?);
     }
     noop.sort_by(f64::total_cmp);
-    println!("no-op rerun (median of 5): {:.3} s", noop[2]);
+    outln!("no-op rerun (median of 5): {:.3} s", noop[2])?;
 
     // The default embeds untruncated sentences; the tutorial pads/truncates to 17.
     let mut truncated = sets.clone();
     truncated.push("encode.max_len=17".into());
     let t = time_cli(&config, &["run-pipeline"], &truncated)?;
-    println!("\ntruncated to 17 tokens (encode.max_len=17), encode + embed + head rerun: {t:.2} s");
+    outln!("\ntruncated to 17 tokens (encode.max_len=17), encode + embed + head rerun: {t:.2} s")?;
     print_stage_times(work.path())?;
 
     feature_store(work.path(), &config, &csv, &sets)?;
@@ -66,11 +66,11 @@ pub fn project(csv: Option<&Path>) -> Result<(tempfile::TempDir, PathBuf, PathBu
         .lines()
         .count()
         .saturating_sub(1);
-    println!(
+    outln!(
         "benchmark: {} ({rows} data rows), {} CPU threads",
         csv.display(),
         std::thread::available_parallelism()?
-    );
+    )?;
     Ok((work, config, csv))
 }
 
@@ -104,10 +104,10 @@ pub fn executors(csv: Option<&Path>, overrides: &[String], ray_python: &Path) ->
     let tasks = |run: &EmbedRun, task_rows: usize| (run.rows.div_ceil(task_rows), run.seconds);
     if let [_, few, many] = &runs[..] {
         let ((few, few_s), (many, many_s)) = (tasks(few, chunk_rows), tasks(many, chunk_rows / 4));
-        println!(
+        outln!(
             "  one more task costs {:.3} s ({few} tasks: {few_s:.2} s, {many} tasks: {many_s:.2} s)",
             (many_s - few_s) / (many as f64 - few as f64)
-        );
+        )?;
     }
     Ok(())
 }
@@ -125,7 +125,7 @@ pub fn precisions(csv: Option<&Path>, overrides: &[String], anchor: bool) -> Res
         None
     };
     let (work, config, csv) = project(csv)?;
-    println!("CPU: {}", cpu_description());
+    outln!("CPU: {}", cpu_description())?;
     let runs = embed_variants(
         work.path(),
         &config,
@@ -138,7 +138,7 @@ pub fn precisions(csv: Option<&Path>, overrides: &[String], anchor: bool) -> Res
     let [fp32, int8] = &runs[..] else {
         unreachable!("two variants")
     };
-    println!("\nint8 features against fp32 (compare-features):");
+    outln!("\nint8 features against fp32 (compare-features):")?;
     let exe = std::env::current_exe()?;
     let out = Command::new(&exe)
         .arg("compare-features")
@@ -148,7 +148,7 @@ pub fn precisions(csv: Option<&Path>, overrides: &[String], anchor: bool) -> Res
     print!("{}", String::from_utf8_lossy(&out.stdout));
     let held_out =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/uci_amazon_yelp.csv");
-    println!("\nthe rest of the pipeline on each (head with the default settings):");
+    outln!("\nthe rest of the pipeline on each (head with the default settings):")?;
     for run in &runs {
         let dir = run
             .dir
@@ -171,12 +171,12 @@ pub fn precisions(csv: Option<&Path>, overrides: &[String], anchor: bool) -> Res
         }
         let held_out_metrics: serde_json::Value =
             serde_json::from_slice(&std::fs::read(evaluated.join("metrics.json"))?)?;
-        println!(
+        outln!(
             "  {:<5} test split accuracy {:.4}; held-out UCI reviews {:.4}",
             run.name,
             metrics["accuracy"].as_f64().unwrap_or(f64::NAN),
             held_out_metrics["accuracy"].as_f64().unwrap_or(f64::NAN),
-        );
+        )?;
         // SST-2's test rows that share no phrase with training (needs
         // pyarrow: the test venv of `cargo xtask test`).
         let python = model::pypi::cache_dir().join("test-venv/bin/python");
@@ -187,7 +187,7 @@ pub fn precisions(csv: Option<&Path>, overrides: &[String], anchor: bool) -> Res
                 .arg(run.dir.join(".store"))
                 .output()?;
             for line in String::from_utf8_lossy(&out.stdout).lines() {
-                println!("          {line}");
+                outln!("          {line}")?;
             }
         }
     }
@@ -195,13 +195,13 @@ pub fn precisions(csv: Option<&Path>, overrides: &[String], anchor: bool) -> Res
         return Ok(());
     };
     let threads = std::thread::available_parallelism()?.get();
-    println!(
+    outln!(
         "\nPyTorch on the same CSV, machine and run ({threads} threads; ../shared/bench/torch_cpu_anchor.py):"
-    );
+    )?;
     for (run, int8) in [(fp32, false), (int8, true)] {
         let head_seconds = mean(&epoch_seconds(&run.dir)?);
         let a = crate::anchor::run(&python, &csv, threads, int8)?;
-        println!(
+        outln!(
             "  torch {} {:<4}: embed {:.2} s (project {}: {:.2} s; torch / project = {:.2}); head \
              {:.2} s per epoch (project: {:.2} s; torch / project = {:.2}); torch test accuracy {:.4}",
             a.torch,
@@ -214,7 +214,7 @@ pub fn precisions(csv: Option<&Path>, overrides: &[String], anchor: bool) -> Res
             head_seconds,
             a.head_per_epoch / head_seconds,
             a.test_accuracy
-        );
+        )?;
     }
     Ok(())
 }
@@ -278,7 +278,7 @@ fn embed_variants(
         &["run-pipeline", "--until", "encode", "--artifacts", upstream],
         &sets,
     )?;
-    println!("\nembed stage, empty feature store (the stage's own seconds, from pipeline.lock)");
+    outln!("\nembed stage, empty feature store (the stage's own seconds, from pipeline.lock)")?;
     let mut runs: Vec<EmbedRun> = Vec::new();
     for (name, extra) in variants {
         let dir = work.join(name.replace([' ', ','], "-"));
@@ -297,20 +297,20 @@ fn embed_variants(
             .iter()
             .find_map(|n| n.split(" distinct inputs,").next()?.parse().ok())
             .context("no distinct-input count in the embed notes")?;
-        println!(
+        outln!(
             "  {name:<24} {:>8.2} s  {:>6.0} rows/s",
             entry.duration_s,
             rows as f64 / entry.duration_s
-        );
+        )?;
         for note in entry.notes.iter().filter(|n| n.starts_with("ray")) {
-            println!("          {note}");
+            outln!("          {note}")?;
         }
         if let Some(first) = runs.first() {
-            println!(
+            outln!(
                 "          {:.2}x the time of {}",
                 entry.duration_s / first.seconds,
                 first.name
-            );
+            )?;
         }
         runs.push(EmbedRun {
             name,
@@ -335,7 +335,7 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
 /// embed stage: a seed change, 1 % appended rows, a kill at about half of
 /// a clean embed then a rerun, and the key index's memory for 1 M rows.
 fn feature_store(work: &Path, config: &Path, csv: &Path, sets: &[String]) -> Result<()> {
-    println!("\nfeature store (each rerun --until embed; ratio to the cold run's embed stage)");
+    outln!("\nfeature store (each rerun --until embed; ratio to the cold run's embed stage)")?;
     let lock = |dir: &Path| LockFile::load(&dir.join("pipeline.lock"));
     let embed_seconds = |dir: &Path| -> Result<f64> {
         Ok(lock(dir)?
@@ -358,17 +358,17 @@ fn feature_store(work: &Path, config: &Path, csv: &Path, sets: &[String]) -> Res
             .cloned()
             .unwrap_or_default())
     };
-    println!("  clean embed (cold run): {clean_embed:.2} s");
+    outln!("  clean embed (cold run): {clean_embed:.2} s")?;
 
     let mut reseeded = sets.to_vec();
     reseeded.push("ingest.seed=7".into());
     time_cli(config, &["run-pipeline", "--until", "embed"], &reseeded)?;
     let seconds = embed_seconds(&artifacts)?;
-    println!(
+    outln!(
         "  after --set ingest.seed=7: embed {seconds:.2} s = {:.1} % of clean (target <= 5 %); {}",
         100.0 * seconds / clean_embed,
         notes(&artifacts)?
-    );
+    )?;
 
     // 1 % new rows: existing sentences with a word appended (new token ids).
     let text = std::fs::read_to_string(csv)?;
@@ -391,11 +391,11 @@ fn feature_store(work: &Path, config: &Path, csv: &Path, sets: &[String]) -> Res
     appended.push(format!("ingest.csv={:?}", grown_csv.display().to_string()));
     time_cli(config, &["run-pipeline", "--until", "embed"], &appended)?;
     let seconds = embed_seconds(&artifacts)?;
-    println!(
+    outln!(
         "  after appending {extra} new rows (1 %): embed {seconds:.2} s = {:.1} % of clean (target <= 6 %); {}",
         100.0 * seconds / clean_embed,
         notes(&artifacts)?
-    );
+    )?;
 
     // A kill at about half of a clean embed, then a rerun: a fresh
     // artifacts folder (empty store) with everything upstream made first.
@@ -409,19 +409,19 @@ fn feature_store(work: &Path, config: &Path, csv: &Path, sets: &[String]) -> Res
     let killed_seconds = kill_after(config, &embed, sets, clean_embed / 2.0)?;
     let rerun_seconds = time_cli(config, &embed, sets)?;
     let killed = Path::new(killed);
-    println!(
+    outln!(
         "  SIGKILL after {killed_seconds:.2} s, rerun {rerun_seconds:.2} s: total {:.2} s = {:.2}x clean (target <= 1.1x); rerun: {}",
         killed_seconds + rerun_seconds,
         (killed_seconds + rerun_seconds) / clean_embed,
         notes(&killed)?
-    );
+    )?;
 
     let rows = 1_000_000;
     let bytes = embed::store::index_memory(rows)?;
-    println!(
+    outln!(
         "  key index for {rows} synthetic rows: {:.0} MB resident (target <= 200 MB)",
         bytes as f64 / 1e6
-    );
+    )?;
     Ok(())
 }
 
@@ -446,13 +446,13 @@ fn kill_after(config: &Path, args: &[&str], sets: &[String], seconds: f64) -> Re
 fn print_stage_times(artifacts_parent: &Path) -> Result<()> {
     let lock = LockFile::load(&artifacts_parent.join("artifacts/pipeline.lock"))?;
     for (name, m) in &lock.stages {
-        println!("  {name:<7} {:>8.2} s", m.duration_s);
+        outln!("  {name:<7} {:>8.2} s", m.duration_s)?;
         for note in m
             .notes
             .iter()
             .filter(|n| n.contains("/s") || n.contains("max_len"))
         {
-            println!("          {note}");
+            outln!("          {note}")?;
         }
     }
     Ok(())
@@ -461,14 +461,14 @@ fn print_stage_times(artifacts_parent: &Path) -> Result<()> {
 /// Head training time per epoch (CPU), from the history the head wrote.
 fn print_head_epochs(artifacts_parent: &Path) -> Result<()> {
     let seconds = epoch_seconds(&artifacts_parent.join("artifacts"))?;
-    println!(
+    outln!(
         "  head per epoch (train + validation): mean {:.2} s, median {:.2} s, min {:.2} s, max {:.2} s over {} epochs",
         mean(&seconds),
         seconds[seconds.len() / 2],
         seconds[0],
         seconds[seconds.len() - 1],
         seconds.len()
-    );
+    )?;
     Ok(())
 }
 

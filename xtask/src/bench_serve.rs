@@ -23,11 +23,11 @@ pub fn run(csv: Option<&Path>, overrides: &[String]) -> Result<()> {
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/uci_amazon_yelp.csv"),
     };
     let (work, config, csv) = crate::bench::project(Some(&csv))?;
-    println!("CPU: {}", crate::bench::cpu_description());
+    outln!("CPU: {}", crate::bench::cpu_description())?;
     let mut sets = overrides.to_vec();
     sets.push("embed.device=\"cpu\"".into());
     let trained = crate::bench::time_cli(&config, &["run-pipeline"], &sets)?;
-    println!("pipeline (train and export): {trained:.1} s");
+    outln!("pipeline (train and export): {trained:.1} s")?;
     let texts = Arc::new(sentences(&csv)?);
     for (mode, args) in [
         (
@@ -39,10 +39,10 @@ pub fn run(csv: Option<&Path>, overrides: &[String]) -> Result<()> {
             vec!["--max-batch-texts", "1", "--max-wait-ms", "0"],
         ),
     ] {
-        println!("\n{mode}");
-        println!(
+        outln!("\n{mode}")?;
+        outln!(
             "  clients  requests/s      p50       p99   requests per scoring   texts per ONNX run"
-        );
+        )?;
         let server = Server::start(&config, &sets, &args)?;
         for clients in CLIENTS {
             let before = server.stats()?;
@@ -50,14 +50,14 @@ pub fn run(csv: Option<&Path>, overrides: &[String]) -> Result<()> {
             let after = server.stats()?;
             let delta =
                 |k: &str| after[k].as_f64().unwrap_or(0.0) - before[k].as_f64().unwrap_or(0.0);
-            println!(
+            outln!(
                 "  {clients:>7}  {:>10.1}  {:>6.1} ms  {:>6.1} ms  {:>21.2}  {:>19.2}",
                 load.requests as f64 / load.seconds,
                 load.percentile(0.50) * 1e3,
                 load.percentile(0.99) * 1e3,
                 delta("requests") / delta("gatherings").max(1.0),
                 delta("texts") / delta("onnx_runs").max(1.0),
-            );
+            )?;
         }
         server.stop()?;
     }

@@ -38,10 +38,10 @@ pub fn run_bundle() -> Result<()> {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"))
         .join("gpu-release");
-    println!(
+    outln!(
         "building the release CLI with burn-wgpu into {}",
         target.display()
-    );
+    )?;
     run(Command::new(env!("CARGO"))
         .current_dir(&root)
         .args([
@@ -81,12 +81,12 @@ pub fn run_bundle() -> Result<()> {
         .filter_map(|e| e.metadata().ok())
         .map(|m| m.len())
         .sum();
-    println!(
+    outln!(
         "{}: {:.1} MiB; .gpu/ holds ../shared/gpu. On the GPU machine:\n  \
          1. `source .gpu/unpack.sh .gpu` (with .gpu/ copied there)\n  \
          2. `bash gpu/bench.sh` (with .gpubin/ copied there)",
         out.display(),
         size as f64 / (1 << 20) as f64
-    );
+    )?;
     Ok(())
 }

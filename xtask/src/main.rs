@@ -4,6 +4,15 @@
 //! packs what the GPU benchmark (`gpu/bench.sh`) needs, and `setup-ray`,
 //! which installs Ray for the embed stage's Ray executor.
 
+/// `println!` that hands a closed pipe back as an error (`?`, then success
+/// in `exit_code`) where `println!` would panic (`cargo xtask bench | head`).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod anchor;
 mod bench;
 mod bench_serve;

@@ -55,7 +55,7 @@ pub fn ensure() -> Result<PathBuf> {
 pub fn run() -> Result<()> {
     let python = ensure()?;
     let bin = python.parent().expect("in bin/");
-    println!(
+    outln!(
         "Ray {} is installed for the embed stage's driver: {}\n\
          run on it with `cargo xtask run-pipeline --set embed.executor=ray` (a Ray instance on \
          this machine), or add `--set embed.ray_address=HOST:PORT` for a running cluster; its \
@@ -63,6 +63,6 @@ pub fn run() -> Result<()> {
         embed::ray::RAY_VERSION,
         python.display(),
         bin.join("ray").display()
-    );
+    )?;
     Ok(())
 }

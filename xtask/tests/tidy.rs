@@ -200,3 +200,38 @@ fn only_model_pypi_checks_downloads() {
         "downloads are checked against their wheel's RECORD (sha256) in one place: `model::pypi`",
     );
 }
+
+/// `println!` and `print!` panic when the reader of stdout has gone
+/// (`cargo xtask gc | head -1`); every command writes with `writeln!` (in
+/// `xtask`: `outln!`) and hands the error back, which `exit_code` takes as
+/// success. Sources of the programs only: tests may print.
+#[test]
+fn no_command_prints_with_a_macro_that_panics_on_a_closed_pipe() {
+    let is_macro_at = |code: &str, at: usize| {
+        at == 0 || {
+            let before = code.as_bytes()[at - 1];
+            !(before.is_ascii_alphanumeric() || before == b'_')
+        }
+    };
+    let broken: Vec<String> = rust_files()
+        .into_iter()
+        .filter(|f| f.components().any(|c| c.as_os_str() == "src"))
+        .filter(|f| {
+            fs::read_to_string(root().join(f))
+                .unwrap()
+                .lines()
+                .map(|l| l.split("//").next().unwrap())
+                .any(|code| {
+                    ["println!", "print!"].iter().any(|needle| {
+                        code.match_indices(needle)
+                            .any(|(at, _)| is_macro_at(code, at))
+                    })
+                })
+        })
+        .map(|f| f.display().to_string())
+        .collect();
+    assert_none(
+        broken,
+        "println!/print! panic on a closed pipe: write with writeln! (xtask: outln!) and return the error",
+    );
+}

@@ -323,19 +323,33 @@ pub fn execute(global: &Global, command: &Command) -> Result<ExitCode> {
             let pipeline = pipeline(ModelFetch::Allowed)?;
             pipeline.check_options(&options)?;
             let started = Instant::now();
-            let reports = pipeline.run(&ctx.artifacts, &options, &mut |r| print_report(r))?;
+            // A reader that went away stops the printing, not the run: the
+            // results are what the run is for (the error is returned after).
+            let mut printed: std::io::Result<()> = Ok(());
+            let reports = pipeline.run(&ctx.artifacts, &options, &mut |r| {
+                if printed.is_ok() {
+                    printed = print_report(&mut std::io::stdout().lock(), r);
+                }
+            })?;
+            printed?;
             let count = |o: Outcome| reports.iter().filter(|r| r.outcome == o).count();
-            println!(
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
                 "pipeline: {} ran, {} cached, {} restored in {:.2}s; artifacts in {}",
                 count(Outcome::Ran) + count(Outcome::WouldRun),
                 count(Outcome::Cached),
                 count(Outcome::Restored) + count(Outcome::WouldRestore),
                 started.elapsed().as_secs_f64(),
                 ctx.artifacts.display()
-            );
+            )?;
             let page = ctx.artifacts.join("report").join("report.html");
             if !*dry_run && reports.iter().any(|r| r.stage == "report") && page.is_file() {
-                println!("open {} for the report page with plots", page.display());
+                writeln!(
+                    out,
+                    "open {} for the report page with plots",
+                    page.display()
+                )?;
             }
         }
         Command::Status { json, verify } => {
@@ -359,7 +373,11 @@ pub fn execute(global: &Global, command: &Command) -> Result<ExitCode> {
                 }
             }
         }
-        Command::Dag => print!("{}", pipeline(ModelFetch::LocalOnly)?.dag_text()),
+        Command::Dag => write!(
+            std::io::stdout().lock(),
+            "{}",
+            pipeline(ModelFetch::LocalOnly)?.dag_text()
+        )?,
         Command::Runs { json } => {
             let runs = crate::runs::runs(&ctx.artifacts)?;
             let mut out = std::io::stdout().lock();
@@ -481,7 +499,8 @@ pub fn execute(global: &Global, command: &Command) -> Result<ExitCode> {
             }
             let pipeline = pipeline(ModelFetch::LocalOnly)?;
             // Results only: predict's output is often piped on.
-            let (predictions, _) = crate::predict::predict(&pipeline, &ctx.artifacts, &sentences)?;
+            let predictions =
+                crate::predict::predict(&pipeline, &ctx.artifacts, &sentences)?.predictions;
             // writeln!, not println!: a closed pipe is an error to return
             // (see `main`), where println! would panic.
             let mut out = std::io::stdout().lock();
@@ -521,37 +540,13 @@ pub fn execute(global: &Global, command: &Command) -> Result<ExitCode> {
             serve::serve(&folder, metadata, options)?;
         }
         Command::Gc { dry_run } => {
-            let removed = runner::store::gc(&ctx.artifacts, *dry_run)?;
-            let total: u64 = removed.iter().map(|(_, bytes)| bytes).sum();
-            for (path, bytes) in &removed {
-                println!(
-                    "{} {} ({bytes} bytes)",
-                    if *dry_run { "would remove" } else { "removed" },
-                    path.display()
-                );
-            }
-            println!(
-                "gc: {} entries, {total} bytes{}",
-                removed.len(),
-                if *dry_run { " (dry run)" } else { "" }
-            );
-            match crate::feature_gc::gc(&ctx.artifacts, *dry_run)? {
-                Some(pruned) => println!(
-                    "feature store: {} vectors ({} bytes) {}, {} kept",
-                    pruned.removed,
-                    pruned.bytes,
-                    if *dry_run {
-                        "would be removed"
-                    } else {
-                        "removed"
-                    },
-                    pruned.kept
-                ),
-                None => println!(
-                    "feature store: left alone (the current embed result was not made from the \
-                     current encode result; run the pipeline, then gc)"
-                ),
-            }
+            // One lock for both stores: no run moves the current results
+            // between what the one keeps and what the other keeps.
+            let lock = runner::RunLock::acquire(&ctx.artifacts, true)?;
+            let collected = runner::store::gc(&lock, &ctx.artifacts, *dry_run)?;
+            print_collected(&mut std::io::stdout().lock(), &collected, *dry_run)?;
+            let pruned = crate::feature_gc::gc(&lock, &ctx.artifacts, *dry_run)?;
+            print_pruned(&mut std::io::stdout().lock(), pruned, *dry_run)?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -619,20 +614,73 @@ fn sweep(
     })
 }
 
-fn print_report(r: &StageReport) {
+fn print_report(out: &mut impl Write, r: &StageReport) -> std::io::Result<()> {
     let why = if r.reasons.is_empty() {
         String::new()
     } else {
         format!("  ({})", r.reasons.join("; "))
     };
-    println!(
+    writeln!(
+        out,
         "{:<8} {:<13} {:>7.2}s{why}",
         r.stage,
         r.outcome.label(),
         r.seconds
-    );
+    )?;
     for note in &r.notes {
-        println!("           {note}");
+        writeln!(out, "           {note}")?;
+    }
+    Ok(())
+}
+
+fn print_collected(
+    out: &mut impl Write,
+    collected: &runner::store::Collected,
+    dry_run: bool,
+) -> std::io::Result<()> {
+    let total: u64 = collected.removed.iter().map(|(_, bytes)| bytes).sum();
+    for (path, bytes) in &collected.removed {
+        let verb = if dry_run { "would remove" } else { "removed" };
+        writeln!(out, "{verb} {} ({bytes} bytes)", path.display())?;
+    }
+    for path in &collected.left {
+        writeln!(
+            out,
+            "left alone {} (not a store entry: no manifest.json naming it; remove it yourself if it is not yours)",
+            path.display()
+        )?;
+    }
+    writeln!(
+        out,
+        "gc: {} entries, {total} bytes{}",
+        collected.removed.len(),
+        if dry_run { " (dry run)" } else { "" }
+    )
+}
+
+fn print_pruned(
+    out: &mut impl Write,
+    pruned: Option<embed::store::Pruned>,
+    dry_run: bool,
+) -> std::io::Result<()> {
+    match pruned {
+        Some(pruned) => writeln!(
+            out,
+            "feature store: {} vectors ({} bytes) {}, {} kept",
+            pruned.removed,
+            pruned.bytes,
+            if dry_run {
+                "would be removed"
+            } else {
+                "removed"
+            },
+            pruned.kept
+        ),
+        None => writeln!(
+            out,
+            "feature store: left alone (the current embed result was not made from the \
+             current encode result; run the pipeline, then gc)"
+        ),
     }
 }
 

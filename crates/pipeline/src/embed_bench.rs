@@ -2,8 +2,9 @@
 //! a session on the current pipeline's model (artifacts/model) and times
 //! passes over all three encoded splits (artifacts/encode) with the embed
 //! stage's own batching: session creation, the first (cold) pass and warm
-//! passes. Writes nothing.
+//! passes, under the run lock. Writes nothing.
 
+use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
@@ -19,6 +20,9 @@ pub struct BenchOptions {
 }
 
 pub fn run(artifacts: &Path, params: &embed::EmbedParams, options: &BenchOptions) -> Result<()> {
+    // The model and the encode results are read through the links: under
+    // the run lock, so no run moves one of them on between the two reads.
+    let _lock = runner::RunLock::acquire(artifacts, true)?;
     let model = artifacts.join("model/model.onnx");
     if !model.is_file() {
         bail!(
@@ -46,15 +50,18 @@ pub fn run(artifacts: &Path, params: &embed::EmbedParams, options: &BenchOptions
     )?;
     warnings.iter().for_each(|w| eprintln!("{w}"));
     let (tokens, rows_per_batch) = params.batch_limits(encoder.device);
-    println!(
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "session on {} created in {:.2}s (attention kernels {:?}; batches of <= {tokens} tokens, <= {rows_per_batch} rows)",
         encoder.device,
         started.elapsed().as_secs_f64(),
         options.attention,
-    );
+    )?;
     let timings = embed::bench::time_passes(&mut encoder, &rows, &params, options.passes)?;
     for (i, t) in timings.iter().enumerate() {
-        println!(
+        writeln!(
+            out,
             "pass {} ({}): {} rows, {} tokens ({:.1}% padding) in {} batches of {} shapes: {:.3}s, {:.0} rows/s, {:.0} tokens/s",
             i + 1,
             if i == 0 { "cold" } else { "warm" },
@@ -66,7 +73,7 @@ pub fn run(artifacts: &Path, params: &embed::EmbedParams, options: &BenchOptions
             t.seconds,
             t.rows as f64 / t.seconds,
             t.tokens as f64 / t.seconds
-        );
+        )?;
     }
     Ok(())
 }

@@ -14,23 +14,21 @@ pub fn evaluate(
     csv: &Path,
     ingest: &ingest::IngestParams,
 ) -> Result<(report::Metrics, String, embed::through_store::StoreUse)> {
-    let trained = crate::predict::trained_classes(artifacts)?;
     let table = ingest::read_csv(csv, ingest)?;
-    // Class ids of this file are its own; match them to the trained ones by name.
-    let to_trained: Vec<usize> = table
-        .classes
-        .iter()
-        .map(|name| match trained.iter().position(|t| t == name) {
-            Some(id) => Ok(id),
-            None => bail!(
-                "{}: label {name:?} is not a class the head was trained on ({trained:?}); \
-                 use the same ingest.labels / num_classes as the training data",
-                csv.display()
-            ),
-        })
-        .collect::<Result<_>>()?;
+    // Checked before anything is embedded, then again with the classes
+    // read under the lock (a run may have replaced the head in between).
+    to_trained(
+        &table.classes,
+        &crate::predict::trained_classes(artifacts)?,
+        csv,
+    )?;
     let sentences: Vec<String> = table.rows.iter().map(|r| r.sentence.clone()).collect();
-    let (predictions, used) = crate::predict::predict(pipeline, artifacts, &sentences)?;
+    let crate::predict::Predicted {
+        predictions,
+        classes: trained,
+        used,
+    } = crate::predict::predict(pipeline, artifacts, &sentences)?;
+    let to_trained = to_trained(&table.classes, &trained, csv)?;
     let labels: Vec<i64> = table
         .rows
         .iter()
@@ -40,4 +38,19 @@ pub fn evaluate(
     let metrics = report::metrics(&labels, &preds, &trained);
     let text = report::classification_report(&metrics, 2);
     Ok((metrics, text, used))
+}
+
+/// Class ids of the file are its own: matched to the trained ones by name.
+fn to_trained(classes: &[String], trained: &[String], csv: &Path) -> Result<Vec<usize>> {
+    classes
+        .iter()
+        .map(|name| match trained.iter().position(|t| t == name) {
+            Some(id) => Ok(id),
+            None => bail!(
+                "{}: label {name:?} is not a class the head was trained on ({trained:?}); \
+                 use the same ingest.labels / num_classes as the training data",
+                csv.display()
+            ),
+        })
+        .collect()
 }

@@ -8,17 +8,25 @@ use anyhow::{Context, Result};
 use runner::manifest::LockFile;
 
 /// What was (or would be) removed; `None` when the store was left alone
-/// (see [`referenced_keys`]).
-pub fn gc(artifacts: &Path, dry_run: bool) -> Result<Option<embed::store::Pruned>> {
+/// (see [`referenced_keys`]). The caller holds the run lock (`gc` takes it
+/// once for the store and the feature store). A dry run changes nothing.
+pub fn gc(
+    _lock: &runner::RunLock,
+    artifacts: &Path,
+    dry_run: bool,
+) -> Result<Option<embed::store::Pruned>> {
     let dir = artifacts.join(".cache").join("embed");
     if !dir.is_dir() {
         return Ok(Some(embed::store::Pruned::default()));
     }
-    let _writer = runner::RunLock::acquire(artifacts, true)?;
     let Some(keep) = referenced_keys(artifacts)? else {
         return Ok(None);
     };
-    let (mut store, _) = embed::store::FeatureStore::open(&dir)?;
+    let mut store = if dry_run {
+        embed::store::FeatureStore::peek(&dir)?
+    } else {
+        embed::store::FeatureStore::open(&dir)?.0
+    };
     store.retain(&keep, dry_run).map(Some)
 }
 

@@ -19,15 +19,27 @@ pub fn trained_classes(artifacts: &Path) -> Result<Vec<String>> {
     crate::stages::split_classes(&artifacts.join("ingest/train.parquet"))
 }
 
+/// What [`predict`] gives back: read under one hold of the run lock, so
+/// the classes are those of the head that scored.
+pub struct Predicted {
+    pub predictions: Vec<Prediction>,
+    /// The trained class names (index = class id).
+    pub classes: Vec<String>,
+    /// What the feature store served.
+    pub used: embed::through_store::StoreUse,
+}
+
 /// Classifies `sentences`. Their vectors go through the embed stage's
 /// feature store (under the run lock: one writer per artifacts folder), so
-/// a sentence scored before is not embedded again; what the store served
-/// is in the returned [`embed::through_store::StoreUse`].
+/// a sentence scored before is not embedded again.
 pub fn predict(
     pipeline: &runner::Pipeline,
     artifacts: &Path,
     sentences: &[String],
-) -> Result<(Vec<Prediction>, embed::through_store::StoreUse)> {
+) -> Result<Predicted> {
+    // The writer's lock first (the vectors go into the feature store), so
+    // the chain checked here is the chain scored: no run moves it between.
+    let _writer = runner::RunLock::acquire(artifacts, true)?;
     // Every setting below comes from results that form one chain.
     let lock = crate::trained::trained_chain(pipeline, artifacts)?;
     let classes = trained_classes(artifacts)?;
@@ -65,7 +77,6 @@ pub fn predict(
     };
     let model_digest = &lock.stages["model"].outputs["model.onnx"].digest;
     let keys = embed::through_store::keys(&rows, model_digest, &params);
-    let _writer = runner::RunLock::acquire(artifacts, true)?;
     let (mut store, mut warnings) =
         embed::store::FeatureStore::open(&artifacts.join(".cache").join("embed"))?;
     // New sentences are few: always embedded here, never on a cluster.
@@ -105,7 +116,11 @@ pub fn predict(
             }
         })
         .collect();
-    Ok((predictions, used))
+    Ok(Predicted {
+        predictions,
+        classes,
+        used,
+    })
 }
 
 /// What the feature store served, on stderr (stdout carries the results;

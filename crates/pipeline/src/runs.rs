@@ -42,6 +42,8 @@ pub struct RunMetrics {
 
 /// Every report result in `artifacts`' store, newest first.
 pub fn runs(artifacts: &Path) -> Result<Vec<RunRecord>> {
+    // Refuses a link in the store, as every command does.
+    runner::store::Store::open_read_only(artifacts)?;
     let store = artifacts.join(".store");
     let current = LockFile::load(&artifacts.join("pipeline.lock"))
         .ok()

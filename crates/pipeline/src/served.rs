@@ -13,9 +13,12 @@ pub fn export_folder(
     pipeline: &runner::Pipeline,
     artifacts: &Path,
 ) -> Result<(PathBuf, serde_json::Value)> {
+    // Checked under the run lock, and served from the store entry the
+    // check found (immutable), not through the link a later run moves.
+    let _writer = runner::RunLock::acquire(artifacts, true)?;
     let lock = crate::trained::current_chain(pipeline, artifacts, "export")?;
-    let folder = artifacts.join("export");
     let export = &lock.stages["export"];
+    let folder = runner::store::Store::open_read_only(artifacts)?.entry_dir("export", &export.key);
     let keys: serde_json::Map<String, serde_json::Value> = lock
         .stages
         .iter()

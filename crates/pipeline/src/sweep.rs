@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use runner::{Outcome, RunOptions};
+use runner::{Outcome, RunOptions, StageReport};
 use tables::sweep::SweepRow;
 
 use crate::{ModelFetch, config};
@@ -185,11 +185,8 @@ pub fn run(
         let started = Instant::now();
         let mut all = fixed.clone();
         all.extend(sets.iter().cloned());
-        let row = match run_variant(config_path, &all, artifacts, Some("report")) {
-            Ok(outcomes) => measure(artifacts, i, sets, &outcomes),
-            Err(e) => Err(e),
-        };
-        let row = row.unwrap_or_else(|e| SweepRow::failed(i, sets.clone(), format!("{e:#}")));
+        let row = run_and_measure(config_path, &all, artifacts, i, sets)
+            .unwrap_or_else(|e| SweepRow::failed(i, sets.clone(), format!("{e:#}")));
         eprintln!(
             "variant {}/{} {}: {} in {:.2}s",
             i + 1,
@@ -266,7 +263,16 @@ fn run_variant(
     overrides: &[String],
     artifacts: &Path,
     until: Option<&str>,
-) -> Result<Vec<(String, Outcome)>> {
+) -> Result<Vec<StageReport>> {
+    let (pipeline, options) = variant_pipeline(config_path, overrides, until)?;
+    pipeline.run(artifacts, &options, &mut |_| {})
+}
+
+fn variant_pipeline(
+    config_path: &Path,
+    overrides: &[String],
+    until: Option<&str>,
+) -> Result<(runner::Pipeline, RunOptions)> {
     let loaded = config::load(config_path, overrides)?;
     let pipeline = crate::build_pipeline(&loaded, ModelFetch::Allowed)?;
     let options = RunOptions {
@@ -275,36 +281,61 @@ fn run_variant(
         ..RunOptions::default()
     };
     pipeline.check_options(&options)?;
-    let reports = pipeline.run(artifacts, &options, &mut |_| {})?;
-    Ok(reports.into_iter().map(|r| (r.stage, r.outcome)).collect())
+    Ok((pipeline, options))
 }
 
-/// The current results just made by a variant's run.
+/// Runs one variant up to the report and measures it before the run lock
+/// is let go: a run started meanwhile (another configuration) waits, so
+/// the figures are those of the variant's own results.
+fn run_and_measure(
+    config_path: &Path,
+    overrides: &[String],
+    artifacts: &Path,
+    variant: usize,
+    sets: &[String],
+) -> Result<SweepRow> {
+    let (pipeline, options) = variant_pipeline(config_path, overrides, Some("report"))?;
+    let lock = runner::RunLock::acquire(artifacts, true)?;
+    let reports = pipeline.run_holding(&lock, artifacts, &options, &mut |_| {})?;
+    measure(artifacts, variant, sets, &reports)
+}
+
+/// The figures of exactly the results a variant's run produced (their
+/// stage keys, read from the store), never whatever is current.
 fn measure(
     artifacts: &Path,
     variant: usize,
     sets: &[String],
-    outcomes: &[(String, Outcome)],
+    reports: &[StageReport],
 ) -> Result<SweepRow> {
-    let (history, kept) = crate::runs::kept_epoch(&artifacts.join("head/history.parquet"))?;
-    let val_macro_f1 = val_macro_f1(artifacts)?;
-    let test = crate::runs::test_figures(&artifacts.join("report"))?;
-    let lock = runner::manifest::LockFile::load(&artifacts.join("pipeline.lock"))?;
-    let head = lock
-        .stages
-        .get("head")
-        .context("pipeline.lock has no head entry")?;
-    let head_outcome = outcomes
+    let store = runner::store::Store::open_read_only(artifacts)?;
+    let entry = |stage: &str| -> Result<PathBuf> {
+        let key = reports
+            .iter()
+            .find(|r| r.stage == stage)
+            .and_then(|r| r.key.as_deref())
+            .with_context(|| format!("the variant's run has no {stage} result"))?;
+        Ok(store.entry_dir(stage, key))
+    };
+    let head_dir = entry("head")?;
+    let (history, kept) = crate::runs::kept_epoch(&head_dir.join("history.parquet"))?;
+    let val_macro_f1 = val_macro_f1(&entry("ingest")?, &entry("embed")?, &head_dir)?;
+    let test = crate::runs::test_figures(&entry("report")?)?;
+    let head_report = reports
         .iter()
-        .find(|(s, _)| s == "head")
-        .map(|(_, o)| o.label())
-        .unwrap_or("?");
+        .find(|r| r.stage == "head")
+        .context("the variant's run has no head result")?;
+    let head_key = head_report.key.clone().unwrap_or_default();
+    let head = store
+        .manifest("head", &head_key)
+        .with_context(|| format!("the head result {head_key} is not in the store"))?;
+    let head_outcome = head_report.outcome.label();
     // Stages other than the head (and the report, which follows it) that
     // ran: the variant's cost beyond the head.
-    let ran: Vec<&str> = outcomes
+    let ran: Vec<&str> = reports
         .iter()
-        .filter(|(s, o)| *o == Outcome::Ran && s != "head" && s != "report")
-        .map(|(s, _)| s.as_str())
+        .filter(|r| r.outcome == Outcome::Ran && r.stage != "head" && r.stage != "report")
+        .map(|r| r.stage.as_str())
         .collect();
     Ok(SweepRow {
         variant,
@@ -329,13 +360,13 @@ fn measure(
     })
 }
 
-/// Macro-F1 of the current head on the current validation features (the
-/// head's history keeps only loss and accuracy).
-fn val_macro_f1(artifacts: &Path) -> Result<f64> {
-    let classes = crate::stages::split_classes(&artifacts.join("ingest/train.parquet"))?;
-    let val = tables::features::read(&artifacts.join("embed/val.parquet"))?;
+/// Macro-F1 of a head (its store entry) on the validation features it was
+/// trained beside (the head's history keeps only loss and accuracy).
+fn val_macro_f1(ingest: &Path, embed: &Path, head: &Path) -> Result<f64> {
+    let classes = crate::stages::split_classes(&ingest.join("train.parquet"))?;
+    let val = tables::features::read(&embed.join("val.parquet"))?;
     let device = head::Device::flex();
-    let (head, shape) = head::Head::load(&artifacts.join("head/head.safetensors"), &device)?;
+    let (head, shape) = head::Head::load(&head.join("head.safetensors"), &device)?;
     let probabilities = head.probabilities(val.features, val.labels.len(), shape.input, &device)?;
     // The head stage's convention for its test predictions.
     let preds: Vec<i64> = export::folder::argmax(&probabilities, shape.classes)

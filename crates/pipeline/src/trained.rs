@@ -26,6 +26,8 @@ pub fn current_chain(
     artifacts: &Path,
     stage: &str,
 ) -> Result<LockFile> {
+    // Refuses a link in the store, as every command does.
+    runner::store::Store::open_read_only(artifacts)?;
     let lock = LockFile::load(&artifacts.join("pipeline.lock"))?;
     let shown = artifacts.display();
     match pipeline.chain_break(artifacts, &lock, stage)? {
