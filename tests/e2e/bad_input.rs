@@ -371,6 +371,97 @@ fn cases() -> Vec<Case> {
             expect: &["ingest.train_fraction = 1.2", "between 0 and 1"],
             ..Case::default()
         },
+        // Every parameter's range, checked before any stage runs.
+        Case {
+            name: "negative learning rate",
+            args: &["--set", "head.learning_rate=-1"],
+            expect: &["[head]", "head.learning_rate = -1", "> 0"],
+            ..Case::default()
+        },
+        Case {
+            name: "learning rate not a number",
+            args: &["--set", "head.learning_rate=nan"],
+            expect: &["[head]", "head.learning_rate = NaN", "finite"],
+            ..Case::default()
+        },
+        Case {
+            name: "dropout above 1",
+            args: &["--set", "head.dropout=1.5"],
+            expect: &["[head]", "head.dropout = 1.5", "[0, 1)"],
+            ..Case::default()
+        },
+        Case {
+            name: "zero epochs",
+            args: &["--set", "head.epochs=0"],
+            expect: &["[head]", "head.epochs = 0", "at least 1"],
+            ..Case::default()
+        },
+        Case {
+            name: "zero batch size",
+            args: &["--set", "head.batch_size=0"],
+            expect: &["[head]", "head.batch_size = 0", "at least 1"],
+            ..Case::default()
+        },
+        Case {
+            name: "zero hidden units",
+            args: &["--set", "head.hidden=0"],
+            expect: &["[head]", "head.hidden = 0", "at least 1"],
+            ..Case::default()
+        },
+        Case {
+            name: "negative weight decay",
+            args: &["--set", "head.weight_decay=-0.1"],
+            expect: &["[head]", "head.weight_decay = -0.1", ">= 0"],
+            ..Case::default()
+        },
+        Case {
+            name: "zero gradient clipping norm",
+            args: &["--set", "head.clip_grad_norm=0"],
+            expect: &["[head]", "head.clip_grad_norm = 0", "> 0"],
+            ..Case::default()
+        },
+        Case {
+            name: "max_len beyond the model's positions",
+            args: &["--set", "encode.max_len=100000"],
+            expect: &["[encode]", "encode.max_len = 100000", "512 positions"],
+            ..Case::default()
+        },
+        Case {
+            name: "max_len too short for the special tokens",
+            args: &["--set", "encode.max_len=1"],
+            expect: &["[encode]", "encode.max_len = 1", "at least 2"],
+            ..Case::default()
+        },
+        Case {
+            name: "auto percentile of 0",
+            args: &["--set", "encode.auto_percentile=0"],
+            expect: &["[encode]", "encode.auto_percentile = 0", "(0, 100]"],
+            ..Case::default()
+        },
+        Case {
+            name: "far too many audit folds",
+            args: &["--set", "audit.folds=100000"],
+            expect: &["[audit]", "audit.folds = 100000", "[2, 100]"],
+            ..Case::default()
+        },
+        Case {
+            name: "zero sentence length limit",
+            args: &["--set", "ingest.max_sentence_chars=0"],
+            expect: &["[ingest]", "ingest.max_sentence_chars = 0", "at least 1"],
+            ..Case::default()
+        },
+        Case {
+            name: "one column for text and label",
+            args: &["--set", "ingest.label_column=\"sentence\""],
+            expect: &["[ingest]", "text_column", "label_column", "two columns"],
+            ..Case::default()
+        },
+        Case {
+            name: "a single class",
+            args: &["--set", "ingest.num_classes=1"],
+            expect: &["[ingest]", "ingest.num_classes = 1", "at least 2 classes"],
+            ..Case::default()
+        },
         Case {
             name: "unknown key in --set",
             args: &["--set", "head.lr=0.1"],
@@ -678,3 +769,21 @@ fn long_reviews_and_literal_quotes_in_unquoted_fields_are_accepted() {
     ]);
     assert_eq!(out.trim(), format!("'a 5\" screen' {}", review.len()));
 }
+
+/// One review of a million characters that repeats itself (within the
+/// default limit) beside 120 short ones: every stage finishes. The audit's
+/// automaton is built linearly in the text; the automatic choice was a DFA,
+/// whose construction is quadratic in a periodic pattern (about an hour
+/// here). The test's own timeout is the bound, not a timing assertion.
+#[test]
+fn a_review_of_a_million_characters_runs_through_every_stage() {
+    let long = "a long and careful review. ".repeat(37_000);
+    assert!(long.len() <= 1_000_000);
+    let body = format!("sentence,label\n{}\"{long}\",1\n", rows(60, 2));
+    let p = Project::with_csv(body.as_bytes());
+    let run = p.cli(&["run-pipeline"]);
+    run.ok();
+    assert!(run.stdout.contains("121 rows -> "), "{}", run.stdout);
+    assert_eq!(run.outcome("audit"), "ran", "{}", run.stdout);
+}
+

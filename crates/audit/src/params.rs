@@ -45,6 +45,10 @@ pub enum Probe {
     Head,
 }
 
+/// More folds only repeat the probe's training (each fold is one fit on
+/// the other rows): past this the audit costs more than the head.
+pub const MAX_FOLDS: usize = 100;
+
 fn d_folds() -> usize {
     5
 }
@@ -73,9 +77,10 @@ impl Default for AuditParams {
 impl AuditParams {
     /// Refuses values that cannot work, naming the parameter.
     pub fn check(&self) -> anyhow::Result<()> {
-        if self.folds < 2 {
+        if !(2..=MAX_FOLDS).contains(&self.folds) {
             anyhow::bail!(
-                "audit.folds = {}; out-of-fold probabilities need at least 2 folds",
+                "audit.folds = {}; must be in [2, {MAX_FOLDS}] (out-of-fold probabilities need \
+                 at least 2 folds; each fold trains one probe)",
                 self.folds
             );
         }

@@ -139,6 +139,32 @@ impl SentenceTokenizer {
     }
 }
 
+impl EncodeParams {
+    /// Refuses values that cannot work, naming the key, the value and what
+    /// is allowed (before any stage runs); `model_max` is the model's
+    /// position count when the model is at hand.
+    pub fn check(&self, model_max: Option<usize>) -> Result<()> {
+        if let MaxLen::Fixed(n) = self.max_len {
+            if n < 2 {
+                bail!("encode.max_len = {n}; it must leave room for [CLS] and [SEP] (at least 2)");
+            }
+            if let Some(max) = model_max
+                && n > max
+            {
+                bail!(
+                    "encode.max_len = {n}; the model has {max} positions, so at most {max} \
+                     (or \"auto\", which stops at the longest training sentence)"
+                );
+            }
+        }
+        let p = self.auto_percentile;
+        if !(p > 0.0 && p <= 100.0) {
+            bail!("encode.auto_percentile = {p}; it must be in (0, 100]");
+        }
+        Ok(())
+    }
+}
+
 /// `max_len` from the parameters and the training split's token counts,
 /// capped at what the model's position embeddings allow. Returns the value
 /// and the rule that produced it (for the output metadata).
@@ -147,18 +173,11 @@ pub fn choose_max_len(
     train_lengths: &[usize],
     model_max: usize,
 ) -> Result<(usize, String)> {
+    params.check(Some(model_max))?;
     let (len, rule) = match params.max_len {
-        MaxLen::Fixed(n) => {
-            if n < 2 {
-                bail!("encode.max_len = {n}; it must leave room for [CLS] and [SEP] (at least 2)");
-            }
-            (n, format!("fixed {n}"))
-        }
+        MaxLen::Fixed(n) => (n, format!("fixed {n}")),
         MaxLen::Auto(_) => {
             let p = params.auto_percentile;
-            if !(p > 0.0 && p <= 100.0) {
-                bail!("encode.auto_percentile = {p}; it must be in (0, 100]");
-            }
             let mut sorted = train_lengths.to_vec();
             sorted.sort_unstable();
             if sorted.is_empty() {

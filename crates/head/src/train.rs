@@ -77,6 +77,43 @@ impl Default for HeadParams {
     }
 }
 
+impl HeadParams {
+    /// Refuses values that cannot work, naming the key, the value and what
+    /// is allowed (before any stage runs).
+    pub fn check(&self) -> Result<()> {
+        let positive = |name: &str, v: f64| -> Result<()> {
+            if !(v.is_finite() && v > 0.0) {
+                bail!("head.{name} = {v}; must be a finite number > 0");
+            }
+            Ok(())
+        };
+        positive("learning_rate", self.learning_rate)?;
+        positive("clip_grad_norm", self.clip_grad_norm)?;
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            bail!(
+                "head.weight_decay = {}; must be a finite number >= 0",
+                self.weight_decay
+            );
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            bail!(
+                "head.dropout = {}; must be in [0, 1) (the fraction of hidden units dropped)",
+                self.dropout
+            );
+        }
+        for (name, value) in [
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+            ("hidden", self.hidden),
+        ] {
+            if value == 0 {
+                bail!("head.{name} = 0; must be at least 1");
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One epoch's figures.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Epoch {

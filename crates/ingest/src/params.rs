@@ -91,3 +91,29 @@ fn default_max_sentence_chars() -> usize {
 fn default_seed() -> u32 {
     2021
 }
+
+impl IngestParams {
+    /// Refuses values that cannot work, naming the key, the value and what
+    /// is allowed (before any stage runs).
+    pub fn check(&self) -> anyhow::Result<()> {
+        crate::check_fractions(self)?;
+        if self.max_sentence_chars == 0 {
+            anyhow::bail!("ingest.max_sentence_chars = 0; must be at least 1");
+        }
+        if let Some(k) = self.num_classes
+            && k < 2
+        {
+            anyhow::bail!("ingest.num_classes = {k}; a classifier needs at least 2 classes");
+        }
+        if self.text_column == self.label_column {
+            anyhow::bail!(
+                "ingest.text_column and ingest.label_column are both {:?}; they must name two columns",
+                self.text_column
+            );
+        }
+        if let Some((name, &id)) = self.labels.iter().find(|(_, id)| **id < 0) {
+            anyhow::bail!("ingest.labels.{name} = {id}; class ids must be >= 0");
+        }
+        Ok(())
+    }
+}

@@ -120,20 +120,34 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Loaded> {
             *python = dir.join(&*python);
         }
     }
-    config
-        .embed
-        .check()
-        .map_err(|e| anyhow::anyhow!("{}: [embed] {e:#}", path.display()))?;
-    config
-        .audit
-        .check()
-        .map_err(|e| anyhow::anyhow!("{}: [audit] {e:#}", path.display()))?;
-    config
-        .model
-        .source
-        .parse::<model::ModelSource>()
-        .map_err(|e| anyhow::anyhow!("{}: [model] source: {e:#}", path.display()))?;
+    check(&config).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
     Ok(Loaded { path, config })
+}
+
+/// Every section's range checks, in one pass before any stage runs. What
+/// needs the model (its position count) is checked again once the model is
+/// at hand ([`crate::build_pipeline`]).
+fn check(config: &PipelineConfig) -> Result<()> {
+    let sections: [(&str, Result<()>); 6] = [
+        ("ingest", config.ingest.check()),
+        (
+            "model",
+            config
+                .model
+                .source
+                .parse::<model::ModelSource>()
+                .map(|_| ())
+                .context("source"),
+        ),
+        ("encode", config.encode.check(None)),
+        ("embed", config.embed.check()),
+        ("head", config.head.check()),
+        ("audit", config.audit.check()),
+    ];
+    for (section, result) in sections {
+        result.map_err(|e| anyhow::anyhow!("[{section}] {e:#}"))?;
+    }
+    Ok(())
 }
 
 /// `file:line:column: message` for a TOML error, on one line.

@@ -29,6 +29,7 @@ pub fn build_pipeline(loaded: &Loaded, fetch: ModelFetch) -> Result<Pipeline> {
             .resolve_local(loaded.dir())
             .with_context(|| format!("model source {source}"))?,
     };
+    check_against_model(loaded, files.as_ref())?;
     let mut stages = core_stages(loaded, files);
     let mut shown = shown_params(loaded, &stages);
     let run_params = Value::Object(shown.clone());
@@ -47,6 +48,25 @@ pub fn build_pipeline(loaded: &Loaded, fetch: ModelFetch) -> Result<Pipeline> {
         run_params,
     }));
     Pipeline::new(stages)
+}
+
+/// What the configuration can only be checked against once the model is
+/// at hand: a fixed `encode.max_len` within its position embeddings.
+/// Before any stage runs; the encode stage checks it again from the
+/// converted model's `model.json`.
+fn check_against_model(loaded: &Loaded, files: Option<&model::ModelFiles>) -> Result<()> {
+    let Some(config) = files.and_then(|f| f.config.as_ref()) else {
+        return Ok(());
+    };
+    // A config.json that does not parse is the model stage's to report.
+    let Ok(bert) = model::bert_config::BertConfig::load(config) else {
+        return Ok(());
+    };
+    loaded
+        .config
+        .encode
+        .check(Some(bert.max_position_embeddings))
+        .map_err(|e| anyhow::anyhow!("{}: [encode] {e:#}", loaded.path.display()))
 }
 
 /// The stages every pipeline has before the report and the export.
