@@ -145,7 +145,7 @@ pub fn precisions(csv: Option<&Path>, overrides: &[String], anchor: bool) -> Res
         .arg(int8.dir.join("embed"))
         .arg(fp32.dir.join("embed"))
         .output()?;
-    print!("{}", String::from_utf8_lossy(&out.stdout));
+    std::io::Write::write_all(&mut std::io::stdout().lock(), &out.stdout)?;
     let held_out =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/uci_amazon_yelp.csv");
     outln!("\nthe rest of the pipeline on each (head with the default settings):")?;
