@@ -46,6 +46,14 @@ impl Default for Case {
     }
 }
 
+/// `bytes` as one gzip member (what `gzip` writes).
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
 fn csv(text: String) -> Option<Vec<u8>> {
     Some(text.into_bytes())
 }
@@ -268,6 +276,27 @@ fn cases() -> Vec<Case> {
             expect: &["input.csv:3", "NUL"],
             model: None,
             done_before: &[],
+        },
+        Case {
+            name: "a Parquet file as the CSV",
+            csv: Some(b"PAR1\x15\x04\x15\x10\x15\x14L\x15\x02\x15\x00".to_vec()),
+            expect: &["input.csv", "a Parquet file, not a CSV", "export it as CSV"],
+            ..Case::default()
+        },
+        Case {
+            name: "binary data with no known format",
+            csv: Some(b"\x89\x00\x13\x07\x00binary\x00\x00\nmore".to_vec()),
+            expect: &["input.csv", "binary data, not a text CSV", "NUL byte at byte 1"],
+            ..Case::default()
+        },
+        Case {
+            name: "a truncated gzip file",
+            csv: Some({
+                let bytes = gzip(format!("sentence,label\n{}", rows(2000, 2)).as_bytes());
+                bytes[..bytes.len() / 2].to_vec()
+            }),
+            expect: &["input.csv", "gzip data is damaged or truncated", "gzip -t"],
+            ..Case::default()
         },
         Case {
             name: "wrong field count",
@@ -787,3 +816,36 @@ fn a_review_of_a_million_characters_runs_through_every_stage() {
     assert_eq!(run.outcome("audit"), "ran", "{}", run.stdout);
 }
 
+/// Large CSVs arrive compressed: a gzip and a zstd copy of the UCI reviews
+/// (whatever their names) give the same splits, row for row, as the plain
+/// file, and so the same features.
+#[test]
+fn compressed_csvs_are_read_as_the_plain_file() {
+    let plain = fs::read(common::shared_data("uci_amazon_yelp.csv")).unwrap();
+    let read = |bytes: &[u8]| -> (Project, String) {
+        let p = Project::with_csv(bytes);
+        let run = p.cli(&["run-pipeline", "--until", "embed"]);
+        run.ok();
+        let rows = common::run_python(&[
+            "-c",
+            "import sys, pyarrow.parquet as pq\n\
+             for s in ['train', 'val', 'test']:\n\
+             \x20   print(pq.read_table(f'{sys.argv[1]}/{s}.parquet').to_pylist())",
+            p.path("artifacts/ingest").to_str().unwrap(),
+        ]);
+        (p, rows)
+    };
+    let (reference, rows) = read(&plain);
+    for (name, bytes) in [
+        ("gzip", gzip(&plain)),
+        ("zstd", zstd::encode_all(plain.as_slice(), 3).unwrap()),
+    ] {
+        let (p, compressed) = read(&bytes);
+        assert!(compressed == rows, "{name}: the splits differ from the plain file's");
+        assert_eq!(
+            common::largest_difference(&p, &reference),
+            0.0,
+            "{name}: features differ"
+        );
+    }
+}

@@ -8,6 +8,7 @@
 //! with `ingest.dedup = "exact"`, repeated texts (`text`) are dropped first.
 
 mod group_split;
+pub mod input;
 mod numpy_rng;
 mod params;
 mod quoting;

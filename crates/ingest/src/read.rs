@@ -3,8 +3,6 @@
 //! `file:line: what is wrong. what to do`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::io::{Seek, SeekFrom};
 use std::path::Path;
 
 use anyhow::{Result, bail};
@@ -34,24 +32,19 @@ pub struct SourceTable {
 
 pub fn read_csv(path: &Path, params: &IngestParams) -> Result<SourceTable> {
     let shown = path.display();
-    let mut file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) => bail!(
-            "{shown}: cannot open the input CSV ({e}); check ingest.csv in the pipeline config"
-        ),
-    };
     // The csv crate merges rows at broken quoting; refuse such files first.
-    let quoting = crate::quoting::check(&file)
-        .and_then(|checked| file.seek(SeekFrom::Start(0)).map(|_| checked));
-    match quoting {
+    // Two passes over the (decompressed) stream: nothing is held whole.
+    let (input, compression) = crate::input::open(path)?;
+    match crate::quoting::check(input) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => bail!("{shown}:{}: {}", e.line(), e.describe()),
-        Err(e) => bail!("{shown}: cannot read the file: {e}"),
+        Err(e) => return Err(crate::input::read_error(path, compression, &e)),
     }
+    let (input, _) = crate::input::open(path)?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
-        .from_reader(file);
+        .from_reader(input);
     let header = match reader.byte_headers() {
         Ok(h) => h.clone(),
         Err(e) => bail!("{shown}: {}", describe_csv_error(&e)),
