@@ -201,6 +201,19 @@ fn a_link_anywhere_in_the_store_is_refused_and_what_it_points_to_survives() {
         }
         p.cli(&["run-pipeline"]).ok();
     }
+    // A sweep writes its table into artifacts/sweeps/: a link there is
+    // refused before any variant runs.
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("sweep.parquet"), "the user's").unwrap();
+    std::os::unix::fs::symlink(outside.path(), p.path("artifacts/sweeps")).unwrap();
+    let sweep = p.cli(&["sweep", "--set", "head.epochs=1,2"]);
+    assert_ne!(sweep.code, 0, "{}", sweep.stdout);
+    assert!(sweep.stderr.contains("is a symbolic link"), "{}", sweep.stderr);
+    assert_eq!(
+        fs::read_to_string(outside.path().join("sweep.parquet")).unwrap(),
+        "the user's"
+    );
+    fs::remove_file(p.path("artifacts/sweeps")).unwrap();
     // The whole artifacts folder may live elsewhere behind one link.
     let elsewhere = tempfile::tempdir().unwrap();
     let real = elsewhere.path().join("artifacts");

@@ -161,6 +161,9 @@ pub fn run(
     options: &SweepOptions,
 ) -> Result<Sweep> {
     check_name(&options.name)?;
+    // Its files are written there at the end: a link would lead outside
+    // the artifacts folder, so it is refused before any variant runs.
+    runner::store::refuse_link(&artifacts.join("sweeps"))?;
     let (mut axes, fixed) = axes(overrides)?;
     if let Some(file) = &options.file {
         axes.extend(file_axes(file)?);
