@@ -324,6 +324,46 @@ fn status_answers_beside_a_run_and_writes_nothing() {
     assert_eq!(tree(&p.path("artifacts")), before, "status wrote");
 }
 
+/// `status` on an artifacts folder mounted read-only (a private mount
+/// namespace, `unshare -m`): it answers, though the CSV changed since the
+/// run (a digest it must compute and not save).
+#[test]
+fn status_answers_on_a_read_only_artifacts_folder() {
+    if !Command::new("unshare")
+        .args(["-m", "true"])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        eprintln!("this machine cannot make a mount namespace (unshare -m): not tested here");
+        return;
+    }
+    let p = Project::with_csv(&fs::read(shared_data("uci_amazon_yelp.csv")).unwrap());
+    p.cli(&["run-pipeline"]).ok();
+    let csv = p.path("data/input.csv");
+    let mut text = fs::read_to_string(&csv).unwrap();
+    text.push_str("one more review of the film,1\n");
+    fs::write(&csv, text).unwrap();
+    let artifacts = p.path("artifacts");
+    let script = format!(
+        "mount --bind -o ro {a} {a} && touch {a}/probe 2>/dev/null && echo writable; exec {cli} status --config {config}",
+        a = artifacts.display(),
+        cli = env!("CARGO_BIN_EXE_pipeline-cli"),
+        config = p.path("pipeline.toml").display()
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .current_dir(p.dir.path())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!stdout.contains("writable"), "the mount is not read-only");
+    assert!(out.status.success(), "status failed on a read-only folder: {stderr}");
+    assert!(stdout.starts_with("ingest   would run"), "{stdout}");
+}
+
 /// A sweep measures each variant inside the run lock its run held, from
 /// the variant's own stage keys: runs of another configuration in between
 /// (here: back to back, as fast as they can) never lend it their figures.
