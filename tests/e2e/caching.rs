@@ -411,3 +411,23 @@ fn embed_bench_times_passes_over_the_current_results_and_writes_nothing() {
         bad.stderr
     );
 }
+
+/// encode streams its splits a window of sentences at a time: a window of
+/// 7 rows writes the same bytes as the default window, so a forced rerun
+/// with it leaves everything downstream cached (early cutoff).
+#[test]
+fn encode_writes_the_same_bytes_in_any_window() {
+    let p = Project::uci_tiny_on_cpu();
+    p.cli(&["run-pipeline"]).ok();
+    let before = p.untimed_output_digests();
+    let small = p.cli(&[
+        "run-pipeline",
+        "--force",
+        "encode",
+        "--set",
+        "encode.batch_rows=7",
+    ]);
+    assert_eq!(small.ok().outcome("encode"), "ran", "{}", small.stdout);
+    assert_eq!(small.outcome("embed"), "cached", "{}", small.stdout);
+    assert_eq!(p.untimed_output_digests(), before);
+}

@@ -83,9 +83,10 @@ for s in ["train", "val", "test"]:
     step = max(1, len(rows) // 2000)
     for r in rows[::step]:
         want = tok.encode(text[r["row_id"]]).ids
-        got = [i for i, m in zip(r["input_ids"], r["attention_mask"]) if m == 1]
+        got = r["input_ids"]
         res["checked"] += 1
-        res["mismatches"] += int(want != got or len(r["input_ids"]) != max_len)
+        res["mismatches"] += int(want != got or len(got) > max_len)
+    res[f"{s}_encode_schema"] = [f"{x.name}:{x.type}" for x in enc.schema]
     f = pq.read_table(f"{a}/embed/{s}.parquet")
     n = duckdb.sql(f"select count(*), min(len(features)), max(len(features)) from '{a}/embed/{s}.parquet'").fetchall()[0]
     res[s] = {"schema": [f"{x.name}:{x.type}" for x in f.schema], "rows": f.num_rows, "duckdb": list(n),
@@ -98,6 +99,16 @@ print(json.dumps(res))
         assert_eq!(res["mismatches"], 0, "{csv} max_len={max_len}: {res}");
         assert!(res["checked"].as_u64().unwrap() > 500, "{res}");
         for split in ["train", "val", "test"] {
+            assert_eq!(
+                res[format!("{split}_encode_schema")],
+                serde_json::json!([
+                    "row_id:int64",
+                    "label:int64",
+                    "input_ids:list<item: int32 not null>",
+                    "n_tokens:int32"
+                ]),
+                "{res}"
+            );
             let s = &res[split];
             assert_eq!(
                 s["schema"],

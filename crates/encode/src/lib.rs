@@ -18,13 +18,24 @@ pub struct EncodeParams {
     pub max_len: MaxLen,
     #[serde(default = "default_percentile")]
     pub auto_percentile: f64,
+    /// Sentences tokenized and written at a time (default
+    /// [`DEFAULT_BATCH_ROWS`]): memory, not results, so left out of the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_rows: Option<usize>,
 }
+
+/// The encode stage's window: ~8k sentences and their encodings, a few MB.
+pub const DEFAULT_BATCH_ROWS: usize = 8192;
+
+/// Parameters that change how the stage runs, never what it writes.
+pub const RUN_ONLY_PARAMS: [&str; 1] = ["batch_rows"];
 
 impl Default for EncodeParams {
     fn default() -> Self {
         EncodeParams {
             max_len: default_max_len(),
             auto_percentile: default_percentile(),
+            batch_rows: None,
         }
     }
 }
@@ -143,7 +154,14 @@ impl EncodeParams {
     /// Refuses values that cannot work, naming the key, the value and what
     /// is allowed (before any stage runs); `model_max` is the model's
     /// position count when the model is at hand.
+    pub fn batch_rows(&self) -> usize {
+        self.batch_rows.unwrap_or(DEFAULT_BATCH_ROWS)
+    }
+
     pub fn check(&self, model_max: Option<usize>) -> Result<()> {
+        if self.batch_rows == Some(0) {
+            bail!("encode.batch_rows = 0; must be at least 1");
+        }
         if let MaxLen::Fixed(n) = self.max_len {
             if n < 2 {
                 bail!("encode.max_len = {n}; it must leave room for [CLS] and [SEP] (at least 2)");
@@ -210,11 +228,13 @@ mod tests {
         let params = EncodeParams {
             max_len: MaxLen::Auto(AutoWord::Auto),
             auto_percentile: 50.0,
+            ..Default::default()
         };
         assert_eq!(choose_max_len(&params, &[3, 9, 5, 7, 4], 512).unwrap().0, 5);
         let params = EncodeParams {
             max_len: MaxLen::Auto(AutoWord::Auto),
             auto_percentile: 100.0,
+            ..Default::default()
         };
         assert_eq!(choose_max_len(&params, &[3, 900], 512).unwrap().0, 512);
         assert!(
@@ -261,8 +281,12 @@ pub struct EncodeSummary {
     pub notes: Vec<String>,
 }
 
-/// The encode stage: each ingest split -> token tensors, plus the training
-/// split's token-length histogram.
+/// The encode stage: each ingest split -> token ids, plus the training
+/// split's token-length histogram. Streams: sentences are read, tokenized
+/// and written `params.batch_rows` at a time, so what is held is one window
+/// of sentences and encodings, and one row group of output (plus, with
+/// `max_len = "auto"`, each training row's token count: a first pass over
+/// the training split decides `max_len` before anything is written).
 pub fn run(
     params: &EncodeParams,
     splits: [&Path; 3],
@@ -272,20 +296,13 @@ pub fn run(
     provenance: tables::Provenance,
 ) -> Result<EncodeSummary> {
     let tok = SentenceTokenizer::load(tokenizer)?;
-    let tables: Vec<Vec<tables::splits::LabelledRow>> = splits
-        .iter()
-        .map(|p| tables::splits::read(p))
-        .collect::<Result<_>>()?;
-    let sentences = |rows: &[tables::splits::LabelledRow]| {
-        rows.iter().map(|r| r.sentence.clone()).collect::<Vec<_>>()
+    let window = params.batch_rows();
+    let train_lengths = match params.max_len {
+        MaxLen::Auto(_) => token_counts(&tok, splits[0], window)?,
+        MaxLen::Fixed(_) => Vec::new(),
     };
-    let texts: Vec<Vec<String>> = tables.iter().map(|rows| sentences(rows)).collect();
-    let full: Vec<Vec<Vec<u32>>> = texts
-        .iter()
-        .map(|t| tok.tokenize(t))
-        .collect::<Result<_>>()?;
-    let train_lengths: Vec<usize> = full[0].iter().map(Vec::len).collect();
     let (max_len, rule) = choose_max_len(params, &train_lengths, model_max_positions)?;
+    drop(train_lengths);
     let provenance = provenance
         .with("max_len", max_len.to_string())
         .with("max_len_rule", rule.clone())
@@ -294,38 +311,54 @@ pub fn run(
         max_len,
         notes: vec![format!("max_len {max_len} ({rule})")],
     };
-    for (i, (rows, full)) in tables.iter().zip(full).enumerate() {
-        let tokens = tok.truncate(&texts[i], full, max_len)?;
-        let truncated = tokens.iter().filter(|t| t.n_tokens > max_len).count();
-        let encoded: Vec<tables::encoded::EncodedRow> = rows
-            .iter()
-            .zip(tokens)
-            .map(|(r, t)| tables::encoded::EncodedRow {
-                row_id: r.row_id,
-                label: r.label,
-                ids: t.ids,
-                n_tokens: t.n_tokens,
-            })
-            .collect();
-        tables::encoded::write(
-            &out_dir.join(OUTPUTS[i]),
-            &encoded,
-            max_len,
-            tok.pad_id(),
-            &provenance,
-        )?;
-        let total: usize = encoded.iter().map(|r| r.n_tokens).sum();
-        summary.notes.push(format!(
-            "{}: {} rows, {total} tokens, {truncated} truncated to {max_len}",
-            OUTPUTS[i].trim_end_matches(".parquet"),
-            encoded.len()
-        ));
-    }
     let mut histogram = std::collections::BTreeMap::new();
-    for n in &train_lengths {
-        *histogram.entry(*n).or_insert(0usize) += 1;
+    for (i, split) in splits.iter().enumerate() {
+        let mut writer =
+            tables::encoded::EncodedWriter::create(&out_dir.join(OUTPUTS[i]), max_len, &provenance)?;
+        let (mut rows, mut total, mut truncated) = (0usize, 0usize, 0usize);
+        for batch in tables::splits::read_batched(split, window)? {
+            let batch = batch?;
+            let texts: Vec<String> = batch.iter().map(|r| r.sentence.clone()).collect();
+            let full = tok.tokenize(&texts)?;
+            if i == 0 {
+                for ids in &full {
+                    *histogram.entry(ids.len()).or_insert(0usize) += 1;
+                }
+            }
+            let tokens = tok.truncate(&texts, full, max_len)?;
+            truncated += tokens.iter().filter(|t| t.n_tokens > max_len).count();
+            let encoded: Vec<tables::encoded::EncodedRow> = batch
+                .iter()
+                .zip(tokens)
+                .map(|(r, t)| tables::encoded::EncodedRow {
+                    row_id: r.row_id,
+                    label: r.label,
+                    ids: t.ids,
+                    n_tokens: t.n_tokens,
+                })
+                .collect();
+            rows += encoded.len();
+            total += encoded.iter().map(|r| r.n_tokens).sum::<usize>();
+            writer.write(&encoded)?;
+        }
+        writer.finish()?;
+        summary.notes.push(format!(
+            "{}: {rows} rows, {total} tokens, {truncated} truncated to {max_len}",
+            OUTPUTS[i].trim_end_matches(".parquet"),
+        ));
     }
     let counts: Vec<(usize, usize)> = histogram.into_iter().collect();
     tables::encoded::write_histogram(&out_dir.join(OUTPUTS[3]), &counts, &provenance)?;
     Ok(summary)
+}
+
+/// Each row's token count (special tokens included) in the split at
+/// `path`, tokenized `window` rows at a time.
+fn token_counts(tok: &SentenceTokenizer, path: &Path, window: usize) -> Result<Vec<usize>> {
+    let mut lengths = Vec::new();
+    for batch in tables::splits::read_batched(path, window)? {
+        let texts: Vec<String> = batch?.into_iter().map(|r| r.sentence).collect();
+        lengths.extend(tok.tokenize(&texts)?.iter().map(Vec::len));
+    }
+    Ok(lengths)
 }

@@ -261,11 +261,12 @@ impl Stage for EncodeStage {
     fn name(&self) -> &str {
         "encode"
     }
+    /// 2: token ids stored unpadded (a list column, no attention mask).
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn params(&self) -> Value {
-        key_params(&self.params, &[])
+        key_params(&self.params, &encode::RUN_ONLY_PARAMS)
     }
     fn inputs(&self) -> Vec<Input> {
         let mut inputs = split_inputs("ingest");

@@ -1,15 +1,18 @@
-//! `encode/{train,val,test}.parquet`: token tensors of fixed length.
+//! `encode/{train,val,test}.parquet`: each row's token ids, unpadded.
 //!
-//! | column           | type                              |                                     |
-//! |------------------|-----------------------------------|-------------------------------------|
-//! | `row_id`         | int64                             | as in the ingest split              |
-//! | `label`          | int64                             | class id                            |
-//! | `input_ids`      | fixed_size_list<int32>[max_len]   | [CLS] … [SEP], then pad id          |
-//! | `attention_mask` | fixed_size_list<int8>[max_len]    | 1 for tokens, 0 for padding         |
-//! | `n_tokens`       | int32                             | token count before truncation       |
+//! | column           | type                | |
+//! |------------------|---------------------|-------------------------------------|
+//! | `row_id`         | int64               | as in the ingest split              |
+//! | `label`          | int64               | class id                            |
+//! | `input_ids`      | list<int32>         | [CLS] … [SEP], at most `max_len`    |
+//! | `n_tokens`       | int32               | token count before truncation       |
 //!
 //! Rows in the order of the ingest split. Metadata: `stage_key`, `params`,
-//! `max_len`, `max_len_rule`, `pad_id`.
+//! `max_len`, `max_len_rule`, `pad_id`. Ids are stored as they are, not
+//! padded to `max_len`: sentences are far shorter than the longest (SST-2:
+//! ~13 tokens on average, 66 at most), and the embed stage pads each batch
+//! to its own longest row anyway. Written a row group at a time
+//! ([`EncodedWriter`]), so the writer holds one group, never a split.
 //!
 //! `encode/length_histogram.parquet` (training split): `n_tokens` int32,
 //! `rows` int64, one row per token count that occurs, ascending.
@@ -17,11 +20,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Result, ensure};
-use arrow::array::{Array, FixedSizeListArray, Int8Array, Int32Array, Int64Array, RecordBatch};
+use anyhow::{Context, Result, ensure};
+use arrow::array::{Int32Array, Int64Array, ListArray, RecordBatch};
+use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Schema};
 
-use crate::io::{Provenance, fixed_list_width, read_batches, typed, write_batch};
+use crate::io::{BatchWriter, Provenance, read_batches, typed, write_batch};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncodedRow {
@@ -32,101 +36,111 @@ pub struct EncodedRow {
     pub n_tokens: usize,
 }
 
-pub fn schema(max_len: usize) -> Arc<Schema> {
-    let item = |t: DataType| Arc::new(Field::new("item", t, false));
+/// Rows per row group of an encode output: ~50 bytes a row (SST-2), so a
+/// group in memory is a few MB.
+pub const ROWS_PER_GROUP: usize = 65_536;
+
+pub fn schema() -> Arc<Schema> {
     Arc::new(Schema::new(vec![
         Field::new("row_id", DataType::Int64, false),
         Field::new("label", DataType::Int64, false),
-        Field::new(
-            "input_ids",
-            DataType::FixedSizeList(item(DataType::Int32), max_len as i32),
-            false,
-        ),
-        Field::new(
-            "attention_mask",
-            DataType::FixedSizeList(item(DataType::Int8), max_len as i32),
-            false,
-        ),
+        Field::new("input_ids", DataType::List(ids_item()), false),
         Field::new("n_tokens", DataType::Int32, false),
     ]))
 }
 
-pub fn write(
-    path: &Path,
-    rows: &[EncodedRow],
-    max_len: usize,
-    pad_id: u32,
-    provenance: &Provenance,
-) -> Result<()> {
-    let mut ids = Vec::with_capacity(rows.len() * max_len);
-    let mut mask = Vec::with_capacity(rows.len() * max_len);
-    for r in rows {
-        ensure!(
-            r.ids.len() <= max_len,
-            "row {} has {} ids > max_len {max_len}",
-            r.row_id,
-            r.ids.len()
-        );
-        ids.extend(r.ids.iter().map(|&i| i as i32));
-        ids.extend(std::iter::repeat_n(pad_id as i32, max_len - r.ids.len()));
-        mask.extend(std::iter::repeat_n(1i8, r.ids.len()));
-        mask.extend(std::iter::repeat_n(0i8, max_len - r.ids.len()));
-    }
-    let schema = schema(max_len);
-    let item = |t: DataType| Arc::new(Field::new("item", t, false));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.row_id))),
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.label))),
-            Arc::new(FixedSizeListArray::try_new(
-                item(DataType::Int32),
-                max_len as i32,
-                Arc::new(Int32Array::from(ids)),
-                None,
-            )?),
-            Arc::new(FixedSizeListArray::try_new(
-                item(DataType::Int8),
-                max_len as i32,
-                Arc::new(Int8Array::from(mask)),
-                None,
-            )?),
-            Arc::new(Int32Array::from_iter_values(
-                rows.iter().map(|r| r.n_tokens as i32),
-            )),
-        ],
-    )?;
-    write_batch(path, schema, batch, provenance)
+fn ids_item() -> Arc<Field> {
+    Arc::new(Field::new("item", DataType::Int32, false))
 }
 
-/// Rows with ids unpadded again (cut at the attention mask).
+/// An encode output written as rows arrive ([`EncodedWriter::write`]).
+pub struct EncodedWriter {
+    writer: BatchWriter,
+    max_len: usize,
+}
+
+impl EncodedWriter {
+    /// `provenance` must carry `max_len` and `pad_id` (the metadata readers
+    /// rely on).
+    pub fn create(path: &Path, max_len: usize, provenance: &Provenance) -> Result<EncodedWriter> {
+        let writer = BatchWriter::create(path, schema(), provenance, ROWS_PER_GROUP)?;
+        Ok(EncodedWriter { writer, max_len })
+    }
+
+    pub fn write(&mut self, rows: &[EncodedRow]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut values = Vec::new();
+        let mut lengths = Vec::with_capacity(rows.len());
+        for r in rows {
+            ensure!(
+                r.ids.len() <= self.max_len,
+                "row {} has {} ids > max_len {}",
+                r.row_id,
+                r.ids.len(),
+                self.max_len
+            );
+            values.extend(r.ids.iter().map(|&i| i as i32));
+            lengths.push(r.ids.len());
+        }
+        let batch = RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.row_id))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.label))),
+                Arc::new(ListArray::try_new(
+                    ids_item(),
+                    OffsetBuffer::from_lengths(lengths),
+                    Arc::new(Int32Array::from(values)),
+                    None,
+                )?),
+                Arc::new(Int32Array::from_iter_values(
+                    rows.iter().map(|r| r.n_tokens as i32),
+                )),
+            ],
+        )?;
+        self.writer.write(batch)
+    }
+
+    pub fn finish(self) -> Result<()> {
+        self.writer.finish()
+    }
+}
+
+/// The rows of an encode output, and its `max_len` (from the metadata).
 pub fn read(path: &Path) -> Result<(Vec<EncodedRow>, usize)> {
     let (batches, file_schema) = read_batches(path)?;
-    let max_len = fixed_list_width(&file_schema, "input_ids", path, "an encode output")?;
     ensure!(
-        file_schema.fields() == schema(max_len).fields(),
-        "{}: unexpected encode schema",
+        file_schema.fields() == schema().fields(),
+        "{}: not an encode output of this version (row_id, label, input_ids list<int32>, \
+         n_tokens); rerun the pipeline",
         path.display()
     );
+    let max_len: usize = crate::io::metadata_value(path, "max_len")?
+        .parse()
+        .with_context(|| format!("{}: bad max_len metadata", path.display()))?;
     let mut rows = Vec::new();
     for batch in batches {
         let row_ids: Int64Array = typed(batch.column(0), "row_id")?;
         let labels: Int64Array = typed(batch.column(1), "label")?;
-        let ids_list: FixedSizeListArray = typed(batch.column(2), "input_ids")?;
-        let mask_list: FixedSizeListArray = typed(batch.column(3), "attention_mask")?;
-        let ids: Int32Array = typed(ids_list.values(), "input_ids items")?;
-        let mask: Int8Array = typed(mask_list.values(), "attention_mask items")?;
-        let n_tokens: Int32Array = typed(batch.column(4), "n_tokens")?;
-        let offset = ids_list.offset() * max_len;
+        let ids_list: ListArray = typed(batch.column(2), "input_ids")?;
+        let values: Int32Array = typed(ids_list.values(), "input_ids items")?;
+        let offsets = ids_list.value_offsets();
+        let n_tokens: Int32Array = typed(batch.column(3), "n_tokens")?;
         for i in 0..batch.num_rows() {
-            let start = offset + i * max_len;
-            let len = (0..max_len)
-                .take_while(|&j| mask.value(start + j) == 1)
-                .count();
+            let ids = &values.values()[offsets[i] as usize..offsets[i + 1] as usize];
+            ensure!(
+                ids.len() <= max_len,
+                "{}: row {} has {} ids, more than max_len {max_len}",
+                path.display(),
+                row_ids.value(i),
+                ids.len()
+            );
             rows.push(EncodedRow {
                 row_id: row_ids.value(i),
                 label: labels.value(i),
-                ids: (0..len).map(|j| ids.value(start + j) as u32).collect(),
+                ids: ids.iter().map(|&v| v as u32).collect(),
                 n_tokens: n_tokens.value(i) as usize,
             });
         }

@@ -92,6 +92,61 @@ fn encode_batch<W: std::io::Write + Send>(
     provenance: &Provenance,
     encoding: Encoding,
 ) -> Result<W> {
+    let (mut writer, schema) = writer_for(sink, schema, provenance, encoding, None)?;
+    writer.write(&batch.with_schema(schema)?)?;
+    Ok(writer.into_inner()?)
+}
+
+/// A Parquet file written batch by batch: each row group is flushed once
+/// it holds `rows_per_group` rows, so what is held in memory is one row
+/// group, whatever the file's size. Deterministic as [`write_batch`] is,
+/// for the same batches.
+pub(crate) struct BatchWriter {
+    writer: ArrowWriter<File>,
+    schema: Arc<Schema>,
+}
+
+impl BatchWriter {
+    pub(crate) fn create(
+        path: &Path,
+        schema: Arc<Schema>,
+        provenance: &Provenance,
+        rows_per_group: usize,
+    ) -> Result<BatchWriter> {
+        let file =
+            File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let (writer, schema) = writer_for(
+            file,
+            schema,
+            provenance,
+            Encoding::Compact,
+            Some(rows_per_group),
+        )?;
+        Ok(BatchWriter { writer, schema })
+    }
+
+    pub(crate) fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        self.writer.write(&batch.with_schema(self.schema.clone())?)?;
+        Ok(())
+    }
+
+    /// Closes the file and syncs it to disk.
+    pub(crate) fn finish(self) -> Result<()> {
+        let file = self.writer.into_inner()?;
+        file.sync_all()?;
+        Ok(())
+    }
+}
+
+/// An `ArrowWriter` with the deterministic settings, and the schema (with
+/// the provenance inside) that its batches must carry.
+fn writer_for<W: std::io::Write + Send>(
+    sink: W,
+    schema: Arc<Schema>,
+    provenance: &Provenance,
+    encoding: Encoding,
+    rows_per_group: Option<usize>,
+) -> Result<(ArrowWriter<W>, Arc<Schema>)> {
     // Provenance goes both into the Parquet key-value metadata (duckdb's
     // `parquet_kv_metadata`, [`read_metadata`]) and into the Arrow schema
     // (pyarrow's `read_table().schema.metadata` shows only that one).
@@ -102,21 +157,42 @@ fn encode_batch<W: std::io::Write + Send>(
         .collect();
     let metadata: HashMap<String, String> = provenance.entries.iter().cloned().collect();
     let schema = Arc::new(schema.as_ref().clone().with_metadata(metadata));
-    let batch = batch.with_schema(schema.clone())?;
     let props = WriterProperties::builder()
         .set_created_by(CREATED_BY.to_string())
         .set_key_value_metadata(Some(kv));
-    let props = match encoding {
+    let mut props = match encoding {
         Encoding::Compact => props.set_compression(Compression::SNAPPY),
         Encoding::Plain => props
             .set_compression(Compression::UNCOMPRESSED)
             .set_dictionary_enabled(false)
             .set_statistics_enabled(EnabledStatistics::None),
+    };
+    if let Some(rows) = rows_per_group {
+        props = props.set_max_row_group_size(rows);
     }
-    .build();
-    let mut writer = ArrowWriter::try_new(sink, schema, Some(props))?;
-    writer.write(&batch)?;
-    Ok(writer.into_inner()?)
+    let writer = ArrowWriter::try_new(sink, schema.clone(), Some(props.build()))?;
+    Ok((writer, schema))
+}
+
+/// The batches of a Parquet file, read `rows` at a time as they are asked
+/// for (not the whole file at once), and its schema.
+pub(crate) fn batch_reader(
+    path: &Path,
+    rows: usize,
+) -> Result<(
+    impl Iterator<Item = Result<RecordBatch>> + use<>,
+    Arc<Schema>,
+)> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
+    let schema = builder.schema().clone();
+    let shown = path.display().to_string();
+    let reader = builder.with_batch_size(rows.max(1)).build()?;
+    Ok((
+        reader.map(move |b| b.with_context(|| format!("cannot read {shown}"))),
+        schema,
+    ))
 }
 
 /// The named top-level columns only (the others are not read from disk).

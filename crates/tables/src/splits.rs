@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Result, ensure};
-use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
+use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 
 use crate::io::{Provenance, read_batches, typed, write_batch};
@@ -48,26 +48,44 @@ pub fn write(path: &Path, rows: &[LabelledRow], provenance: &Provenance) -> Resu
     write_batch(path, schema, batch, provenance)
 }
 
-pub fn read(path: &Path) -> Result<Vec<LabelledRow>> {
-    let (batches, file_schema) = read_batches(path)?;
+/// The rows of a split file, `rows` at a time, read as they are asked for.
+pub fn read_batched(
+    path: &Path,
+    rows: usize,
+) -> Result<impl Iterator<Item = Result<Vec<LabelledRow>>> + use<>> {
+    let (batches, file_schema) = crate::io::batch_reader(path, rows)?;
+    check_schema(&file_schema, path)?;
+    Ok(batches.map(|batch| rows_of(&batch?)))
+}
+
+fn check_schema(file_schema: &Schema, path: &Path) -> Result<()> {
     ensure!(
         file_schema.fields() == schema().fields(),
         "{} does not have the split schema (row_id, sentence, label); was it written by another version?",
         path.display()
     );
+    Ok(())
+}
+
+fn rows_of(batch: &RecordBatch) -> Result<Vec<LabelledRow>> {
+    let ids: Int64Array = typed(batch.column(0), "row_id")?;
+    let sentences: StringArray = typed(batch.column(1), "sentence")?;
+    let labels: Int64Array = typed(batch.column(2), "label")?;
+    Ok((0..batch.num_rows())
+        .map(|i| LabelledRow {
+            row_id: ids.value(i),
+            sentence: sentences.value(i).to_string(),
+            label: labels.value(i),
+        })
+        .collect())
+}
+
+pub fn read(path: &Path) -> Result<Vec<LabelledRow>> {
+    let (batches, file_schema) = read_batches(path)?;
+    check_schema(&file_schema, path)?;
     let mut rows = Vec::new();
     for batch in batches {
-        let ids: Int64Array = typed(batch.column(0), "row_id")?;
-        let sentences: StringArray = typed(batch.column(1), "sentence")?;
-        let labels: Int64Array = typed(batch.column(2), "label")?;
-        for i in 0..batch.num_rows() {
-            rows.push(LabelledRow {
-                row_id: ids.value(i),
-                sentence: sentences.value(i).to_string(),
-                label: labels.value(i),
-            });
-        }
-        debug_assert_eq!(ids.null_count(), 0);
+        rows.extend(rows_of(&batch)?);
     }
     Ok(rows)
 }
