@@ -226,6 +226,13 @@ print(json.dumps([str(r["pred"]) for r in pred]))
         "predict and the head stage disagree on {} of 300 test rows",
         300 - agree
     );
+    // The same file gzip-compressed (the bytes tell, not the name).
+    let gz = p.path("sentences-compressed.csv");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut enc, &std::fs::read(&csv).unwrap()).unwrap();
+    std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+    let compressed = p.cli(&["predict", "--csv", gz.to_str().unwrap()]);
+    assert_eq!(compressed.ok().stdout, run.stdout);
 }
 
 /// After a partial run moves an upstream result on (`--until encode` with

@@ -684,10 +684,11 @@ fn print_pruned(
     }
 }
 
-/// The `column` of a CSV with a header.
+/// The `column` of a CSV with a header (plain, gzip or zstd, as the
+/// pipeline's input: `ingest::input`).
 fn read_sentences(path: &std::path::Path, column: &str) -> Result<Vec<String>> {
-    let mut reader =
-        csv::Reader::from_path(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let (input, _) = ingest::input::open(path)?;
+    let mut reader = csv::Reader::from_reader(input);
     let headers = reader.headers()?.clone();
     let index = headers
         .iter()
