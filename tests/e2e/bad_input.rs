@@ -286,7 +286,11 @@ fn cases() -> Vec<Case> {
         Case {
             name: "binary data with no known format",
             csv: Some(b"\x89\x00\x13\x07\x00binary\x00\x00\nmore".to_vec()),
-            expect: &["input.csv", "binary data, not a text CSV", "NUL byte at byte 1"],
+            expect: &[
+                "input.csv",
+                "binary data, not a text CSV",
+                "NUL byte at byte 1",
+            ],
             ..Case::default()
         },
         Case {
@@ -841,7 +845,10 @@ fn compressed_csvs_are_read_as_the_plain_file() {
         ("zstd", zstd::encode_all(plain.as_slice(), 3).unwrap()),
     ] {
         let (p, compressed) = read(&bytes);
-        assert!(compressed == rows, "{name}: the splits differ from the plain file's");
+        assert!(
+            compressed == rows,
+            "{name}: the splits differ from the plain file's"
+        );
         assert_eq!(
             common::largest_difference(&p, &reference),
             0.0,

@@ -208,7 +208,11 @@ fn a_link_anywhere_in_the_store_is_refused_and_what_it_points_to_survives() {
     std::os::unix::fs::symlink(outside.path(), p.path("artifacts/sweeps")).unwrap();
     let sweep = p.cli(&["sweep", "--set", "head.epochs=1,2"]);
     assert_ne!(sweep.code, 0, "{}", sweep.stdout);
-    assert!(sweep.stderr.contains("is a symbolic link"), "{}", sweep.stderr);
+    assert!(
+        sweep.stderr.contains("is a symbolic link"),
+        "{}",
+        sweep.stderr
+    );
     assert_eq!(
         fs::read_to_string(outside.path().join("sweep.parquet")).unwrap(),
         "the user's"
@@ -360,7 +364,10 @@ fn status_answers_on_a_read_only_artifacts_folder() {
         String::from_utf8_lossy(&out.stderr),
     );
     assert!(!stdout.contains("writable"), "the mount is not read-only");
-    assert!(out.status.success(), "status failed on a read-only folder: {stderr}");
+    assert!(
+        out.status.success(),
+        "status failed on a read-only folder: {stderr}"
+    );
     assert!(stdout.starts_with("ingest   would run"), "{stdout}");
 }
 

@@ -62,12 +62,8 @@ impl FeatureStore {
             .with_context(|| format!("cannot create {}", chunk_dir.display()))?;
         // Leftovers of a killed run: never trusted (the run lock is held).
         let _ = fs::remove_dir_all(dir.join(".tmp"));
-        let mut paths: Vec<PathBuf> = fs::read_dir(&chunk_dir)?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-            .collect();
-        paths.sort();
+        let mut paths = chunk_paths(&chunk_dir)?;
+        paths.retain(|p| p.extension().is_some_and(|e| e == "parquet"));
         let mut store = FeatureStore {
             dir: dir.to_path_buf(),
             index: HashMap::new(),
@@ -95,12 +91,11 @@ impl FeatureStore {
             chunks: Vec::new(),
         };
         refuse_links(dir)?;
-        let Ok(entries) = fs::read_dir(dir.join("chunks")) else {
+        let chunk_dir = dir.join("chunks");
+        if !chunk_dir.is_dir() {
             return Ok(store);
-        };
-        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-        paths.sort();
-        for path in paths {
+        }
+        for path in chunk_paths(&chunk_dir)? {
             if let Ok(keys) = tables::feature_chunks::read_keys(&path) {
                 store.add_to_index(path, &keys);
             }
@@ -279,26 +274,40 @@ pub fn index_memory(rows: usize) -> Result<u64> {
     Ok(after.saturating_sub(before))
 }
 
-/// Refuses a symbolic link as the store's folder, its `chunks/` or `.tmp/`,
-/// or a chunk: the store removes and rewrites chunks (`gc`, a damaged one),
-/// which through a link would change files outside the artifacts folder.
+/// Refuses a symbolic link as the store's folder, its `chunks/` or `.tmp/`
+/// (each chunk is checked as it is listed, [`chunk_paths`]): the store
+/// removes and rewrites chunks (`gc`, a damaged one), which through a link
+/// would change files outside the artifacts folder.
 fn refuse_links(dir: &Path) -> Result<()> {
-    let chunks = dir.join("chunks");
-    let mut paths = vec![dir.to_path_buf(), chunks.clone(), dir.join(".tmp")];
-    if fs::symlink_metadata(&chunks).is_ok_and(|m| m.is_dir()) {
-        paths.extend(fs::read_dir(&chunks)?.flatten().map(|e| e.path()));
+    for path in [dir.to_path_buf(), dir.join("chunks"), dir.join(".tmp")] {
+        refuse_link(&path)?;
     }
-    for path in paths {
-        if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
-            anyhow::bail!(
-                "{} is a symbolic link (to {}); the feature store never follows links, since gc \
-                 would then delete or rewrite files outside the artifacts folder. Replace the \
-                 link by what it points to (or move the whole artifacts folder and pass \
-                 --artifacts DIR) and run again",
-                path.display(),
-                fs::read_link(&path).unwrap_or_default().display()
-            );
+    Ok(())
+}
+
+/// Everything in `chunks/`, sorted; a symbolic link there is refused.
+fn chunk_paths(chunk_dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut paths = Vec::new();
+    for entry in fs::read_dir(chunk_dir)?.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_symlink()) {
+            refuse_link(&entry.path())?;
         }
+        paths.push(entry.path());
+    }
+    paths.sort();
+    Ok(paths)
+}
+
+fn refuse_link(path: &Path) -> Result<()> {
+    if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        anyhow::bail!(
+            "{} is a symbolic link (to {}); the feature store never follows links, since gc \
+             would then delete or rewrite files outside the artifacts folder. Replace the \
+             link by what it points to (or move the whole artifacts folder and pass \
+             --artifacts DIR) and run again",
+            path.display(),
+            fs::read_link(path).unwrap_or_default().display()
+        );
     }
     Ok(())
 }

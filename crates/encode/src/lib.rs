@@ -313,8 +313,11 @@ pub fn run(
     };
     let mut histogram = std::collections::BTreeMap::new();
     for (i, split) in splits.iter().enumerate() {
-        let mut writer =
-            tables::encoded::EncodedWriter::create(&out_dir.join(OUTPUTS[i]), max_len, &provenance)?;
+        let mut writer = tables::encoded::EncodedWriter::create(
+            &out_dir.join(OUTPUTS[i]),
+            max_len,
+            &provenance,
+        )?;
         let (mut rows, mut total, mut truncated) = (0usize, 0usize, 0usize);
         for batch in tables::splits::read_batched(split, window)? {
             let batch = batch?;

@@ -5,7 +5,7 @@
 //! as what it is, instead of being parsed as a CSV with a garbage header.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use anyhow::{Result, bail};
@@ -33,11 +33,27 @@ impl Compression {
 const FOREIGN: [(&[u8], &str, &str); 8] = [
     (b"PAR1", "a Parquet file", "export it as CSV"),
     (b"ARROW1", "an Arrow IPC file", "export it as CSV"),
-    (b"PK\x03\x04", "a zip archive (or an .xlsx/.ods spreadsheet)", "export or unpack the CSV"),
-    (b"BZh", "bzip2-compressed", "recompress it with gzip or zstd, or decompress it"),
-    (b"\xFD7zXZ\x00", "xz-compressed", "recompress it with gzip or zstd, or decompress it"),
+    (
+        b"PK\x03\x04",
+        "a zip archive (or an .xlsx/.ods spreadsheet)",
+        "export or unpack the CSV",
+    ),
+    (
+        b"BZh",
+        "bzip2-compressed",
+        "recompress it with gzip or zstd, or decompress it",
+    ),
+    (
+        b"\xFD7zXZ\x00",
+        "xz-compressed",
+        "recompress it with gzip or zstd, or decompress it",
+    ),
     (b"7z\xBC\xAF\x27\x1C", "a 7-zip archive", "unpack the CSV"),
-    (b"SQLite format 3\x00", "an SQLite database", "export the table as CSV"),
+    (
+        b"SQLite format 3\x00",
+        "an SQLite database",
+        "export the table as CSV",
+    ),
     (b"%PDF", "a PDF document", "export the table as CSV"),
 ];
 
@@ -53,16 +69,15 @@ const SNIFF: usize = 8192;
 /// Refuses a binary file that is not a CSV, naming what it looks like.
 pub fn open(path: &Path) -> Result<(Box<dyn Read>, Compression)> {
     let shown = path.display();
-    let open = || match File::open(path) {
-        Ok(f) => Ok(BufReader::with_capacity(1 << 16, f)),
+    let mut file = match File::open(path) {
+        Ok(f) => BufReader::with_capacity(1 << 16, f),
         Err(e) => bail!(
             "{shown}: cannot open the input CSV ({e}); check ingest.csv in the pipeline config"
         ),
     };
-    let mut head = Vec::with_capacity(16);
-    open()?
-        .take(16)
-        .read_to_end(&mut head)
+    // The first bytes, looked at in the buffer without consuming them.
+    let head = file
+        .fill_buf()
         .map_err(|e| anyhow::anyhow!("{shown}: cannot read the file: {e}"))?;
     if let Some((_, what, remedy)) = FOREIGN.iter().find(|(magic, ..)| head.starts_with(magic)) {
         bail!(
@@ -77,11 +92,11 @@ pub fn open(path: &Path) -> Result<(Box<dyn Read>, Compression)> {
         Compression::None
     };
     let stream: Box<dyn Read> = match compression {
-        Compression::None => Box::new(open()?),
+        Compression::None => Box::new(file),
         // Multi-member: `cat a.gz b.gz` is one gzip file, as gunzip reads it.
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(open()?)),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(file)),
         Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::with_buffer(open()?)
+            zstd::stream::read::Decoder::with_buffer(file)
                 .map_err(|e| anyhow::anyhow!("{shown}: cannot start reading the zstd data: {e}"))?,
         ),
     };
@@ -100,7 +115,10 @@ fn refuse_binary(
         .take(SNIFF as u64)
         .read_to_end(&mut first)
         .map_err(|e| read_error(path, compression, &e))?;
-    let header_end = first.iter().position(|&b| b == b'\n').unwrap_or(first.len());
+    let header_end = first
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(first.len());
     if let Some(at) = first[..header_end].iter().position(|&b| b == 0) {
         let inside = match compression {
             Compression::None => String::new(),
@@ -111,7 +129,10 @@ fn refuse_binary(
             path.display()
         );
     }
-    Ok((Box::new(std::io::Cursor::new(first).chain(stream)), compression))
+    Ok((
+        Box::new(std::io::Cursor::new(first).chain(stream)),
+        compression,
+    ))
 }
 
 /// What a failed read of the (decompressed) input says.

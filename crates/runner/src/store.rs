@@ -102,38 +102,30 @@ fn refuse_links(root: &Path) -> Result<()> {
     for sub in [".store", ".tmp", ".cache"] {
         refuse_link(&root.join(sub))?;
     }
-    for stage in children(&root.join(".store"))? {
-        refuse_link(&stage)?;
-        if is_real_dir(&stage) {
-            for key in children(&stage)? {
-                refuse_link(&key)?;
-            }
-        }
+    refuse_links_below(&root.join(".store"), 2)?;
+    refuse_links_below(&root.join(".cache"), usize::MAX)
+}
+
+/// Refuses a link among the entries of `dir` and of its real
+/// subdirectories, down to `depth` levels (a missing `dir` has none).
+fn refuse_links_below(dir: &Path, depth: usize) -> Result<()> {
+    if depth == 0 {
+        return Ok(());
     }
-    let mut caches = vec![root.join(".cache")];
-    while let Some(dir) = caches.pop() {
-        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            if kind.is_symlink() {
-                refuse_link(&entry.path())?;
-            } else if kind.is_dir() {
-                caches.push(entry.path());
-            }
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+    };
+    for entry in entries.flatten() {
+        match entry.file_type() {
+            Ok(kind) if kind.is_symlink() => refuse_link(&entry.path())?,
+            Ok(kind) if kind.is_dir() => refuse_links_below(&entry.path(), depth - 1)?,
+            _ => {}
         }
     }
     Ok(())
-}
-
-/// The entries of `dir` (none when it does not exist).
-fn children(dir: &Path) -> Result<Vec<PathBuf>> {
-    match fs::read_dir(dir) {
-        Ok(entries) => Ok(entries.flatten().map(|e| e.path()).collect()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Ok(Vec::new()),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", dir.display())),
-    }
 }
 
 impl Store {

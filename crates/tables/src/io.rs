@@ -126,7 +126,8 @@ impl BatchWriter {
     }
 
     pub(crate) fn write(&mut self, batch: RecordBatch) -> Result<()> {
-        self.writer.write(&batch.with_schema(self.schema.clone())?)?;
+        self.writer
+            .write(&batch.with_schema(self.schema.clone())?)?;
         Ok(())
     }
 
