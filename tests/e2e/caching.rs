@@ -431,3 +431,30 @@ fn encode_writes_the_same_bytes_in_any_window() {
     assert_eq!(small.outcome("embed"), "cached", "{}", small.stdout);
     assert_eq!(p.untimed_output_digests(), before);
 }
+
+/// embed streams too: with the feature store emptied, a window of 7 new
+/// rows at a time (chunks of 5) embeds every row again and writes the same
+/// bytes as the default window, so everything downstream stays cached.
+#[test]
+fn embed_writes_the_same_bytes_in_any_window() {
+    let p = Project::uci_tiny_on_cpu();
+    p.cli(&["run-pipeline"]).ok();
+    let before = p.untimed_output_digests();
+    std::fs::remove_dir_all(p.path("artifacts/.cache/embed")).unwrap();
+    let small = p.cli(&[
+        "run-pipeline",
+        "--force",
+        "embed",
+        "--set",
+        "embed.window_rows=7",
+        "--set",
+        "embed.chunk_rows=5",
+    ]);
+    assert!(
+        small.ok().stdout.contains("2000 embedded now"),
+        "{}",
+        small.stdout
+    );
+    assert_eq!(small.outcome("head"), "cached", "{}", small.stdout);
+    assert_eq!(p.untimed_output_digests(), before);
+}

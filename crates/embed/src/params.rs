@@ -31,6 +31,10 @@ pub struct EmbedParams {
     /// [`EmbedParams::chunk_rows`].
     #[serde(default)]
     pub chunk_rows: Option<usize>,
+    /// Distinct new rows the stage gathers and hands to the executor at a
+    /// time: what bounds its memory; unset: see [`EmbedParams::window_rows`].
+    #[serde(default)]
+    pub window_rows: Option<usize>,
     /// An existing Ray cluster (`host:port` of its head, or `auto`); unset:
     /// a Ray instance on this machine, started for the run.
     #[serde(default)]
@@ -71,6 +75,7 @@ impl Default for EmbedParams {
             max_batch_rows: None,
             executor: Executor::Local,
             chunk_rows: None,
+            window_rows: None,
             ray_address: None,
             ray_python: None,
             gpus_per_task: 0.0,
@@ -82,11 +87,12 @@ impl Default for EmbedParams {
 
 /// Parameters that change where and how fast rows are embedded, never a
 /// row's vector: left out of the stage key.
-pub const RUN_ONLY_PARAMS: [&str; 9] = [
+pub const RUN_ONLY_PARAMS: [&str; 10] = [
     "batch_tokens",
     "max_batch_rows",
     "executor",
     "chunk_rows",
+    "window_rows",
     "ray_address",
     "ray_python",
     "gpus_per_task",
@@ -128,13 +134,20 @@ impl EmbedParams {
         )
     }
 
+    /// Distinct new rows per window: 262,144 (~65 MB of token ids and
+    /// keys), or four chunks if those are larger.
+    pub fn window_rows(&self) -> usize {
+        self.window_rows
+            .unwrap_or_else(|| crate::stage::WINDOW_ROWS.max(4 * self.chunk_rows()))
+    }
+
     /// Refuses values no run could use, naming the parameter.
     pub fn check(&self) -> Result<()> {
         if self.batch_tokens == Some(0) || self.max_batch_rows == Some(0) {
             bail!("embed.batch_tokens and embed.max_batch_rows must be positive");
         }
-        if self.chunk_rows == Some(0) {
-            bail!("embed.chunk_rows must be positive");
+        if self.chunk_rows == Some(0) || self.window_rows == Some(0) {
+            bail!("embed.chunk_rows and embed.window_rows must be positive");
         }
         for (name, value) in [
             ("gpus_per_task", self.gpus_per_task),

@@ -3,17 +3,20 @@
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::Result;
+use std::collections::HashSet;
+
+use anyhow::{Result, ensure};
 use indicatif::{ProgressBar, ProgressStyle};
 use tables::encoded::EncodedRow;
-use tables::features::FeatureTable;
+use tables::feature_chunks::Key;
+use tables::features::{FeatureTable, FeatureWriter};
 
 use crate::encoder::Encoder;
 use crate::local::Local;
 use crate::params::{EmbedParams, Executor};
 use crate::ray::Ray;
-use crate::store::FeatureStore;
-use crate::through_store;
+use crate::store::{self, ChunksUsed, FeatureStore};
+use crate::through_store::{self, Embedder};
 
 pub const OUTPUTS: [&str; 3] = ["train.parquet", "val.parquet", "test.parquet"];
 
@@ -34,9 +37,25 @@ pub struct ModelGraph<'a> {
     pub digest: &'a str,
 }
 
+/// Distinct new rows embedded at a time unless `embed.window_rows` says
+/// otherwise: what the stage holds of the encoded data (~250 bytes a row
+/// with its key), whatever the row count.
+pub const WINDOW_ROWS: usize = 262_144;
+
+/// Rows read at a time from an encoded split, and written at a time to an
+/// embed output.
+const READ_ROWS: usize = tables::features::ROWS_PER_GROUP;
+
 /// Embeds the three encoded splits into `out_dir`, taking every row the
 /// feature store in `store_dir` already holds from there and adding the
-/// rows it embeds to it, a chunk at a time.
+/// rows it embeds to it, a chunk at a time. Three streaming passes over
+/// the encoded splits, so that memory does not grow with their size (but
+/// for the store's key index):
+/// 1. note the stored chunks the rows need, and check each one's digest
+///    (a damaged chunk is dropped and its rows embedded again);
+/// 2. embed the rows the store lacks, `embed.window_rows` distinct ones at
+///    a time, committing each chunk as it is finished (a resume point);
+/// 3. write each split's vectors from the store, a row group at a time.
 pub fn run(
     params: &EmbedParams,
     encoded: [&Path; 3],
@@ -46,34 +65,52 @@ pub fn run(
     provenance: tables::Provenance,
 ) -> Result<EmbedSummary> {
     params.check()?;
-    let (rows, split_sizes) = read_splits(encoded)?;
-    let keys = through_store::keys(&rows, model.digest, params);
     let (mut store, store_warnings) = FeatureStore::open(store_dir)?;
     let mut summary = EmbedSummary {
         notes: store_warnings,
         ..Default::default()
     };
-    let bar = ProgressBar::new(0);
+    let mut used = ChunksUsed::default();
+    let mut rows = 0;
+    let mut missing = 0;
+    for_each_key(encoded, model.digest, params, |_, key| {
+        rows += 1;
+        missing += usize::from(!used.note(&store, key));
+        Ok(())
+    })?;
+    let (warnings, lost) = store.verify(&used)?;
+    summary.notes.extend(warnings);
+    missing += lost;
+    drop(used);
+
+    let bar = ProgressBar::new(missing as u64);
     bar.set_style(
         ProgressStyle::with_template("embed {bar:30} {pos}/{len} new rows  {per_sec}  ETA {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     // One pass over the new rows of the three splits together: fewer,
     // fuller batches (and on a GPU fewer new batch shapes) than three
-    // passes. Each chunk is committed as it is finished: a resume point.
+    // passes.
     let result = match params.executor {
-        Executor::Local => embed_here(
-            params,
-            model.path,
-            &rows,
-            &keys,
-            &mut store,
-            &bar,
-            &mut summary,
-        ),
+        Executor::Local => {
+            let threads = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
+            let started = Instant::now();
+            let (mut encoder, warnings) =
+                Encoder::open(model.path, params.pooling, params.device, threads)?;
+            summary.session_seconds = started.elapsed().as_secs_f64();
+            summary.device = encoder.device.to_string();
+            summary.notes.extend(warnings);
+            let mut local = Local {
+                encoder: &mut encoder,
+                params,
+            };
+            embed_missing(&mut local, encoded, &model, params, &mut store, &bar)
+        }
         Executor::Ray => {
             let mut ray = Ray::new(params, model.path, store_dir);
-            let result = through_store::features(&mut ray, &rows, &keys, &mut store, &bar);
+            let result = embed_missing(&mut ray, encoded, &model, params, &mut store, &bar);
             summary.device = ray.device();
             summary.notes.append(&mut ray.notes);
             result
@@ -81,54 +118,30 @@ pub fn run(
     };
     // Cleared before an error is printed, too.
     bar.finish_and_clear();
-    let (mut features, used) = result?;
-    let hidden = used.hidden;
-    let provenance = provenance
-        .with("hidden_size", hidden.to_string())
-        .with("pooling", params.pooling.name())
-        .with("device", summary.device.clone());
+    let new = result?;
+
+    let write_started = Instant::now();
+    let hidden = write_outputs(encoded, &model, params, &store, out_dir, |hidden| {
+        provenance
+            .clone()
+            .with("hidden_size", hidden.to_string())
+            .with("pooling", params.pooling.name())
+            .with("device", summary.device.clone())
+    })?;
+    let write_seconds = write_started.elapsed().as_secs_f64();
+    let used = through_store::StoreUse {
+        rows,
+        embedded: missing,
+        distinct: new.distinct,
+        from_store: rows - missing,
+        tokens: new.tokens,
+        embed_seconds: new.seconds,
+        hidden,
+        warnings: Vec::new(),
+    };
     summary.embed_seconds = used.embed_seconds;
     summary.rows = used.distinct;
     summary.tokens = used.tokens;
-    summary.notes.extend(used.warnings.iter().cloned());
-
-    // Parquet encoding of a feature matrix is CPU-bound (~1.8 s for SST-2's
-    // training split on one core of the 2-core machine): the three files are
-    // written at once, each on its own thread.
-    let write_started = Instant::now();
-    // Split the feature matrix from the back: the training split's features
-    // (the largest part) stay in the matrix's own allocation; only the
-    // smaller val and test parts are copied out (split_off).
-    let mut end = rows.len();
-    let mut split_tables: Vec<FeatureTable> = split_sizes
-        .iter()
-        .rev()
-        .map(|&size| {
-            let split = &rows[end - size..end];
-            end -= size;
-            FeatureTable {
-                row_ids: split.iter().map(|r| r.row_id).collect(),
-                labels: split.iter().map(|r| r.label).collect(),
-                hidden,
-                features: features.split_off(end * hidden),
-            }
-        })
-        .collect();
-    split_tables.reverse();
-    std::thread::scope(|scope| {
-        let writers: Vec<_> = split_tables
-            .into_iter()
-            .zip(OUTPUTS)
-            .map(|(table, name)| {
-                let (path, provenance) = (out_dir.join(name), &provenance);
-                scope.spawn(move || tables::features::write(&path, table, provenance))
-            })
-            .collect();
-        writers
-            .into_iter()
-            .try_for_each(|w| w.join().expect("a Parquet writer thread panicked"))
-    })?;
-    let write_seconds = write_started.elapsed().as_secs_f64();
     summary.notes.push(used.summary());
     if summary.rows > 0 {
         summary.notes.push(format!(
@@ -148,31 +161,144 @@ pub fn run(
     Ok(summary)
 }
 
-/// [`through_store::features`] on a session of this process (the local
-/// executor); the session's creation time, device and warnings go into
-/// `summary`.
-fn embed_here(
+/// What [`embed_missing`] computed.
+struct NewRows {
+    distinct: usize,
+    tokens: usize,
+    seconds: f64,
+}
+
+/// Embeds every row of `encoded` whose key the store lacks (a repeated
+/// input once), `embed.window_rows` at a time, each finished chunk committed
+/// to the store as it comes.
+fn embed_missing(
+    embedder: &mut dyn Embedder,
+    encoded: [&Path; 3],
+    model: &ModelGraph,
     params: &EmbedParams,
-    model: &Path,
-    rows: &[EncodedRow],
-    keys: &[tables::feature_chunks::Key],
     store: &mut FeatureStore,
     bar: &ProgressBar,
-    summary: &mut EmbedSummary,
-) -> Result<(Vec<f32>, through_store::StoreUse)> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let started = Instant::now();
-    let (mut encoder, warnings) = Encoder::open(model, params.pooling, params.device, threads)?;
-    summary.session_seconds = started.elapsed().as_secs_f64();
-    summary.device = encoder.device.to_string();
-    summary.notes.extend(warnings);
-    let mut local = Local {
-        encoder: &mut encoder,
-        params,
+) -> Result<NewRows> {
+    let mut new = NewRows {
+        distinct: 0,
+        tokens: 0,
+        seconds: 0.0,
     };
-    through_store::features(&mut local, rows, keys, store, bar)
+    let mut hidden = None;
+    let mut window = (Vec::new(), Vec::new(), HashSet::new());
+    let started = Instant::now();
+    let mut flush = |(rows, keys, seen): &mut (Vec<EncodedRow>, Vec<Key>, HashSet<Key>),
+                     store: &mut FeatureStore|
+     -> Result<()> {
+        new.distinct += rows.len();
+        new.tokens += rows.iter().map(|r| r.ids.len()).sum::<usize>();
+        embedder.embed(rows, keys, bar, &mut |chunk| {
+            let h = *hidden.get_or_insert(chunk.hidden);
+            ensure!(
+                chunk.hidden == h && chunk.features.len() == chunk.keys.len() * h,
+                "a chunk of {}-wide vectors among {h}-wide ones",
+                chunk.hidden
+            );
+            store.commit(chunk)
+        })?;
+        rows.clear();
+        keys.clear();
+        seen.clear();
+        Ok(())
+    };
+    for path in encoded {
+        let (batches, _) = tables::encoded::read_batched(path, READ_ROWS)?;
+        for batch in batches {
+            for row in batch? {
+                let key = store::row_key(model.digest, params.pooling.name(), &row.ids);
+                if store.contains(&key) || !window.2.insert(key) {
+                    continue;
+                }
+                window.0.push(row);
+                window.1.push(key);
+                if window.0.len() >= params.window_rows() {
+                    flush(&mut window, store)?;
+                }
+            }
+        }
+    }
+    if !window.0.is_empty() {
+        flush(&mut window, store)?;
+    }
+    new.seconds = started.elapsed().as_secs_f64();
+    Ok(new)
+}
+
+/// Writes each split's vectors, read from the store, to `out_dir`, a row
+/// group at a time; `provenance(hidden)` is the files' metadata. Returns
+/// the vectors' width.
+fn write_outputs(
+    encoded: [&Path; 3],
+    model: &ModelGraph,
+    params: &EmbedParams,
+    store: &FeatureStore,
+    out_dir: &Path,
+    provenance: impl Fn(usize) -> tables::Provenance,
+) -> Result<usize> {
+    let mut last = None;
+    let mut hidden = None;
+    for (path, name) in encoded.into_iter().zip(OUTPUTS) {
+        let out = out_dir.join(name);
+        let mut writer = None;
+        let (batches, _) = tables::encoded::read_batched(path, READ_ROWS)?;
+        for batch in batches {
+            let batch = batch?;
+            let keys: Vec<Key> = batch
+                .iter()
+                .map(|r| store::row_key(model.digest, params.pooling.name(), &r.ids))
+                .collect();
+            let mut features = Vec::new();
+            let h = store.vectors_into(&keys, &mut last, &mut features)?;
+            hidden.get_or_insert(h);
+            if writer.is_none() {
+                writer = Some(FeatureWriter::create(&out, h, &provenance(h))?);
+            }
+            let table = FeatureTable {
+                row_ids: batch.iter().map(|r| r.row_id).collect(),
+                labels: batch.iter().map(|r| r.label).collect(),
+                hidden: h,
+                features,
+            };
+            writer.as_mut().expect("created above").write(table)?;
+        }
+        let writer = match writer {
+            Some(writer) => writer,
+            // An empty split: an empty file of the others' width.
+            None => {
+                let h = hidden.unwrap_or(0);
+                FeatureWriter::create(&out, h, &provenance(h))?
+            }
+        };
+        writer.finish()?;
+    }
+    Ok(hidden.unwrap_or(0))
+}
+
+/// Calls `f(row, key)` for every row of the three encoded splits in order,
+/// reading them a batch at a time.
+pub fn for_each_key(
+    encoded: [&Path; 3],
+    model_digest: &str,
+    params: &EmbedParams,
+    mut f: impl FnMut(&EncodedRow, &Key) -> Result<()>,
+) -> Result<()> {
+    for path in encoded {
+        let (batches, _) = tables::encoded::read_batched(path, READ_ROWS)?;
+        for batch in batches {
+            for row in batch? {
+                f(
+                    &row,
+                    &store::row_key(model_digest, params.pooling.name(), &row.ids),
+                )?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// How many of the encoded splits' rows the feature store in `store_dir`
@@ -183,11 +309,14 @@ pub fn rows_to_embed(
     model_digest: &str,
     store_dir: &Path,
 ) -> Result<(usize, usize)> {
-    let (rows, _) = read_splits(encoded)?;
     let store = FeatureStore::peek(store_dir)?;
-    let keys = through_store::keys(&rows, model_digest, params);
-    let new = keys.iter().filter(|k| !store.contains(k)).count();
-    Ok((new, rows.len()))
+    let (mut new, mut rows) = (0, 0);
+    for_each_key(encoded, model_digest, params, |_, key| {
+        rows += 1;
+        new += usize::from(!store.contains(key));
+        Ok(())
+    })?;
+    Ok((new, rows))
 }
 
 /// The rows of the three encoded splits, one split after another, and each

@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use tables::feature_chunks::{Chunk, Key};
 
 /// Rows per chunk unless `embed.chunk_rows` says otherwise: each chunk is a
@@ -183,6 +183,114 @@ impl FeatureStore {
     }
 }
 
+/// Rows in the store that a run reads, by chunk: collected while the run's
+/// keys stream past ([`ChunksUsed::note`]), then checked at once
+/// ([`FeatureStore::verify`]) before anything is embedded.
+#[derive(Debug, Default)]
+pub struct ChunksUsed(std::collections::BTreeMap<usize, usize>);
+
+impl ChunksUsed {
+    /// Whether the store holds `key`; if it does, its chunk is noted.
+    pub fn note(&mut self, store: &FeatureStore, key: &Key) -> bool {
+        match store.index.get(key) {
+            Some(&id) => {
+                *self.0.entry(id).or_default() += 1;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl FeatureStore {
+    /// Checks each chunk in `used` against its digest (its name), reading
+    /// it a block at a time; a damaged one is removed and its keys
+    /// forgotten (the caller embeds them again). One warning per removal;
+    /// and how many of the noted rows the removed chunks held.
+    pub fn verify(&mut self, used: &ChunksUsed) -> Result<(Vec<String>, usize)> {
+        let mut warnings = Vec::new();
+        let mut lost = 0;
+        for (&id, &rows) in &used.0 {
+            let path = self.chunks[id].clone();
+            let mut hasher = blake3::Hasher::new();
+            let intact = hasher
+                .update_reader(fs::File::open(&path)?)
+                .map(|h| h.finalize().to_hex().as_str() == digest_name(&path))
+                .unwrap_or(false);
+            if !intact {
+                warnings.push(drop_chunk(&path, "its bytes no longer match its digest"));
+                self.index.retain(|_, chunk| *chunk != id);
+                lost += rows;
+            }
+        }
+        Ok((warnings, lost))
+    }
+
+    /// The vectors of `keys`, in their order, appended to `out`; every key
+    /// must be in the store. Each chunk needed is read once per call, and
+    /// the last one read is kept for the next call (rows that came in
+    /// together sit in the same chunk). Returns the vectors' width.
+    pub fn vectors_into(
+        &self,
+        keys: &[Key],
+        last: &mut Option<(usize, Chunk)>,
+        out: &mut Vec<f32>,
+    ) -> Result<usize> {
+        let mut by_chunk: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+        for (i, key) in keys.iter().enumerate() {
+            let id = *self
+                .index
+                .get(key)
+                .context("a row's vector is missing from the feature store")?;
+            by_chunk.entry(id).or_default().push(i);
+        }
+        // Where each key's vector is: (chunk in `held`, row in it).
+        let mut rows = vec![(0, 0); keys.len()];
+        let mut held: Vec<(usize, Chunk)> = Vec::new();
+        for (id, wanted) in by_chunk {
+            let chunk = match last.take() {
+                Some((held_id, chunk)) if held_id == id => chunk,
+                other => {
+                    *last = other;
+                    verified_read(&self.chunks[id]).with_context(|| {
+                        format!(
+                            "{} changed during the run; run again",
+                            self.chunks[id].display()
+                        )
+                    })?
+                }
+            };
+            let position: HashMap<&Key, usize> =
+                chunk.keys.iter().enumerate().map(|(r, k)| (k, r)).collect();
+            for i in wanted {
+                let r = *position
+                    .get(&keys[i])
+                    .context("a feature-store chunk lacks a row its index names")?;
+                rows[i] = (held.len(), r);
+            }
+            held.push((id, chunk));
+        }
+        let h = match (held.first(), last.as_ref()) {
+            (Some((_, chunk)), _) | (None, Some((_, chunk))) => chunk.hidden,
+            (None, None) => 0,
+        };
+        ensure!(
+            held.iter().all(|(_, c)| c.hidden == h),
+            "feature-store chunks of different widths"
+        );
+        out.reserve(keys.len() * h);
+        for (c, r) in rows {
+            out.extend_from_slice(&held[c].1.features[r * h..(r + 1) * h]);
+        }
+        // The last chunk read (the highest id) is the one the next rows
+        // most likely need.
+        if let Some(kept) = held.pop() {
+            *last = Some(kept);
+        }
+        Ok(h)
+    }
+}
+
 /// What [`FeatureStore::retain`] removed (or, in a dry run, would).
 #[derive(Debug, Default, PartialEq)]
 pub struct Pruned {
@@ -315,11 +423,18 @@ fn refuse_link(path: &Path) -> Result<()> {
 /// The chunk at `path`, if its bytes still hash to its name.
 fn verified_read(path: &Path) -> Result<Chunk> {
     let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let name = path.file_stem().unwrap_or_default().to_string_lossy();
-    if blake3::hash(&bytes).to_hex().as_str() != name {
+    if blake3::hash(&bytes).to_hex().as_str() != digest_name(path) {
         anyhow::bail!("its bytes no longer match its digest");
     }
     tables::feature_chunks::from_bytes(bytes, path)
+}
+
+/// The digest a chunk is named by.
+fn digest_name(path: &Path) -> String {
+    path.file_stem()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Removes a damaged chunk; the warning that says so.

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 pub use card::CardFacts;
 pub use folder::Classifier;
 pub use model::convert::classifier::Pool;
-pub use parity::Parity;
+pub use parity::{PARITY_ROWS, Parity, stratified_sample};
 
 pub const CLASSIFIER: &str = "classifier.onnx";
 pub const TOKENIZER: &str = "tokenizer.json";
@@ -63,6 +63,39 @@ impl Labels {
     }
 }
 
+/// `[export]` in pipeline.toml.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportParams {
+    /// Test rows the parity check scores: a stratified sample, or every
+    /// row when the test split has no more.
+    #[serde(default = "default_parity_rows")]
+    pub parity_rows: usize,
+}
+
+fn default_parity_rows() -> usize {
+    PARITY_ROWS
+}
+
+impl Default for ExportParams {
+    fn default() -> Self {
+        ExportParams {
+            parity_rows: PARITY_ROWS,
+        }
+    }
+}
+
+impl ExportParams {
+    pub fn check(&self) -> Result<()> {
+        if self.parity_rows == 0 {
+            anyhow::bail!(
+                "parity_rows = 0; the export checks at least one test row (default {PARITY_ROWS})"
+            );
+        }
+        Ok(())
+    }
+}
+
 /// What the export is made from (paths of the upstream results).
 pub struct ExportInputs<'a> {
     pub model: &'a Path,
@@ -78,6 +111,9 @@ pub struct ExportInputs<'a> {
     pub test_split: &'a Path,
     /// head/test_predictions.parquet: what the exported files must reproduce.
     pub test_predictions: &'a Path,
+    /// Test rows the parity check scores (a stratified sample; all of them
+    /// below this): `export.parity_rows`.
+    pub parity_rows: usize,
     pub card: CardFacts<'a>,
 }
 

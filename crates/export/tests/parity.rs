@@ -106,6 +106,7 @@ impl Fixture {
             classes: &self.classes,
             test_split: &self.test_split,
             test_predictions: &self.test_predictions,
+            parity_rows: export::PARITY_ROWS,
             card: CardFacts {
                 params,
                 classification_report: "(report)",
@@ -279,4 +280,38 @@ fn write_head(path: &Path, w: &head::HeadWeights, shape: head::HeadShape) {
         serde_json::to_string(&shape).unwrap(),
     )]);
     safetensors::serialize_to_file(views, Some(metadata), path).unwrap();
+}
+
+/// `export.parity_rows` below the test split's size: the check scores a
+/// stratified sample of that many rows, says so, and still fails on a
+/// changed head.
+#[test]
+fn the_parity_check_scores_a_sample_when_asked_for_fewer_rows() {
+    let f = Fixture::new(model::Precision::Fp32);
+    f.predict_with_head();
+    let test_rows = tables::splits::read(&f.path("test.parquet")).unwrap().len();
+    assert!(test_rows > 3);
+    let inputs = ExportInputs {
+        parity_rows: 3,
+        ..f.inputs(&[])
+    };
+    let out = tempfile::tempdir().unwrap();
+    let notes = export::run(&inputs, out.path()).unwrap();
+    assert!(
+        notes[0].contains(&format!(
+            "a stratified sample of 3 of the {test_rows} test rows"
+        )),
+        "{notes:?}"
+    );
+    let card = std::fs::read_to_string(out.path().join(export::CARD)).unwrap();
+    assert!(card.contains("a stratified sample of 3"), "{card}");
+
+    let device = head::Device::flex();
+    let (_, shape) = head::Head::load(&f.path("head.safetensors"), &device).unwrap();
+    let mut weights = head::HeadWeights::read(&f.path("head.safetensors")).unwrap();
+    weights.fc2_bias = vec![1e3, -1e3];
+    weights.fc2_weight.iter_mut().for_each(|w| *w = 0.0);
+    write_head(&f.path("head.safetensors"), &weights, shape);
+    let err = export::run(&inputs, tempfile::tempdir().unwrap().path()).unwrap_err();
+    assert!(format!("{err:#}").contains("test rows"), "{err:#}");
 }

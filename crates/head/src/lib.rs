@@ -6,10 +6,12 @@
 mod clip;
 mod fused_adamw;
 mod model;
+mod rows;
 mod train;
 
 pub use burn::prelude::Device;
 pub use model::{Head, HeadShape, HeadWeights};
+pub use rows::{Rows, ScratchRows};
 pub use train::{Backend, HeadParams, TrainSummary, class_weights, train};
 
 pub const OUTPUTS: [&str; 3] = [
@@ -26,7 +28,10 @@ pub fn run(
     out_dir: &std::path::Path,
     provenance: tables::Provenance,
 ) -> anyhow::Result<Vec<String>> {
-    let [train_t, val_t, test_t] = features.map(tables::features::read);
+    // Each split copied into a scratch file of this stage's output folder
+    // and read from there by row; the copies go when this returns (and
+    // with the folder, after a crash).
+    let [train_t, val_t, test_t] = features.map(|f| ScratchRows::copy(f, out_dir));
     let (train_t, val_t, test_t) = (train_t?, val_t?, test_t?);
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
@@ -57,7 +62,7 @@ pub fn run(
     tables::training::write_predictions(
         &out_dir.join(OUTPUTS[2]),
         &test_t.row_ids,
-        &test_t.labels,
+        test_t.labels(),
         &summary.test_probabilities,
         classes,
         &provenance,

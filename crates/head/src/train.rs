@@ -9,10 +9,10 @@ use burn::prelude::*;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
-use tables::features::FeatureTable;
 
 use crate::fused_adamw::{self, FusedAdamW};
 use crate::model::{Head, HeadShape};
+use crate::rows::Rows;
 
 /// `[head]` in pipeline.toml.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -164,30 +164,29 @@ fn device(backend: Backend) -> Result<Device> {
     }
 }
 
+/// The rows' features and labels as tensors on `device`.
 fn batch_tensor(
-    table: &FeatureTable,
+    split: &dyn Rows,
     rows: &[usize],
     device: &Device,
-) -> (Tensor<2>, Tensor<1, Int>) {
-    let h = table.hidden;
+) -> Result<(Tensor<2>, Tensor<1, Int>)> {
+    let h = split.hidden();
     let mut x = Vec::with_capacity(rows.len() * h);
-    for &r in rows {
-        x.extend_from_slice(&table.features[r * h..(r + 1) * h]);
-    }
-    let y: Vec<i64> = rows.iter().map(|&r| table.labels[r]).collect();
-    (
+    split.features_of(rows, &mut x)?;
+    let y: Vec<i64> = rows.iter().map(|&r| split.labels()[r]).collect();
+    Ok((
         Tensor::from_data(TensorData::new(x, [rows.len(), h]), device),
         Tensor::from_data(TensorData::new(y, [rows.len()]), device),
-    )
+    ))
 }
 
 /// Trains on `train`, selects by `val` loss, predicts `test`.
 pub fn train(
     params: &HeadParams,
     classes: usize,
-    train: &FeatureTable,
-    val: &FeatureTable,
-    test: &FeatureTable,
+    train: &dyn Rows,
+    val: &dyn Rows,
+    test: &dyn Rows,
     progress: &indicatif::ProgressBar,
 ) -> Result<TrainSummary> {
     if params.batch_size == 0 || params.epochs == 0 {
@@ -203,12 +202,12 @@ pub fn train(
     base.seed(params.seed);
     let ad = base.clone().autodiff();
     let shape = HeadShape {
-        input: train.hidden,
+        input: train.hidden(),
         hidden: params.hidden,
         classes,
     };
     let mut head = Head::new(shape, params.dropout, &ad);
-    let weights = class_weights(&train.labels, classes)?;
+    let weights = class_weights(train.labels(), classes)?;
     let loss_fn = CrossEntropyLossConfig::new()
         .with_weights(Some(weights.clone()))
         .init(&ad);
@@ -217,25 +216,21 @@ pub fn train(
         .init(&base);
     let mut optim = Step::new(params);
     let mut rng = rand::rngs::StdRng::seed_from_u64(params.seed);
-    let mut order: Vec<usize> = (0..train.labels.len()).collect();
-    // The whole training split goes to the device once; each step selects
-    // its rows there. With the loss summed on the device and read once per
-    // epoch, a step costs no host round trip (what a GPU backend needs).
-    let all_rows: Vec<usize> = (0..train.labels.len()).collect();
-    let (train_x, train_y) = batch_tensor(train, &all_rows, &ad);
+    let rows = train.labels().len();
+    let mut order: Vec<usize> = (0..rows).collect();
+    // Each step reads its rows (from disk for a stage run: rows.rs); the
+    // loss is summed on the device and read once per epoch, so a step
+    // waits for no result from the device.
     let mut history = Vec::new();
     let mut best: Option<(f64, usize, Head)> = None;
-    progress.set_length((params.epochs * train.labels.len().div_ceil(params.batch_size)) as u64);
+    progress.set_length((params.epochs * rows.div_ceil(params.batch_size)) as u64);
     for epoch in 1..=params.epochs {
         let started = Instant::now();
         order.shuffle(&mut rng);
         let mut total: Option<Tensor<1>> = None;
         let mut batches = 0;
-        for rows in order.chunks(params.batch_size) {
-            let index: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
-            let index = Tensor::<1, Int>::from_data(TensorData::new(index, [rows.len()]), &ad);
-            let x = train_x.clone().select(0, index.clone());
-            let y = train_y.clone().select(0, index);
+        for step_rows in order.chunks(params.batch_size) {
+            let (x, y) = batch_tensor(train, step_rows, &ad)?;
             // The head outputs log-probabilities; cross-entropy over them is the NLL.
             let loss = loss_fn.forward(head.forward(x), y);
             let step_loss = loss.clone().detach().reshape([1]);
@@ -249,7 +244,7 @@ pub fn train(
             progress.inc(1);
         }
         let eval = head.valid();
-        let (val_loss, val_accuracy, _) = evaluate(&eval, &val_loss_fn, &weights, val, &base);
+        let (val_loss, val_accuracy, _) = evaluate(&eval, &val_loss_fn, &weights, val, &base)?;
         history.push(Epoch {
             epoch,
             train_loss: total.map_or(0.0, |t| t.into_scalar::<f32>() as f64) / batches as f64,
@@ -262,7 +257,7 @@ pub fn train(
         }
     }
     let (_, best_epoch, best_head) = best.expect("at least one epoch");
-    let (_, _, test_probabilities) = evaluate(&best_head, &val_loss_fn, &weights, test, &base);
+    let (_, _, test_probabilities) = evaluate(&best_head, &val_loss_fn, &weights, test, &base)?;
     Ok(TrainSummary {
         history,
         best_epoch,
@@ -318,20 +313,21 @@ fn evaluate(
     head: &Head,
     loss_fn: &burn::nn::loss::CrossEntropyLoss,
     weights: &[f32],
-    table: &FeatureTable,
+    split: &dyn Rows,
     device: &Device,
-) -> (f64, f64, Vec<f32>) {
-    let rows: Vec<usize> = (0..table.labels.len()).collect();
+) -> Result<(f64, f64, Vec<f32>)> {
+    let labels = split.labels();
+    let rows: Vec<usize> = (0..labels.len()).collect();
     let mut loss_sum = 0.0;
     let mut weight_sum = 0.0;
     let mut correct = 0usize;
     let mut probs = Vec::new();
     for chunk in rows.chunks(1024) {
-        let (x, y) = batch_tensor(table, chunk, device);
+        let (x, y) = batch_tensor(split, chunk, device)?;
         let logp = head.forward(x);
         let w: f64 = chunk
             .iter()
-            .map(|&r| weights[table.labels[r] as usize] as f64)
+            .map(|&r| weights[labels[r] as usize] as f64)
             .sum();
         loss_sum += loss_fn.forward(logp.clone(), y).into_scalar::<f32>() as f64 * w;
         weight_sum += w;
@@ -346,13 +342,13 @@ fn evaluate(
             let pred = (0..k)
                 .max_by(|&a, &b| row[a].total_cmp(&row[b]))
                 .unwrap_or(0);
-            correct += usize::from(pred as i64 == table.labels[r]);
+            correct += usize::from(pred as i64 == labels[r]);
         }
         probs.extend(p);
     }
-    (
+    Ok((
         loss_sum / weight_sum.max(1.0),
-        correct as f64 / table.labels.len().max(1) as f64,
+        correct as f64 / labels.len().max(1) as f64,
         probs,
-    )
+    ))
 }

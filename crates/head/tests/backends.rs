@@ -95,3 +95,48 @@ fn wgpu_backend_trains_as_well_as_the_cpu() {
     assert!(gpu > 0.8, "wgpu accuracy {gpu}");
     assert!((gpu - cpu).abs() < 0.03, "cpu {cpu} vs wgpu {gpu}");
 }
+
+/// The head stage trains from scratch copies on disk (`ScratchRows`, read
+/// a row at a time): the same head, losses and test probabilities, bit for
+/// bit, as from the same splits in memory.
+#[test]
+fn training_from_disk_gives_the_head_trained_in_memory() {
+    let _turn = ONE_TRAINING_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let splits = [blobs(600, 4), blobs(150, 5), blobs(150, 6)];
+    let on_disk: Vec<head::ScratchRows> = splits
+        .iter()
+        .enumerate()
+        .map(|(i, table)| {
+            let path = dir.path().join(format!("{i}.parquet"));
+            let provenance = tables::Provenance::stage("k", "{}");
+            tables::features::write(&path, table.clone(), &provenance).unwrap();
+            head::ScratchRows::copy(&path, dir.path()).unwrap()
+        })
+        .collect();
+    let bar = indicatif::ProgressBar::hidden();
+    let p = params(Backend::Cpu);
+    let memory = train(&p, 2, &splits[0], &splits[1], &splits[2], &bar).unwrap();
+    let disk = train(&p, 2, &on_disk[0], &on_disk[1], &on_disk[2], &bar).unwrap();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(
+        bits(&memory.test_probabilities),
+        bits(&disk.test_probabilities)
+    );
+    assert_eq!(memory.history.len(), disk.history.len());
+    for (a, b) in memory.history.iter().zip(&disk.history) {
+        assert_eq!(
+            (a.train_loss.to_bits(), a.val_loss.to_bits()),
+            (b.train_loss.to_bits(), b.val_loss.to_bits())
+        );
+    }
+    let (a, b) = (
+        dir.path().join("a.safetensors"),
+        dir.path().join("b.safetensors"),
+    );
+    memory.head.save(&a, memory.shape).unwrap();
+    disk.head.save(&b, disk.shape).unwrap();
+    assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+}

@@ -21,6 +21,8 @@ pub struct PipelineConfig {
     pub head: head::HeadParams,
     #[serde(default)]
     pub audit: audit::AuditParams,
+    #[serde(default)]
+    pub export: export::ExportParams,
 }
 
 /// `[model]`: where the BERT model comes from.
@@ -128,7 +130,7 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Loaded> {
 /// needs the model (its position count) is checked again once the model is
 /// at hand ([`crate::build_pipeline`]).
 fn check(config: &PipelineConfig) -> Result<()> {
-    let sections: [(&str, Result<()>); 6] = [
+    let sections: [(&str, Result<()>); 7] = [
         ("ingest", config.ingest.check()),
         (
             "model",
@@ -143,6 +145,7 @@ fn check(config: &PipelineConfig) -> Result<()> {
         ("embed", config.embed.check()),
         ("head", config.head.check()),
         ("audit", config.audit.check()),
+        ("export", config.export.check()),
     ];
     for (section, result) in sections {
         result.map_err(|e| anyhow::anyhow!("[{section}] {e:#}"))?;

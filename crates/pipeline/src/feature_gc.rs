@@ -63,10 +63,15 @@ fn referenced_keys(artifacts: &Path) -> Result<Option<HashSet<tables::feature_ch
     };
     let entry = artifacts.join(".store").join("encode").join(&encode.key);
     let paths = splits.map(|split| entry.join(split));
-    let (rows, _) = embed::stage::read_splits([&paths[0], &paths[1], &paths[2]])?;
-    Ok(Some(
-        embed::through_store::keys(&rows, model_digest, &params)
-            .into_iter()
-            .collect(),
-    ))
+    let mut keys = HashSet::new();
+    embed::stage::for_each_key(
+        [&paths[0], &paths[1], &paths[2]],
+        model_digest,
+        &params,
+        |_, key| {
+            keys.insert(*key);
+            Ok(())
+        },
+    )?;
+    Ok(Some(keys))
 }

@@ -37,6 +37,7 @@ pub fn build_pipeline(loaded: &Loaded, fetch: ModelFetch) -> Result<Pipeline> {
     // The model card describes the classifier; the audit's settings change
     // nothing in it, so they do not key the export.
     shown.remove("audit");
+    shown.insert("export".into(), serde_json::to_value(&config.export)?);
     let run_params = Value::Object(shown);
     stages.push(Box::new(ExportStage {
         precision: config.model.precision,
@@ -45,6 +46,7 @@ pub fn build_pipeline(loaded: &Loaded, fetch: ModelFetch) -> Result<Pipeline> {
             embed::Pooling::Cls => export::Pool::Cls,
             embed::Pooling::Pooler => export::Pool::Pooler,
         },
+        parity_rows: config.export.parity_rows,
         run_params,
     }));
     Pipeline::new(stages)
@@ -302,7 +304,8 @@ impl Stage for EmbedStage {
         "embed"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: outputs written a row group of 16,384 rows at a time.
+        2
     }
     fn params(&self) -> Value {
         key_params(&self.params, &embed::RUN_ONLY_PARAMS)
@@ -563,7 +566,9 @@ struct ExportStage {
     /// key the stage).
     pool: export::Pool,
     precision: model::Precision,
-    /// `{stage: params}` of every stage but report and export, for the model card.
+    parity_rows: usize,
+    /// `{stage: params}` of every stage but report (and audit), with
+    /// export's own: its key, and for the model card.
     run_params: Value,
 }
 
@@ -572,7 +577,8 @@ impl Stage for ExportStage {
         "export"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: the parity check on a stratified sample (export.parity_rows).
+        2
     }
     fn params(&self) -> Value {
         self.run_params.clone()
@@ -630,6 +636,7 @@ impl Stage for ExportStage {
             classes: &classes,
             test_split: ctx.input("ingest/test.parquet"),
             test_predictions: ctx.input("head/test_predictions.parquet"),
+            parity_rows: self.parity_rows,
             card: export::CardFacts {
                 params: &params,
                 classification_report: &classification_report,

@@ -25,7 +25,9 @@ use arrow::array::{Int32Array, Int64Array, ListArray, RecordBatch};
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Schema};
 
-use crate::io::{BatchWriter, Provenance, read_batches, typed, write_batch};
+use crate::io::{
+    BatchWriter, Encoding, Provenance, batch_reader, read_batches, typed, write_batch,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncodedRow {
@@ -63,7 +65,13 @@ impl EncodedWriter {
     /// `provenance` must carry `max_len` and `pad_id` (the metadata readers
     /// rely on).
     pub fn create(path: &Path, max_len: usize, provenance: &Provenance) -> Result<EncodedWriter> {
-        let writer = BatchWriter::create(path, schema(), provenance, ROWS_PER_GROUP)?;
+        let writer = BatchWriter::create(
+            path,
+            schema(),
+            provenance,
+            Encoding::Compact,
+            ROWS_PER_GROUP,
+        )?;
         Ok(EncodedWriter { writer, max_len })
     }
 
@@ -110,7 +118,21 @@ impl EncodedWriter {
 
 /// The rows of an encode output, and its `max_len` (from the metadata).
 pub fn read(path: &Path) -> Result<(Vec<EncodedRow>, usize)> {
-    let (batches, file_schema) = read_batches(path)?;
+    let (batches, max_len) = read_batched(path, ROWS_PER_GROUP)?;
+    let mut rows = Vec::new();
+    for batch in batches {
+        rows.extend(batch?);
+    }
+    Ok((rows, max_len))
+}
+
+/// The rows of an encode output, `rows` at a time, read as they are asked
+/// for; and its `max_len` (from the metadata).
+pub fn read_batched(
+    path: &Path,
+    rows: usize,
+) -> Result<(impl Iterator<Item = Result<Vec<EncodedRow>>> + use<>, usize)> {
+    let (batches, file_schema) = batch_reader(path, rows)?;
     ensure!(
         file_schema.fields() == schema().fields(),
         "{}: not an encode output of this version (row_id, label, input_ids list<int32>, \
@@ -120,32 +142,38 @@ pub fn read(path: &Path) -> Result<(Vec<EncodedRow>, usize)> {
     let max_len: usize = crate::io::metadata_value(path, "max_len")?
         .parse()
         .with_context(|| format!("{}: bad max_len metadata", path.display()))?;
-    let mut rows = Vec::new();
-    for batch in batches {
-        let row_ids: Int64Array = typed(batch.column(0), "row_id")?;
-        let labels: Int64Array = typed(batch.column(1), "label")?;
-        let ids_list: ListArray = typed(batch.column(2), "input_ids")?;
-        let values: Int32Array = typed(ids_list.values(), "input_ids items")?;
-        let offsets = ids_list.value_offsets();
-        let n_tokens: Int32Array = typed(batch.column(3), "n_tokens")?;
-        for i in 0..batch.num_rows() {
-            let ids = &values.values()[offsets[i] as usize..offsets[i + 1] as usize];
-            ensure!(
-                ids.len() <= max_len,
-                "{}: row {} has {} ids, more than max_len {max_len}",
-                path.display(),
-                row_ids.value(i),
-                ids.len()
-            );
-            rows.push(EncodedRow {
-                row_id: row_ids.value(i),
-                label: labels.value(i),
-                ids: ids.iter().map(|&v| v as u32).collect(),
-                n_tokens: n_tokens.value(i) as usize,
-            });
-        }
+    let path = path.to_path_buf();
+    Ok((
+        batches.map(move |batch| rows_of(&batch?, max_len, &path)),
+        max_len,
+    ))
+}
+
+fn rows_of(batch: &RecordBatch, max_len: usize, path: &Path) -> Result<Vec<EncodedRow>> {
+    let row_ids: Int64Array = typed(batch.column(0), "row_id")?;
+    let labels: Int64Array = typed(batch.column(1), "label")?;
+    let ids_list: ListArray = typed(batch.column(2), "input_ids")?;
+    let values: Int32Array = typed(ids_list.values(), "input_ids items")?;
+    let offsets = ids_list.value_offsets();
+    let n_tokens: Int32Array = typed(batch.column(3), "n_tokens")?;
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        let ids = &values.values()[offsets[i] as usize..offsets[i + 1] as usize];
+        ensure!(
+            ids.len() <= max_len,
+            "{}: row {} has {} ids, more than max_len {max_len}",
+            path.display(),
+            row_ids.value(i),
+            ids.len()
+        );
+        rows.push(EncodedRow {
+            row_id: row_ids.value(i),
+            label: labels.value(i),
+            ids: ids.iter().map(|&v| v as u32).collect(),
+            n_tokens: n_tokens.value(i) as usize,
+        });
     }
-    Ok((rows, max_len))
+    Ok(rows)
 }
 
 pub fn histogram_schema() -> Arc<Schema> {

@@ -8,7 +8,8 @@
 //!
 //! Rows in the order of the ingest split. Metadata: `stage_key`, `params`,
 //! `hidden_size`, `pooling`, `device`. Written plain (no compression,
-//! dictionary or statistics: see [`crate::io::Encoding`]).
+//! dictionary or statistics: see [`crate::io::Encoding`]), a row group of
+//! [`ROWS_PER_GROUP`] rows at a time ([`FeatureWriter`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,8 +19,8 @@ use arrow::array::{Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 
 use crate::io::{
-    Encoding, Provenance, extend_f32_rows, f32_rows, f32_rows_type, fixed_list_width, read_batches,
-    typed, write_batch_encoded,
+    BatchWriter, Encoding, Provenance, batch_reader, extend_f32_rows, f32_rows, f32_rows_type,
+    fixed_list_width, typed,
 };
 
 pub fn schema(hidden: usize) -> Arc<Schema> {
@@ -39,28 +40,73 @@ pub struct FeatureTable {
     pub features: Vec<f32>,
 }
 
-/// Writes `table` (taken by value: its columns move into Arrow arrays
-/// without a copy).
+/// Rows per row group of an embed output: at H = 384 a group is 25 MB,
+/// what the writer holds before it flushes, and what a batched reader
+/// decodes at a time.
+pub const ROWS_PER_GROUP: usize = 16_384;
+
+/// An embed output written as its rows are produced
+/// ([`FeatureWriter::write`]), a row group at a time.
+pub struct FeatureWriter {
+    writer: BatchWriter,
+    schema: Arc<Schema>,
+    hidden: usize,
+}
+
+impl FeatureWriter {
+    pub fn create(path: &Path, hidden: usize, provenance: &Provenance) -> Result<FeatureWriter> {
+        let schema = schema(hidden);
+        let writer = BatchWriter::create(
+            path,
+            schema.clone(),
+            provenance,
+            Encoding::Plain,
+            ROWS_PER_GROUP,
+        )?;
+        Ok(FeatureWriter {
+            writer,
+            schema,
+            hidden,
+        })
+    }
+
+    /// Appends `table`'s rows (taken by value: its columns move into Arrow
+    /// arrays without a copy).
+    pub fn write(&mut self, table: FeatureTable) -> Result<()> {
+        ensure!(
+            table.hidden == self.hidden
+                && table.features.len() == table.row_ids.len() * self.hidden,
+            "feature matrix has the wrong size"
+        );
+        if table.row_ids.is_empty() {
+            return Ok(());
+        }
+        let batch = RecordBatch::try_new(
+            self.schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(table.row_ids)),
+                Arc::new(Int64Array::from(table.labels)),
+                Arc::new(f32_rows(table.features, table.hidden)?),
+            ],
+        )?;
+        self.writer.write(batch)
+    }
+
+    /// Closes the file and syncs it to disk.
+    pub fn finish(self) -> Result<()> {
+        self.writer.finish()
+    }
+}
+
+/// Writes `table` whole.
 pub fn write(path: &Path, table: FeatureTable, provenance: &Provenance) -> Result<()> {
-    ensure!(
-        table.features.len() == table.row_ids.len() * table.hidden,
-        "feature matrix has the wrong size"
-    );
-    let schema = schema(table.hidden);
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(Int64Array::from(table.row_ids)),
-            Arc::new(Int64Array::from(table.labels)),
-            Arc::new(f32_rows(table.features, table.hidden)?),
-        ],
-    )?;
-    write_batch_encoded(path, schema, batch, provenance, Encoding::Plain)
+    let mut writer = FeatureWriter::create(path, table.hidden, provenance)?;
+    writer.write(table)?;
+    writer.finish()
 }
 
 pub fn read(path: &Path) -> Result<FeatureTable> {
-    let (batches, file_schema) = read_batches(path)?;
-    let hidden = fixed_list_width(&file_schema, "features", path, "an embed output")?;
+    let (batches, hidden) = read_batched(path, ROWS_PER_GROUP)?;
     let mut table = FeatureTable {
         row_ids: Vec::new(),
         labels: Vec::new(),
@@ -68,11 +114,34 @@ pub fn read(path: &Path) -> Result<FeatureTable> {
         features: Vec::new(),
     };
     for batch in batches {
-        let row_ids: Int64Array = typed(batch.column(0), "row_id")?;
-        let labels: Int64Array = typed(batch.column(1), "label")?;
-        table.row_ids.extend(row_ids.values().iter());
-        table.labels.extend(labels.values().iter());
-        extend_f32_rows(&mut table.features, batch.column(2), hidden, "features")?;
+        let batch = batch?;
+        table.row_ids.extend(batch.row_ids);
+        table.labels.extend(batch.labels);
+        table.features.extend(batch.features);
     }
     Ok(table)
+}
+
+/// The rows of an embed output, `rows` at a time, read as they are asked
+/// for; and the vectors' width.
+pub fn read_batched(
+    path: &Path,
+    rows: usize,
+) -> Result<(impl Iterator<Item = Result<FeatureTable>> + use<>, usize)> {
+    let (batches, file_schema) = batch_reader(path, rows)?;
+    let hidden = fixed_list_width(&file_schema, "features", path, "an embed output")?;
+    let tables = batches.map(move |batch| {
+        let batch = batch?;
+        let row_ids: Int64Array = typed(batch.column(0), "row_id")?;
+        let labels: Int64Array = typed(batch.column(1), "label")?;
+        let mut features = Vec::with_capacity(batch.num_rows() * hidden);
+        extend_f32_rows(&mut features, batch.column(2), hidden, "features")?;
+        Ok(FeatureTable {
+            row_ids: row_ids.values().to_vec(),
+            labels: labels.values().to_vec(),
+            hidden,
+            features,
+        })
+    });
+    Ok((tables, hidden))
 }

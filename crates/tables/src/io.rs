@@ -111,17 +111,13 @@ impl BatchWriter {
         path: &Path,
         schema: Arc<Schema>,
         provenance: &Provenance,
+        encoding: Encoding,
         rows_per_group: usize,
     ) -> Result<BatchWriter> {
         let file =
             File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-        let (writer, schema) = writer_for(
-            file,
-            schema,
-            provenance,
-            Encoding::Compact,
-            Some(rows_per_group),
-        )?;
+        let (writer, schema) =
+            writer_for(file, schema, provenance, encoding, Some(rows_per_group))?;
         Ok(BatchWriter { writer, schema })
     }
 
