@@ -14,7 +14,7 @@ fn a_python_client_of_the_exported_folder_agrees_with_predict() {
     assert_eq!(run.outcome("export"), "ran");
     assert!(
         run.stdout
-            .contains("parity with the head stage's predictions on 300 test rows"),
+            .contains("parity with the head stage's predictions on all 300 test rows"),
         "{}",
         run.stdout
     );

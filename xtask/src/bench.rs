@@ -484,7 +484,7 @@ fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len().max(1) as f64
 }
 
-fn default_csv() -> Result<PathBuf> {
+pub fn default_csv() -> Result<PathBuf> {
     let csv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/sst2_train.csv");
     if !csv.is_file() {
         bail!(

@@ -15,6 +15,7 @@ macro_rules! outln {
 
 mod anchor;
 mod bench;
+mod bench_scale;
 mod bench_serve;
 mod gpu_bundle;
 mod setup_ray;
@@ -72,6 +73,11 @@ enum Task {
         /// with batching and without (default CSV: the UCI reviews).
         #[arg(long, conflicts_with_all = ["int8", "ray"])]
         serve: bool,
+        /// Every stage alone on generated data of each ROWS size (default
+        /// 250000 1000000 4000000), a random 1-layer BERT of H = 384: wall
+        /// time, peak memory, bytes written; CSV: where the texts come from.
+        #[arg(long, num_args = 0.., value_name = "ROWS", conflicts_with_all = ["int8", "ray", "serve"])]
+        scale: Option<Vec<usize>>,
     },
     /// Pack what gpu/bench.sh (the GPU check) needs into .gpubin/ and .gpu/.
     GpuBundle,
@@ -106,6 +112,11 @@ fn run_task(global: &Global, task: &Task) -> Result<ExitCode> {
     match task {
         Task::Pipeline(_) => unreachable!("run by main"),
         Task::Test { cargo_test_args } => test_env::run_tests(cargo_test_args),
+        Task::Bench {
+            csv,
+            scale: Some(sizes),
+            ..
+        } => bench_scale::run(csv.as_deref(), sizes, &global.overrides).map(|()| ExitCode::SUCCESS),
         Task::Bench {
             csv, serve: true, ..
         } => bench_serve::run(csv.as_deref(), &global.overrides).map(|()| ExitCode::SUCCESS),

@@ -4,6 +4,7 @@ pub mod batching;
 pub mod bench;
 pub mod chunk_task;
 pub mod encoder;
+mod gather;
 pub mod local;
 pub mod masked_graph;
 pub mod ortlib;

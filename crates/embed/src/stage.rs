@@ -5,13 +5,14 @@ use std::time::Instant;
 
 use std::collections::HashSet;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use indicatif::{ProgressBar, ProgressStyle};
 use tables::encoded::EncodedRow;
 use tables::feature_chunks::Key;
 use tables::features::{FeatureTable, FeatureWriter};
 
 use crate::encoder::Encoder;
+use crate::gather::Gathered;
 use crate::local::Local;
 use crate::params::{EmbedParams, Executor};
 use crate::ray::Ray;
@@ -73,7 +74,7 @@ pub fn run(
     let mut used = ChunksUsed::default();
     let mut rows = 0;
     let mut missing = 0;
-    for_each_key(encoded, model.digest, params, |_, key| {
+    for_each_key(&encoded, model.digest, params, |_, key| {
         rows += 1;
         missing += usize::from(!used.note(&store, key));
         Ok(())
@@ -229,9 +230,9 @@ fn embed_missing(
     Ok(new)
 }
 
-/// Writes each split's vectors, read from the store, to `out_dir`, a row
-/// group at a time; `provenance(hidden)` is the files' metadata. Returns
-/// the vectors' width.
+/// Writes each split's vectors, read from the store ([`Gathered`]), to
+/// `out_dir`, a row group at a time; `provenance(hidden)` is the files'
+/// metadata. Returns the vectors' width.
 fn write_outputs(
     encoded: [&Path; 3],
     model: &ModelGraph,
@@ -240,49 +241,49 @@ fn write_outputs(
     out_dir: &Path,
     provenance: impl Fn(usize) -> tables::Provenance,
 ) -> Result<usize> {
-    let mut last = None;
     let mut hidden = None;
     for (path, name) in encoded.into_iter().zip(OUTPUTS) {
-        let out = out_dir.join(name);
-        let mut writer = None;
+        let mut locs = Vec::new();
+        for_each_key(&[path], model.digest, params, |_, key| {
+            let loc = store
+                .locate(key)
+                .context("a row's vector is missing from the feature store")?;
+            locs.push(loc);
+            Ok(())
+        })?;
+        let gathered = Gathered::new(store, &locs, out_dir)?;
+        drop(locs);
+        if gathered.hidden > 0 {
+            let h = *hidden.get_or_insert(gathered.hidden);
+            ensure!(
+                h == gathered.hidden,
+                "feature-store chunks of different widths"
+            );
+        }
+        // An empty split: an empty file of the others' width.
+        let h = hidden.unwrap_or(0);
+        let mut writer = FeatureWriter::create(&out_dir.join(name), h, &provenance(h))?;
         let (batches, _) = tables::encoded::read_batched(path, READ_ROWS)?;
+        let mut vectors = gathered.reader()?;
         for batch in batches {
             let batch = batch?;
-            let keys: Vec<Key> = batch
-                .iter()
-                .map(|r| store::row_key(model.digest, params.pooling.name(), &r.ids))
-                .collect();
-            let mut features = Vec::new();
-            let h = store.vectors_into(&keys, &mut last, &mut features)?;
-            hidden.get_or_insert(h);
-            if writer.is_none() {
-                writer = Some(FeatureWriter::create(&out, h, &provenance(h))?);
-            }
-            let table = FeatureTable {
+            let features = vectors.next_rows(batch.len())?;
+            writer.write(FeatureTable {
                 row_ids: batch.iter().map(|r| r.row_id).collect(),
                 labels: batch.iter().map(|r| r.label).collect(),
                 hidden: h,
                 features,
-            };
-            writer.as_mut().expect("created above").write(table)?;
+            })?;
         }
-        let writer = match writer {
-            Some(writer) => writer,
-            // An empty split: an empty file of the others' width.
-            None => {
-                let h = hidden.unwrap_or(0);
-                FeatureWriter::create(&out, h, &provenance(h))?
-            }
-        };
         writer.finish()?;
     }
     Ok(hidden.unwrap_or(0))
 }
 
-/// Calls `f(row, key)` for every row of the three encoded splits in order,
+/// Calls `f(row, key)` for every row of the encoded splits in order,
 /// reading them a batch at a time.
 pub fn for_each_key(
-    encoded: [&Path; 3],
+    encoded: &[&Path],
     model_digest: &str,
     params: &EmbedParams,
     mut f: impl FnMut(&EncodedRow, &Key) -> Result<()>,
@@ -311,7 +312,7 @@ pub fn rows_to_embed(
 ) -> Result<(usize, usize)> {
     let store = FeatureStore::peek(store_dir)?;
     let (mut new, mut rows) = (0, 0);
-    for_each_key(encoded, model_digest, params, |_, key| {
+    for_each_key(&encoded, model_digest, params, |_, key| {
         rows += 1;
         new += usize::from(!store.contains(key));
         Ok(())

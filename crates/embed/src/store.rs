@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 use tables::feature_chunks::{Chunk, Key};
 
 /// Rows per chunk unless `embed.chunk_rows` says otherwise: each chunk is a
@@ -44,10 +44,19 @@ pub fn row_key(model_digest: &str, pooling: &str, ids: &[u32]) -> Key {
 /// Vectors by key.
 pub type Vectors = HashMap<Key, Vec<f32>>;
 
+/// Where a stored vector is: its chunk (an index into the store's chunk
+/// list) and its row in that chunk. 8 bytes, so the index costs what a
+/// chunk id alone did (a key and a `usize`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loc {
+    pub chunk: u32,
+    pub row: u32,
+}
+
 pub struct FeatureStore {
     dir: PathBuf,
-    /// Key -> the chunk (index into `chunks`) that holds it.
-    index: HashMap<Key, usize>,
+    /// Key -> where its vector is.
+    index: HashMap<Key, Loc>,
     chunks: Vec<PathBuf>,
 }
 
@@ -104,11 +113,35 @@ impl FeatureStore {
     }
 
     fn add_to_index(&mut self, path: PathBuf, keys: &[Key]) {
-        let id = self.chunks.len();
+        let chunk = self.chunks.len() as u32;
         self.chunks.push(path);
-        for key in keys {
-            self.index.insert(*key, id);
+        for (row, key) in keys.iter().enumerate() {
+            self.index.insert(
+                *key,
+                Loc {
+                    chunk,
+                    row: row as u32,
+                },
+            );
         }
+    }
+
+    /// Where `key`'s vector is, if the store holds it.
+    pub fn locate(&self, key: &Key) -> Option<Loc> {
+        self.index.get(key).copied()
+    }
+
+    /// How many chunks the store lists (chunk ids are `0..chunk_count()`).
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Chunk `id`, read and checked against its digest: a chunk that
+    /// changed since the run checked it fails the read.
+    pub fn read_chunk(&self, id: u32) -> Result<Chunk> {
+        let path = &self.chunks[id as usize];
+        verified_read(path)
+            .with_context(|| format!("{} changed during the run; run again", path.display()))
     }
 
     /// Distinct vectors held.
@@ -131,8 +164,8 @@ impl FeatureStore {
     pub fn fetch(&mut self, keys: &[Key]) -> Result<(Vectors, Vec<String>)> {
         let mut by_chunk: HashMap<usize, Vec<Key>> = HashMap::new();
         for key in keys {
-            if let Some(&id) = self.index.get(key) {
-                by_chunk.entry(id).or_default().push(*key);
+            if let Some(loc) = self.index.get(key) {
+                by_chunk.entry(loc.chunk as usize).or_default().push(*key);
             }
         }
         let mut found = HashMap::new();
@@ -145,7 +178,7 @@ impl FeatureStore {
                 Ok(chunk) => chunk,
                 Err(e) => {
                     warnings.push(drop_chunk(&path, &format!("{e:#}")));
-                    self.index.retain(|_, chunk| *chunk != id);
+                    self.index.retain(|_, loc| loc.chunk as usize != id);
                     continue;
                 }
             };
@@ -193,8 +226,8 @@ impl ChunksUsed {
     /// Whether the store holds `key`; if it does, its chunk is noted.
     pub fn note(&mut self, store: &FeatureStore, key: &Key) -> bool {
         match store.index.get(key) {
-            Some(&id) => {
-                *self.0.entry(id).or_default() += 1;
+            Some(loc) => {
+                *self.0.entry(loc.chunk as usize).or_default() += 1;
                 true
             }
             None => false,
@@ -219,75 +252,11 @@ impl FeatureStore {
                 .unwrap_or(false);
             if !intact {
                 warnings.push(drop_chunk(&path, "its bytes no longer match its digest"));
-                self.index.retain(|_, chunk| *chunk != id);
+                self.index.retain(|_, loc| loc.chunk as usize != id);
                 lost += rows;
             }
         }
         Ok((warnings, lost))
-    }
-
-    /// The vectors of `keys`, in their order, appended to `out`; every key
-    /// must be in the store. Each chunk needed is read once per call, and
-    /// the last one read is kept for the next call (rows that came in
-    /// together sit in the same chunk). Returns the vectors' width.
-    pub fn vectors_into(
-        &self,
-        keys: &[Key],
-        last: &mut Option<(usize, Chunk)>,
-        out: &mut Vec<f32>,
-    ) -> Result<usize> {
-        let mut by_chunk: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
-        for (i, key) in keys.iter().enumerate() {
-            let id = *self
-                .index
-                .get(key)
-                .context("a row's vector is missing from the feature store")?;
-            by_chunk.entry(id).or_default().push(i);
-        }
-        // Where each key's vector is: (chunk in `held`, row in it).
-        let mut rows = vec![(0, 0); keys.len()];
-        let mut held: Vec<(usize, Chunk)> = Vec::new();
-        for (id, wanted) in by_chunk {
-            let chunk = match last.take() {
-                Some((held_id, chunk)) if held_id == id => chunk,
-                other => {
-                    *last = other;
-                    verified_read(&self.chunks[id]).with_context(|| {
-                        format!(
-                            "{} changed during the run; run again",
-                            self.chunks[id].display()
-                        )
-                    })?
-                }
-            };
-            let position: HashMap<&Key, usize> =
-                chunk.keys.iter().enumerate().map(|(r, k)| (k, r)).collect();
-            for i in wanted {
-                let r = *position
-                    .get(&keys[i])
-                    .context("a feature-store chunk lacks a row its index names")?;
-                rows[i] = (held.len(), r);
-            }
-            held.push((id, chunk));
-        }
-        let h = match (held.first(), last.as_ref()) {
-            (Some((_, chunk)), _) | (None, Some((_, chunk))) => chunk.hidden,
-            (None, None) => 0,
-        };
-        ensure!(
-            held.iter().all(|(_, c)| c.hidden == h),
-            "feature-store chunks of different widths"
-        );
-        out.reserve(keys.len() * h);
-        for (c, r) in rows {
-            out.extend_from_slice(&held[c].1.features[r * h..(r + 1) * h]);
-        }
-        // The last chunk read (the highest id) is the one the next rows
-        // most likely need.
-        if let Some(kept) = held.pop() {
-            *last = Some(kept);
-        }
-        Ok(h)
     }
 }
 
@@ -340,10 +309,9 @@ impl FeatureStore {
         if !dry_run {
             // The index now names only what is left (and rewritten chunks).
             self.index.clear();
-            for (id, path) in self.chunks.clone().into_iter().enumerate() {
-                for key in tables::feature_chunks::read_keys(&path)? {
-                    self.index.insert(key, id);
-                }
+            for path in std::mem::take(&mut self.chunks) {
+                let keys = tables::feature_chunks::read_keys(&path)?;
+                self.add_to_index(path, &keys);
             }
         }
         Ok(pruned)

@@ -20,15 +20,16 @@ pub struct MissingClass {
     pub groups: usize,
 }
 
-/// Positions into `labels` for train, val and test.
-pub fn split(
+/// Positions into `labels` for train, val and test; `groups[i]` names row
+/// `i`'s group (any value: the caller may pass interned ids).
+pub fn split<G: Copy + Eq + std::hash::Hash>(
     labels: &[i64],
-    groups: &[&str],
+    groups: &[G],
     classes: usize,
     fractions: [f64; 3],
     seed: u32,
 ) -> Result<[Vec<usize>; 3], MissingClass> {
-    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut index: HashMap<G, usize> = HashMap::new();
     let mut members: Vec<Vec<usize>> = Vec::new();
     for (row, &group) in groups.iter().enumerate() {
         let id = *index.entry(group).or_insert_with(|| {

@@ -16,9 +16,13 @@ mod read;
 pub mod split;
 pub mod text;
 
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use tables::Provenance;
 use tables::splits::LabelledRow;
 
@@ -38,7 +42,9 @@ pub struct IngestSummary {
 }
 
 /// Reads `csv`, splits it and writes the three split files into `out_dir`.
-/// Nothing is written unless every check passes.
+/// Nothing is written unless every check passes. The texts stream through
+/// a scratch file (`Kept`); memory holds ~24 bytes a row and the repeat
+/// index, never the texts.
 pub fn run(
     params: &IngestParams,
     csv: &Path,
@@ -46,19 +52,34 @@ pub fn run(
     provenance: Provenance,
 ) -> Result<IngestSummary> {
     check_fractions(params)?;
-    let mut table = read::read_csv(csv, params)?;
+    let mut kept = Kept::create(out_dir)?;
+    let mut repeats = read::Repeats::default();
+    let mut groups = GroupIds::default();
+    let scanned = read::scan(csv, params, |row| {
+        let repeat = match params.dedup {
+            Dedup::Exact => repeats.note(&text::normalized(row.sentence), row.label),
+            Dedup::None => repeats.note(row.sentence, row.label),
+        };
+        if repeat && params.dedup == Dedup::Exact {
+            return Ok(());
+        }
+        if let Some(group) = row.group {
+            groups.push(group);
+        }
+        kept.push(&row)
+    })?;
+    let classes = &scanned.classes;
     let mut notes = Vec::new();
     if params.dedup == Dedup::Exact {
-        let (dropped, conflicting) = drop_repeats(&mut table.rows);
         notes.push(format!(
-            "ingest.dedup = \"exact\": {dropped} rows repeating an earlier row's text dropped \
-             ({conflicting} of them with another label than the row kept)"
+            "ingest.dedup = \"exact\": {} rows repeating an earlier row's text dropped \
+             ({} of them with another label than the row kept)",
+            repeats.repeats, repeats.conflicting
         ));
     }
-    let k = table.classes.len();
-    let labels: Vec<i64> = table.rows.iter().map(|r| r.label).collect();
+    let k = classes.len();
     let mut per_class = vec![0usize; k];
-    for &l in &labels {
+    for &l in &kept.labels {
         per_class[l as usize] += 1;
     }
     if let Some(empty) = per_class.iter().position(|&n| n == 0) {
@@ -66,95 +87,171 @@ pub fn run(
             "{}: class {} ({:?}) has no rows; every class 0..{} needs examples (or fix ingest.labels / ingest.num_classes)",
             csv.display(),
             empty,
-            table.classes[empty],
+            classes[empty],
             k - 1
         );
     }
 
     let positions = match &params.group_column {
         Some(column) => {
-            let groups: Vec<&str> = table
-                .rows
-                .iter()
-                .map(|r| r.group.as_deref().unwrap_or_default())
-                .collect();
             let fractions = [
                 params.train_fraction,
                 params.val_fraction,
                 params.test_fraction,
             ];
-            group_split::split(&labels, &groups, k, fractions, params.seed).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: with ingest.group_column = {column:?}, the {} groups cannot give every split every class \
-                     ({} has no rows of class {:?}); add groups of that class or change the split fractions",
-                    csv.display(),
-                    e.groups,
-                    ["train", "val", "test"][e.split],
-                    table.classes[e.class as usize]
-                )
-            })?
+            group_split::split(&kept.labels, &groups.ids, k, fractions, params.seed).map_err(
+                |e| {
+                    anyhow::anyhow!(
+                        "{}: with ingest.group_column = {column:?}, the {} groups cannot give every split every class \
+                         ({} has no rows of class {:?}); add groups of that class or change the split fractions",
+                        csv.display(),
+                        e.groups,
+                        ["train", "val", "test"][e.split],
+                        classes[e.class as usize]
+                    )
+                },
+            )?
         }
-        None => sklearn_split(params, &labels, csv, &table.classes)?,
+        None => sklearn_split(params, &kept.labels, csv, classes)?,
     };
-    let splits = positions.map(|rows| {
-        rows.iter()
-            .map(|&i| {
-                let r = &table.rows[i];
-                LabelledRow {
-                    row_id: r.row_id,
-                    sentence: r.sentence.clone(),
-                    label: r.label,
-                }
-            })
-            .collect::<Vec<_>>()
-    });
+    drop(groups);
 
-    let classes_json = serde_json::to_string(&table.classes)?;
-    let provenance = provenance.with("classes", classes_json);
+    let provenance = provenance.with("classes", serde_json::to_string(classes)?);
     let mut summary = IngestSummary {
         notes,
         ..IngestSummary::default()
     };
-    for (i, rows) in splits.iter().enumerate() {
-        tables::splits::write(&out_dir.join(OUTPUTS[i]), rows, &provenance)?;
+    for (i, rows) in positions.iter().enumerate() {
+        kept.write_split(&out_dir.join(OUTPUTS[i]), rows, &provenance)?;
         let mut counts = vec![0usize; k];
-        for r in rows {
-            counts[r.label as usize] += 1;
+        for &row in rows {
+            counts[kept.labels[row] as usize] += 1;
         }
         summary.class_counts[i] = counts;
     }
     summary.notes.push(format!(
         "{} rows -> train {}, val {}, test {} ({} classes: {})",
-        table.rows.len(),
-        splits[0].len(),
-        splits[1].len(),
-        splits[2].len(),
+        kept.labels.len(),
+        positions[0].len(),
+        positions[1].len(),
+        positions[2].len(),
         k,
-        table.classes.join(", ")
+        classes.join(", ")
     ));
     for (i, name) in ["train", "val", "test"].iter().enumerate() {
         let parts: Vec<String> = summary.class_counts[i]
             .iter()
             .enumerate()
-            .map(|(c, n)| format!("{}={n}", table.classes[c]))
+            .map(|(c, n)| format!("{}={n}", classes[c]))
             .collect();
         summary
             .notes
             .push(format!("{name} per class: {}", parts.join(" ")));
     }
-    if table.duplicates > 0 && params.dedup == Dedup::None {
+    if repeats.repeats > 0 && params.dedup == Dedup::None {
         summary.notes.push(format!(
             "{} rows repeat an earlier sentence ({} with a different label); kept (ingest.dedup = \"exact\" drops them)",
-            table.duplicates, table.conflicting_duplicates
+            repeats.repeats, repeats.conflicting
         ));
     }
-    if table.dropped_empty > 0 {
+    if scanned.dropped_empty > 0 {
         summary.notes.push(format!(
             "{} rows with empty sentences dropped (ingest.empty_sentences = \"drop\")",
-            table.dropped_empty
+            scanned.dropped_empty
         ));
     }
     Ok(summary)
+}
+
+/// Each row's group as a dense id, in order of first appearance: 4 bytes
+/// a row and one string a group.
+#[derive(Default)]
+struct GroupIds {
+    index: HashMap<String, u32>,
+    ids: Vec<u32>,
+}
+
+impl GroupIds {
+    fn push(&mut self, group: &str) {
+        let next = self.index.len() as u32;
+        let id = match self.index.get(group) {
+            Some(&id) => id,
+            None => *self.index.entry(group.to_string()).or_insert(next),
+        };
+        self.ids.push(id);
+    }
+}
+
+/// Rows per batch when the splits are written.
+const WRITE_ROWS: usize = 16_384;
+
+/// The rows ingest keeps, in CSV order: the texts appended to a scratch
+/// file in the output folder (deleted when this is dropped, on any
+/// return), the row ids, labels and text ends in memory.
+struct Kept {
+    scratch: tempfile::NamedTempFile,
+    texts: BufWriter<File>,
+    ends: Vec<u64>,
+    row_ids: Vec<i64>,
+    labels: Vec<i64>,
+}
+
+impl Kept {
+    fn create(dir: &Path) -> Result<Kept> {
+        let scratch = tempfile::Builder::new()
+            .prefix(".ingest-texts-")
+            .tempfile_in(dir)
+            .with_context(|| format!("cannot create a scratch file in {}", dir.display()))?;
+        let texts = BufWriter::new(scratch.as_file().try_clone()?);
+        Ok(Kept {
+            scratch,
+            texts,
+            ends: Vec::new(),
+            row_ids: Vec::new(),
+            labels: Vec::new(),
+        })
+    }
+
+    fn push(&mut self, row: &read::RowRef) -> Result<()> {
+        self.texts
+            .write_all(row.sentence.as_bytes())
+            .with_context(|| format!("cannot write {}", self.scratch.path().display()))?;
+        let start = self.ends.last().copied().unwrap_or(0);
+        self.ends.push(start + row.sentence.len() as u64);
+        self.row_ids.push(row.row_id);
+        self.labels.push(row.label);
+        Ok(())
+    }
+
+    /// Writes the kept rows at `positions`, in that order, to `path`.
+    fn write_split(
+        &mut self,
+        path: &Path,
+        positions: &[usize],
+        provenance: &Provenance,
+    ) -> Result<()> {
+        self.texts.flush()?;
+        let file = self.scratch.as_file();
+        let mut writer = tables::splits::SplitWriter::create(path, provenance)?;
+        let mut batch = Vec::with_capacity(WRITE_ROWS.min(positions.len()));
+        let mut bytes = Vec::new();
+        for part in positions.chunks(WRITE_ROWS) {
+            batch.clear();
+            for &i in part {
+                let start = if i == 0 { 0 } else { self.ends[i - 1] };
+                bytes.resize((self.ends[i] - start) as usize, 0);
+                file.read_exact_at(&mut bytes, start)
+                    .with_context(|| format!("cannot read {}", self.scratch.path().display()))?;
+                batch.push(LabelledRow {
+                    row_id: self.row_ids[i],
+                    sentence: String::from_utf8(bytes.clone()).context("scratch text not UTF-8")?,
+                    label: self.labels[i],
+                });
+            }
+            writer.write(&batch)?;
+        }
+        writer.finish()
+    }
 }
 
 /// The tutorial's two stratified steps (scikit-learn's `train_test_split`
@@ -182,16 +279,6 @@ fn sklearn_split(
         second.train.iter().map(|&j| first.test[j]).collect(),
         second.test.iter().map(|&j| first.test[j]).collect(),
     ])
-}
-
-/// Keeps the first row of each normalised text (`text::normalized`);
-/// returns (rows dropped, of which with another label than the row kept).
-fn drop_repeats(rows: &mut Vec<read::SourceRow>) -> (usize, usize) {
-    let (repeat, conflicting) = read::repeats(rows, |row| text::normalized(&row.sentence));
-    let before = rows.len();
-    let mut repeat = repeat.into_iter();
-    rows.retain(|_| repeat.next() == Some(false));
-    (before - rows.len(), conflicting)
 }
 
 fn check_fractions(p: &IngestParams) -> Result<()> {

@@ -30,7 +30,56 @@ pub struct SourceTable {
     pub conflicting_duplicates: usize,
 }
 
+/// One data row as [`scan`] hands it over, borrowed from the record.
+#[derive(Debug, Clone, Copy)]
+pub struct RowRef<'a> {
+    /// 0-based data row (header excluded) in the CSV.
+    pub row_id: i64,
+    pub sentence: &'a str,
+    pub label: i64,
+    /// The value of `ingest.group_column`, when set.
+    pub group: Option<&'a str>,
+}
+
+/// What [`scan`] found besides the rows.
+#[derive(Debug)]
+pub struct Scanned {
+    /// Class names, index = class id.
+    pub classes: Vec<String>,
+    pub dropped_empty: usize,
+}
+
+/// Every usable row of the CSV, read as a stream.
 pub fn read_csv(path: &Path, params: &IngestParams) -> Result<SourceTable> {
+    let mut rows = Vec::new();
+    let mut repeats = Repeats::default();
+    let scanned = scan(path, params, |row| {
+        repeats.note(row.sentence, row.label);
+        rows.push(SourceRow {
+            row_id: row.row_id,
+            sentence: row.sentence.to_string(),
+            label: row.label,
+            group: row.group.map(str::to_string),
+        });
+        Ok(())
+    })?;
+    Ok(SourceTable {
+        rows,
+        classes: scanned.classes,
+        dropped_empty: scanned.dropped_empty,
+        duplicates: repeats.repeats,
+        conflicting_duplicates: repeats.conflicting,
+    })
+}
+
+/// Checks the CSV and calls `each` with every usable row in file order
+/// (empty sentences dropped or refused per `ingest.empty_sentences`),
+/// holding one record at a time: the callback decides what is kept.
+pub fn scan(
+    path: &Path,
+    params: &IngestParams,
+    mut each: impl FnMut(RowRef) -> Result<()>,
+) -> Result<Scanned> {
     let shown = path.display();
     // The csv crate merges rows at broken quoting; refuse such files first.
     // Two passes over the (decompressed) stream: nothing is held whole.
@@ -49,35 +98,11 @@ pub fn read_csv(path: &Path, params: &IngestParams) -> Result<SourceTable> {
         Ok(h) => h.clone(),
         Err(e) => bail!("{shown}: {}", describe_csv_error(&e)),
     };
-    if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
-        bail!(
-            "{shown}: the file is empty; expected a header line `{},{}` and data rows",
-            params.text_column,
-            params.label_column
-        );
-    }
-    let names: Vec<String> = header
-        .iter()
-        .map(|f| String::from_utf8_lossy(f).trim().to_string())
-        .collect();
-    refuse_duplicate_columns(&names, path)?;
-    let find = |wanted: &str, key: &str| -> Result<usize> {
-        names.iter().position(|n| n == wanted).ok_or_else(|| {
-            anyhow::anyhow!(
-                "{shown}:1: no column named {wanted:?} in the header (found: {}); rename the column or set ingest.{key}",
-                names.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
-            )
-        })
-    };
-    let text_col = find(&params.text_column, "text_column")?;
-    let label_col = find(&params.label_column, "label_column")?;
-    let group_col = match &params.group_column {
-        Some(name) => Some(find(name, "group_column")?),
-        None => None,
-    };
+    let columns = Columns::find(&header, params, path)?;
     let labels = LabelParser::new(params)?;
 
-    let mut rows = Vec::new();
+    let mut kept = 0;
+    let mut max_label = 0;
     let mut dropped_empty = 0;
     let mut record = csv::ByteRecord::new();
     let mut data_row: i64 = -1;
@@ -89,8 +114,8 @@ pub fn read_csv(path: &Path, params: &IngestParams) -> Result<SourceTable> {
         }
         data_row += 1;
         let line = record.position().map(|p| p.line()).unwrap_or(0);
-        let text = field_text(&record[text_col], path, line, &params.text_column)?;
-        let label_text = field_text(&record[label_col], path, line, &params.label_column)?;
+        let text = field_text(&record[columns.text], path, line, &params.text_column)?;
+        let label_text = field_text(&record[columns.label], path, line, &params.label_column)?;
         if text.trim().is_empty() {
             match params.empty_sentences {
                 EmptySentences::Drop => {
@@ -113,7 +138,7 @@ pub fn read_csv(path: &Path, params: &IngestParams) -> Result<SourceTable> {
         let label = labels
             .parse(label_text.trim())
             .map_err(|problem| anyhow::anyhow!("{shown}:{line}: {problem}"))?;
-        let group = match (group_col, &params.group_column) {
+        let group = match (columns.group, &params.group_column) {
             (Some(col), Some(name)) => {
                 let group = field_text(&record[col], path, line, name)?.trim();
                 if group.is_empty() {
@@ -121,35 +146,73 @@ pub fn read_csv(path: &Path, params: &IngestParams) -> Result<SourceTable> {
                         "{shown}:{line}: empty group (column {name:?}, ingest.group_column); every row needs the group it belongs to"
                     );
                 }
-                Some(group.to_string())
+                Some(group)
             }
             _ => None,
         };
-        rows.push(SourceRow {
+        max_label = max_label.max(label);
+        kept += 1;
+        each(RowRef {
             row_id: data_row,
-            sentence: text.to_string(),
+            sentence: text,
             label,
             group,
-        });
+        })?;
     }
     if data_row < 0 {
         bail!("{shown}: the file has a header but no data rows");
     }
-    if rows.is_empty() {
+    if kept == 0 {
         bail!(
             "{shown}: all {} data rows have empty sentences; nothing to train on",
             data_row + 1
         );
     }
-    let classes = labels.class_names(&rows, path)?;
-    let (duplicates, conflicting_duplicates) = count_duplicates(&rows);
-    Ok(SourceTable {
-        rows,
-        classes,
+    Ok(Scanned {
+        classes: labels.class_names(max_label, path)?,
         dropped_empty,
-        duplicates,
-        conflicting_duplicates,
     })
+}
+
+/// Where the columns the reader needs are in the header.
+struct Columns {
+    text: usize,
+    label: usize,
+    group: Option<usize>,
+}
+
+impl Columns {
+    fn find(header: &csv::ByteRecord, params: &IngestParams, path: &Path) -> Result<Columns> {
+        let shown = path.display();
+        if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
+            bail!(
+                "{shown}: the file is empty; expected a header line `{},{}` and data rows",
+                params.text_column,
+                params.label_column
+            );
+        }
+        let names: Vec<String> = header
+            .iter()
+            .map(|f| String::from_utf8_lossy(f).trim().to_string())
+            .collect();
+        refuse_duplicate_columns(&names, path)?;
+        let find = |wanted: &str, key: &str| -> Result<usize> {
+            names.iter().position(|n| n == wanted).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{shown}:1: no column named {wanted:?} in the header (found: {}); rename the column or set ingest.{key}",
+                    names.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
+                )
+            })
+        };
+        Ok(Columns {
+            text: find(&params.text_column, "text_column")?,
+            label: find(&params.label_column, "label_column")?,
+            group: match &params.group_column {
+                Some(name) => Some(find(name, "group_column")?),
+                None => None,
+            },
+        })
+    }
 }
 
 /// Two header columns with one name make the column to read ambiguous
@@ -272,7 +335,7 @@ impl LabelParser {
 
     /// Class names by id; with integer labels also checks that every class
     /// 0..K-1 occurs.
-    fn class_names(&self, rows: &[SourceRow], path: &Path) -> Result<Vec<String>> {
+    fn class_names(&self, max: i64, path: &Path) -> Result<Vec<String>> {
         match self {
             LabelParser::Mapped(map) => {
                 let mut names = vec![String::new(); map.len()];
@@ -282,7 +345,6 @@ impl LabelParser {
                 Ok(names)
             }
             LabelParser::Integers { num_classes } => {
-                let max = rows.iter().map(|r| r.label).max().unwrap_or(0);
                 let k = num_classes.unwrap_or(max + 1);
                 if k < 2 {
                     bail!(
@@ -296,32 +358,32 @@ impl LabelParser {
     }
 }
 
-/// (rows repeating an earlier sentence, of which with another label)
-fn count_duplicates(rows: &[SourceRow]) -> (usize, usize) {
-    let (repeat, conflicting) = repeats(rows, |row| row.sentence.clone());
-    (repeat.iter().filter(|&&r| r).count(), conflicting)
+/// Which texts came before, as a 128-bit hash each (XXH3-128; a collision
+/// among 10^10 texts has odds of ~10^-19), with the first one's label: 24
+/// bytes a distinct text, not the text.
+#[derive(Debug, Default)]
+pub(crate) struct Repeats {
+    first_label: HashMap<u128, i64>,
+    /// Texts noted that an earlier one repeats.
+    pub repeats: usize,
+    /// Of those, how many carry another label than the first.
+    pub conflicting: usize,
 }
 
-/// Per row, whether its `key` repeats an earlier row's; and how many of the
-/// repeats carry another label than that first row.
-pub(crate) fn repeats(
-    rows: &[SourceRow],
-    key: impl Fn(&SourceRow) -> String,
-) -> (Vec<bool>, usize) {
-    let mut first_label: HashMap<String, i64> = HashMap::with_capacity(rows.len());
-    let mut conflicting = 0;
-    let repeat = rows
-        .iter()
-        .map(|row| match first_label.entry(key(row)) {
+impl Repeats {
+    /// Whether `text` repeats an earlier noted text.
+    pub fn note(&mut self, text: &str, label: i64) -> bool {
+        let key = xxhash_rust::xxh3::xxh3_128(text.as_bytes());
+        match self.first_label.entry(key) {
             std::collections::hash_map::Entry::Occupied(first) => {
-                conflicting += usize::from(*first.get() != row.label);
+                self.repeats += 1;
+                self.conflicting += usize::from(*first.get() != label);
                 true
             }
             std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(row.label);
+                slot.insert(label);
                 false
             }
-        })
-        .collect();
-    (repeat, conflicting)
+        }
+    }
 }

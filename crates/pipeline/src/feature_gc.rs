@@ -65,7 +65,7 @@ fn referenced_keys(artifacts: &Path) -> Result<Option<HashSet<tables::feature_ch
     let paths = splits.map(|split| entry.join(split));
     let mut keys = HashSet::new();
     embed::stage::for_each_key(
-        [&paths[0], &paths[1], &paths[2]],
+        &[&paths[0], &paths[1], &paths[2]],
         model_digest,
         &params,
         |_, key| {

@@ -16,7 +16,7 @@ use anyhow::{Result, ensure};
 use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 
-use crate::io::{Provenance, read_batches, typed, write_batch};
+use crate::io::{BatchWriter, Encoding, Provenance, read_batches, typed, write_batch};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LabelledRow {
@@ -34,9 +34,45 @@ pub fn schema() -> Arc<Schema> {
 }
 
 pub fn write(path: &Path, rows: &[LabelledRow], provenance: &Provenance) -> Result<()> {
-    let schema = schema();
-    let batch = RecordBatch::try_new(
-        schema.clone(),
+    write_batch(path, schema(), batch_of(rows)?, provenance)
+}
+
+/// Rows per row group of a split written by [`SplitWriter`]: ~100 bytes a
+/// row (SST-2 pairs), so a group in memory is a few MB.
+pub const ROWS_PER_GROUP: usize = 65_536;
+
+/// A split file written as rows arrive ([`SplitWriter::write`]), a row
+/// group at a time.
+pub struct SplitWriter(BatchWriter);
+
+impl SplitWriter {
+    pub fn create(path: &Path, provenance: &Provenance) -> Result<SplitWriter> {
+        let writer = BatchWriter::create(
+            path,
+            schema(),
+            provenance,
+            Encoding::Compact,
+            ROWS_PER_GROUP,
+        )?;
+        Ok(SplitWriter(writer))
+    }
+
+    pub fn write(&mut self, rows: &[LabelledRow]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.0.write(batch_of(rows)?)
+    }
+
+    /// Closes the file and syncs it to disk.
+    pub fn finish(self) -> Result<()> {
+        self.0.finish()
+    }
+}
+
+fn batch_of(rows: &[LabelledRow]) -> Result<RecordBatch> {
+    Ok(RecordBatch::try_new(
+        schema(),
         vec![
             Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.row_id))),
             Arc::new(StringArray::from_iter_values(
@@ -44,8 +80,7 @@ pub fn write(path: &Path, rows: &[LabelledRow], provenance: &Provenance) -> Resu
             )),
             Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.label))),
         ],
-    )?;
-    write_batch(path, schema, batch, provenance)
+    )?)
 }
 
 /// The rows of a split file, `rows` at a time, read as they are asked for.
