@@ -14,7 +14,7 @@ use crate::params::EmbedParams;
 use crate::store::{self, FeatureStore};
 
 /// What one pass through the store did.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct StoreUse {
     pub rows: usize,
     /// Rows whose vector was computed now (repeats included).
@@ -32,6 +32,20 @@ pub struct StoreUse {
 }
 
 impl StoreUse {
+    /// Adds another pass's figures to these (the width kept once known).
+    pub fn add(&mut self, other: StoreUse) {
+        self.rows += other.rows;
+        self.embedded += other.embedded;
+        self.distinct += other.distinct;
+        self.from_store += other.from_store;
+        self.tokens += other.tokens;
+        self.embed_seconds += other.embed_seconds;
+        if self.hidden == 0 {
+            self.hidden = other.hidden;
+        }
+        self.warnings.extend(other.warnings);
+    }
+
     /// "R rows: N embedded now (D distinct inputs), S from the feature store".
     pub fn summary(&self) -> String {
         format!(

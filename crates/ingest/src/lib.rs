@@ -27,7 +27,7 @@ use tables::Provenance;
 use tables::splits::LabelledRow;
 
 pub use params::{Dedup, EmptySentences, IngestParams};
-pub use read::{SourceRow, SourceTable, read_csv};
+pub use read::{RowRef, Scanned, scan};
 
 use crate::split::{SplitError, train_test_split};
 

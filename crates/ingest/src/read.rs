@@ -9,27 +9,6 @@ use anyhow::{Result, bail};
 
 use crate::params::{EmptySentences, IngestParams};
 
-/// One usable data row.
-#[derive(Debug, Clone)]
-pub struct SourceRow {
-    /// 0-based data row (header excluded) in the CSV.
-    pub row_id: i64,
-    pub sentence: String,
-    pub label: i64,
-    /// The value of `ingest.group_column`, when set.
-    pub group: Option<String>,
-}
-
-#[derive(Debug)]
-pub struct SourceTable {
-    pub rows: Vec<SourceRow>,
-    /// Class names, index = class id.
-    pub classes: Vec<String>,
-    pub dropped_empty: usize,
-    pub duplicates: usize,
-    pub conflicting_duplicates: usize,
-}
-
 /// One data row as [`scan`] hands it over, borrowed from the record.
 #[derive(Debug, Clone, Copy)]
 pub struct RowRef<'a> {
@@ -47,29 +26,6 @@ pub struct Scanned {
     /// Class names, index = class id.
     pub classes: Vec<String>,
     pub dropped_empty: usize,
-}
-
-/// Every usable row of the CSV, read as a stream.
-pub fn read_csv(path: &Path, params: &IngestParams) -> Result<SourceTable> {
-    let mut rows = Vec::new();
-    let mut repeats = Repeats::default();
-    let scanned = scan(path, params, |row| {
-        repeats.note(row.sentence, row.label);
-        rows.push(SourceRow {
-            row_id: row.row_id,
-            sentence: row.sentence.to_string(),
-            label: row.label,
-            group: row.group.map(str::to_string),
-        });
-        Ok(())
-    })?;
-    Ok(SourceTable {
-        rows,
-        classes: scanned.classes,
-        dropped_empty: scanned.dropped_empty,
-        duplicates: repeats.repeats,
-        conflicting_duplicates: repeats.conflicting,
-    })
 }
 
 /// Checks the CSV and calls `each` with every usable row in file order

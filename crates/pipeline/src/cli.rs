@@ -488,25 +488,51 @@ pub fn execute(global: &Global, command: &Command) -> Result<ExitCode> {
             }
         }
         Command::Predict { texts, csv } => {
-            let mut sentences = texts.clone();
-            if let Some(path) = csv {
-                sentences.extend(read_sentences(path, &ctx.loaded.config.ingest.text_column)?);
-            }
-            if sentences.is_empty() {
+            if texts.is_empty() && csv.is_none() {
                 anyhow::bail!(
                     "nothing to classify: pass --text \"...\" (repeatable) or --csv FILE"
                 );
             }
             let pipeline = pipeline(ModelFetch::LocalOnly)?;
+            let mut predictor = crate::predict::Predictor::open(&pipeline, &ctx.artifacts)?;
             // Results only: predict's output is often piped on.
-            let predictions =
-                crate::predict::predict(&pipeline, &ctx.artifacts, &sentences)?.predictions;
             // writeln!, not println!: a closed pipe is an error to return
             // (see `main`), where println! would panic.
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "label\tprobability\tsentence")?;
-            for (p, s) in predictions.iter().zip(&sentences) {
-                writeln!(out, "{}\t{:.4}\t{s}", p.label, p.probability)?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut scored = 0;
+            let mut score = |window: &mut Vec<String>| -> Result<()> {
+                if window.is_empty() {
+                    return Ok(());
+                }
+                if scored == 0 {
+                    writeln!(out, "label\tprobability\tsentence")?;
+                }
+                for (p, s) in predictor.score(window)?.iter().zip(window.iter()) {
+                    writeln!(out, "{}\t{:.4}\t{s}", p.label, p.probability)?;
+                }
+                scored += window.len();
+                window.clear();
+                Ok(())
+            };
+            let mut window = texts.clone();
+            score(&mut window)?;
+            if let Some(path) = csv {
+                for_each_sentence(path, &ctx.loaded.config.ingest.text_column, |sentence| {
+                    window.push(sentence);
+                    if window.len() == crate::predict::WINDOW {
+                        score(&mut window)?;
+                    }
+                    Ok(())
+                })?;
+                score(&mut window)?;
+            }
+            if scored == 0 {
+                anyhow::bail!(
+                    "nothing to classify: {} has no rows",
+                    csv.as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                );
             }
             out.flush()?;
         }
@@ -684,9 +710,14 @@ fn print_pruned(
     }
 }
 
-/// The `column` of a CSV with a header (plain, gzip or zstd, as the
-/// pipeline's input: `ingest::input`).
-fn read_sentences(path: &std::path::Path, column: &str) -> Result<Vec<String>> {
+/// Calls `each` with the `column` of every row of a CSV with a header
+/// (plain, gzip or zstd, as the pipeline's input: `ingest::input`), read
+/// as a stream.
+fn for_each_sentence(
+    path: &std::path::Path,
+    column: &str,
+    mut each: impl FnMut(String) -> Result<()>,
+) -> Result<()> {
     let (input, _) = ingest::input::open(path)?;
     let mut reader = csv::Reader::from_reader(input);
     let headers = reader.headers()?.clone();
@@ -694,10 +725,9 @@ fn read_sentences(path: &std::path::Path, column: &str) -> Result<Vec<String>> {
         .iter()
         .position(|h| h.trim_start_matches('\u{feff}') == column)
         .ok_or_else(|| anyhow::anyhow!("{}:1: no column named {column:?}", path.display()))?;
-    let mut out = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        out.push(record.get(index).unwrap_or("").to_string());
+        each(record.get(index).unwrap_or("").to_string())?;
     }
-    Ok(out)
+    Ok(())
 }
