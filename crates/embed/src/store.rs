@@ -182,7 +182,7 @@ impl FeatureStore {
                     continue;
                 }
             };
-            let wanted: std::collections::HashSet<&Key> = by_chunk[&id].iter().collect();
+            let wanted: HashSet<&Key> = by_chunk[&id].iter().collect();
             let h = chunk.hidden;
             for (row, key) in chunk.keys.iter().enumerate() {
                 if wanted.contains(key) {
@@ -260,6 +260,42 @@ impl FeatureStore {
     }
 }
 
+/// Stored rows to keep, one bit each, marked by key
+/// ([`FeatureStore::mark`]): what `gc` holds instead of the referenced keys.
+#[derive(Debug, Default)]
+pub struct Marks(Vec<Vec<u64>>);
+
+impl Marks {
+    fn set(&mut self, loc: Loc) {
+        let (chunk, word) = (loc.chunk as usize, loc.row as usize / 64);
+        if self.0.len() <= chunk {
+            self.0.resize_with(chunk + 1, Vec::new);
+        }
+        let words = &mut self.0[chunk];
+        if words.len() <= word {
+            words.resize(word + 1, 0);
+        }
+        words[word] |= 1 << (loc.row % 64);
+    }
+
+    fn contains(&self, chunk: usize, row: usize) -> bool {
+        self.0
+            .get(chunk)
+            .and_then(|words| words.get(row / 64))
+            .is_some_and(|word| word >> (row % 64) & 1 == 1)
+    }
+}
+
+impl FeatureStore {
+    /// Marks `key`'s row to be kept by [`FeatureStore::retain`] (of this
+    /// store, before anything else changes it); a key it lacks is ignored.
+    pub fn mark(&self, marks: &mut Marks, key: &Key) {
+        if let Some(loc) = self.locate(key) {
+            marks.set(loc);
+        }
+    }
+}
+
 /// What [`FeatureStore::retain`] removed (or, in a dry run, would).
 #[derive(Debug, Default, PartialEq)]
 pub struct Pruned {
@@ -269,17 +305,17 @@ pub struct Pruned {
 }
 
 impl FeatureStore {
-    /// Keeps the vectors of `keep` and removes the rest: a chunk with
+    /// Keeps the vectors marked in `keep` and removes the rest: a chunk with
     /// nothing to keep is deleted, one with some is rewritten with just
     /// those (committed before the old one goes). `dry_run`: count only.
-    pub fn retain(&mut self, keep: &HashSet<Key>, dry_run: bool) -> Result<Pruned> {
+    pub fn retain(&mut self, keep: &Marks, dry_run: bool) -> Result<Pruned> {
         let mut pruned = Pruned::default();
-        for path in std::mem::take(&mut self.chunks) {
+        for (id, path) in std::mem::take(&mut self.chunks).into_iter().enumerate() {
             let chunk = verified_read(&path).with_context(|| {
                 format!("{}: run the pipeline to repair it first", path.display())
             })?;
             let kept: Vec<usize> = (0..chunk.keys.len())
-                .filter(|&i| keep.contains(&chunk.keys[i]))
+                .filter(|&i| keep.contains(id, i))
                 .collect();
             pruned.kept += kept.len();
             pruned.removed += chunk.keys.len() - kept.len();
@@ -472,7 +508,10 @@ mod tests {
         store.commit(chunk(&[1, 2])).unwrap();
         store.commit(chunk(&[3])).unwrap();
         store.commit(chunk(&[4])).unwrap();
-        let keep: HashSet<Key> = [[1; 32], [4; 32]].into();
+        let mut keep = Marks::default();
+        for key in [[1; 32], [4; 32], [9; 32]] {
+            store.mark(&mut keep, &key);
+        }
         let would = store.retain(&keep, true).unwrap();
         assert_eq!(
             would,

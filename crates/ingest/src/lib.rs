@@ -6,6 +6,8 @@
 //! stratify=labels)` does it, so rows and order equal the tutorial's. With
 //! `ingest.group_column`, whole groups are split instead (`group_split`);
 //! with `ingest.dedup = "exact"`, repeated texts (`text`) are dropped first.
+//! The CSV is read once as a stream (`read::scan`); the split needs only the
+//! labels (and groups), so the texts wait in a scratch file (`Kept`).
 
 mod group_split;
 pub mod input;
@@ -52,6 +54,59 @@ pub fn run(
     provenance: Provenance,
 ) -> Result<IngestSummary> {
     check_fractions(params)?;
+    let ReadRows {
+        mut kept,
+        repeats,
+        groups,
+        scanned,
+    } = read_rows(params, csv, out_dir)?;
+    let classes = &scanned.classes;
+    let k = classes.len();
+    let mut per_class = vec![0usize; k];
+    for &l in &kept.labels {
+        per_class[l as usize] += 1;
+    }
+    if let Some(empty) = per_class.iter().position(|&n| n == 0) {
+        bail!(
+            "{}: class {} ({:?}) has no rows; every class 0..{} needs examples (or fix ingest.labels / ingest.num_classes)",
+            csv.display(),
+            empty,
+            classes[empty],
+            k - 1
+        );
+    }
+    let positions = match &params.group_column {
+        Some(column) => split_by_groups(params, &kept.labels, &groups, column, csv, classes)?,
+        None => sklearn_split(params, &kept.labels, csv, classes)?,
+    };
+    drop(groups);
+
+    let provenance = provenance.with("classes", serde_json::to_string(classes)?);
+    let mut class_counts: [Vec<usize>; 3] = Default::default();
+    for (i, rows) in positions.iter().enumerate() {
+        kept.write_split(&out_dir.join(OUTPUTS[i]), rows, &provenance)?;
+        class_counts[i] = vec![0; k];
+        for &row in rows {
+            class_counts[i][kept.labels[row] as usize] += 1;
+        }
+    }
+    Ok(IngestSummary {
+        notes: notes(params, &repeats, &scanned, &class_counts),
+        class_counts,
+    })
+}
+
+/// What [`read_rows`] gathered of the CSV.
+struct ReadRows {
+    kept: Kept,
+    repeats: read::Repeats,
+    groups: GroupIds,
+    scanned: read::Scanned,
+}
+
+/// The CSV's rows into `Kept` (a repeated text's later rows left out with
+/// `ingest.dedup = "exact"`), their groups and repeats noted.
+fn read_rows(params: &IngestParams, csv: &Path, out_dir: &Path) -> Result<ReadRows> {
     let mut kept = Kept::create(out_dir)?;
     let mut repeats = read::Repeats::default();
     let mut groups = GroupIds::default();
@@ -68,7 +123,23 @@ pub fn run(
         }
         kept.push(&row)
     })?;
+    Ok(ReadRows {
+        kept,
+        repeats,
+        groups,
+        scanned,
+    })
+}
+
+/// The lines for the user: rows per split and class, repeats, drops.
+fn notes(
+    params: &IngestParams,
+    repeats: &read::Repeats,
+    scanned: &read::Scanned,
+    class_counts: &[Vec<usize>; 3],
+) -> Vec<String> {
     let classes = &scanned.classes;
+    let sizes = class_counts.clone().map(|c| c.iter().sum::<usize>());
     let mut notes = Vec::new();
     if params.dedup == Dedup::Exact {
         notes.push(format!(
@@ -77,90 +148,62 @@ pub fn run(
             repeats.repeats, repeats.conflicting
         ));
     }
-    let k = classes.len();
-    let mut per_class = vec![0usize; k];
-    for &l in &kept.labels {
-        per_class[l as usize] += 1;
-    }
-    if let Some(empty) = per_class.iter().position(|&n| n == 0) {
-        bail!(
-            "{}: class {} ({:?}) has no rows; every class 0..{} needs examples (or fix ingest.labels / ingest.num_classes)",
-            csv.display(),
-            empty,
-            classes[empty],
-            k - 1
-        );
-    }
-
-    let positions = match &params.group_column {
-        Some(column) => {
-            let fractions = [
-                params.train_fraction,
-                params.val_fraction,
-                params.test_fraction,
-            ];
-            group_split::split(&kept.labels, &groups.ids, k, fractions, params.seed).map_err(
-                |e| {
-                    anyhow::anyhow!(
-                        "{}: with ingest.group_column = {column:?}, the {} groups cannot give every split every class \
-                         ({} has no rows of class {:?}); add groups of that class or change the split fractions",
-                        csv.display(),
-                        e.groups,
-                        ["train", "val", "test"][e.split],
-                        classes[e.class as usize]
-                    )
-                },
-            )?
-        }
-        None => sklearn_split(params, &kept.labels, csv, classes)?,
-    };
-    drop(groups);
-
-    let provenance = provenance.with("classes", serde_json::to_string(classes)?);
-    let mut summary = IngestSummary {
-        notes,
-        ..IngestSummary::default()
-    };
-    for (i, rows) in positions.iter().enumerate() {
-        kept.write_split(&out_dir.join(OUTPUTS[i]), rows, &provenance)?;
-        let mut counts = vec![0usize; k];
-        for &row in rows {
-            counts[kept.labels[row] as usize] += 1;
-        }
-        summary.class_counts[i] = counts;
-    }
-    summary.notes.push(format!(
+    notes.push(format!(
         "{} rows -> train {}, val {}, test {} ({} classes: {})",
-        kept.labels.len(),
-        positions[0].len(),
-        positions[1].len(),
-        positions[2].len(),
-        k,
+        sizes.iter().sum::<usize>(),
+        sizes[0],
+        sizes[1],
+        sizes[2],
+        classes.len(),
         classes.join(", ")
     ));
-    for (i, name) in ["train", "val", "test"].iter().enumerate() {
-        let parts: Vec<String> = summary.class_counts[i]
+    for (counts, name) in class_counts.iter().zip(["train", "val", "test"]) {
+        let parts: Vec<String> = counts
             .iter()
-            .enumerate()
-            .map(|(c, n)| format!("{}={n}", classes[c]))
+            .zip(classes)
+            .map(|(n, class)| format!("{class}={n}"))
             .collect();
-        summary
-            .notes
-            .push(format!("{name} per class: {}", parts.join(" ")));
+        notes.push(format!("{name} per class: {}", parts.join(" ")));
     }
     if repeats.repeats > 0 && params.dedup == Dedup::None {
-        summary.notes.push(format!(
+        notes.push(format!(
             "{} rows repeat an earlier sentence ({} with a different label); kept (ingest.dedup = \"exact\" drops them)",
             repeats.repeats, repeats.conflicting
         ));
     }
     if scanned.dropped_empty > 0 {
-        summary.notes.push(format!(
+        notes.push(format!(
             "{} rows with empty sentences dropped (ingest.empty_sentences = \"drop\")",
             scanned.dropped_empty
         ));
     }
-    Ok(summary)
+    notes
+}
+
+/// Whole groups per split (`group_split`): positions into `labels`.
+fn split_by_groups(
+    params: &IngestParams,
+    labels: &[i64],
+    groups: &GroupIds,
+    column: &str,
+    csv: &Path,
+    classes: &[String],
+) -> Result<[Vec<usize>; 3]> {
+    let fractions = [
+        params.train_fraction,
+        params.val_fraction,
+        params.test_fraction,
+    ];
+    group_split::split(labels, &groups.ids, classes.len(), fractions, params.seed).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: with ingest.group_column = {column:?}, the {} groups cannot give every split every class \
+             ({} has no rows of class {:?}); add groups of that class or change the split fractions",
+            csv.display(),
+            e.groups,
+            ["train", "val", "test"][e.split],
+            classes[e.class as usize]
+        )
+    })
 }
 
 /// Each row's group as a dense id, in order of first appearance: 4 bytes

@@ -1,7 +1,6 @@
 //! `gc` of the embed stage's feature store: keeps the vectors the current
 //! embed result was made from, removes the rest.
 
-use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -19,26 +18,30 @@ pub fn gc(
     if !dir.is_dir() {
         return Ok(Some(embed::store::Pruned::default()));
     }
-    let Some(keep) = referenced_keys(artifacts)? else {
-        return Ok(None);
-    };
     let mut store = if dry_run {
         embed::store::FeatureStore::peek(&dir)?
     } else {
         embed::store::FeatureStore::open(&dir)?.0
     };
+    let Some(keep) = referenced(artifacts, &store)? else {
+        return Ok(None);
+    };
     store.retain(&keep, dry_run).map(Some)
 }
 
-/// The keys of every row of the current embed result: its model digest
-/// and pooling (from `pipeline.lock`) over the current encode result's
-/// token ids. `None` when the embed result was not made from the current
-/// encode result (a partial run since): then what it references is not at
-/// hand, and nothing is removed.
-fn referenced_keys(artifacts: &Path) -> Result<Option<HashSet<tables::feature_chunks::Key>>> {
+/// The rows of `store` that the current embed result uses, marked (a bit
+/// each): the keys of its model digest and pooling (from `pipeline.lock`)
+/// over the current encode result's token ids. `None` when the embed
+/// result was not made from the current encode result (a partial run
+/// since): then what it references is not at hand, and nothing is removed.
+fn referenced(
+    artifacts: &Path,
+    store: &embed::store::FeatureStore,
+) -> Result<Option<embed::store::Marks>> {
+    let mut marks = embed::store::Marks::default();
     let lock = LockFile::load(&artifacts.join("pipeline.lock"))?;
     let (Some(embed), Some(encode)) = (lock.stages.get("embed"), lock.stages.get("encode")) else {
-        return Ok(Some(HashSet::new()));
+        return Ok(Some(marks));
     };
     let splits = ["train.parquet", "val.parquet", "test.parquet"];
     let current = splits.iter().all(|split| {
@@ -63,15 +66,14 @@ fn referenced_keys(artifacts: &Path) -> Result<Option<HashSet<tables::feature_ch
     };
     let entry = artifacts.join(".store").join("encode").join(&encode.key);
     let paths = splits.map(|split| entry.join(split));
-    let mut keys = HashSet::new();
     embed::stage::for_each_key(
         &[&paths[0], &paths[1], &paths[2]],
         model_digest,
         &params,
         |_, key| {
-            keys.insert(*key);
+            store.mark(&mut marks, key);
             Ok(())
         },
     )?;
-    Ok(Some(keys))
+    Ok(Some(marks))
 }
