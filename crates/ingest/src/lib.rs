@@ -277,17 +277,16 @@ impl Kept {
         let file = self.scratch.as_file();
         let mut writer = tables::splits::SplitWriter::create(path, provenance)?;
         let mut batch = Vec::with_capacity(WRITE_ROWS.min(positions.len()));
-        let mut bytes = Vec::new();
         for part in positions.chunks(WRITE_ROWS) {
             batch.clear();
             for &i in part {
                 let start = if i == 0 { 0 } else { self.ends[i - 1] };
-                bytes.resize((self.ends[i] - start) as usize, 0);
+                let mut bytes = vec![0; (self.ends[i] - start) as usize];
                 file.read_exact_at(&mut bytes, start)
                     .with_context(|| format!("cannot read {}", self.scratch.path().display()))?;
                 batch.push(LabelledRow {
                     row_id: self.row_ids[i],
-                    sentence: String::from_utf8(bytes.clone()).context("scratch text not UTF-8")?,
+                    sentence: String::from_utf8(bytes).context("scratch text not UTF-8")?,
                     label: self.labels[i],
                 });
             }
