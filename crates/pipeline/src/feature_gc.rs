@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use runner::manifest::LockFile;
 
 /// What was (or would be) removed; `None` when the store was left alone
-/// (see [`referenced_keys`]). The caller holds the run lock (`gc` takes it
+/// (see [`referenced`]). The caller holds the run lock (`gc` takes it
 /// once for the store and the feature store). A dry run changes nothing.
 pub fn gc(
     _lock: &runner::RunLock,
