@@ -210,6 +210,98 @@ fn audit_finds_leaks_and_flipped_labels_as_the_oracles_do() {
         "{caught} of {} flipped training rows flagged",
         flipped_in_train.len()
     );
+    let searches =
+        tables::audit::read_feature_search(&artifacts.join("audit/overlap.parquet")).unwrap();
+    assert!(
+        searches.len() == 3 && searches.iter().all(|s| s.approximate.is_none()),
+        "below audit.exact_search_rows every search is exact: {searches:?}"
+    );
+
+    // Past the in-memory sizes (forced low here): the approximate search
+    // finds the same text overlaps and what its recall says of the cosines,
+    // and the streamed probe still catches the flipped labels.
+    let oof_accuracy = |dir: &std::path::Path| -> f64 {
+        tables::metadata_value(
+            &dir.join("audit/label_issues.parquet"),
+            "out_of_fold_accuracy",
+        )
+        .unwrap()
+        .parse()
+        .unwrap()
+    };
+    let in_memory_accuracy = oof_accuracy(&artifacts);
+    let scaled = p.cli(&[
+        "run-pipeline",
+        "--until",
+        "report",
+        "--set",
+        "audit.exact_search_rows=0",
+        "--set",
+        "audit.search_cluster_rows=64",
+        "--set",
+        "audit.search_probes=4",
+        "--set",
+        "audit.recall_sample=400",
+        "--set",
+        "audit.probe_in_memory_rows=0",
+    ]);
+    scaled.ok();
+    let searches =
+        tables::audit::read_feature_search(&artifacts.join("audit/overlap.parquet")).unwrap();
+    for s in &searches {
+        let a = s.approximate.expect("approximate past exact_search_rows");
+        assert_eq!(a.probes, 4);
+        assert!(a.clusters > 4 && a.sampled > 0, "{s:?}");
+        assert!(a.recall() >= 0.8, "{s:?}");
+    }
+    assert!(
+        scaled.stdout.contains("linear, streamed minibatches"),
+        "{}",
+        scaled.stdout
+    );
+    let html = std::fs::read_to_string(artifacts.join("report/report.html")).unwrap();
+    assert!(
+        html.contains("approximately: val in train: "),
+        "the report says how it searched"
+    );
+    let approximate =
+        tables::audit::read_overlap(&artifacts.join("audit/overlap.parquet")).unwrap();
+    let text_kinds =
+        |rows: &[tables::audit::OverlapRow]| -> BTreeSet<(String, i64, String, String)> {
+            rows.iter()
+                .filter(|r| r.kind != "near_duplicate")
+                .map(|r| (r.split.clone(), r.row_id, r.against.clone(), r.kind.clone()))
+                .collect()
+        };
+    assert_eq!(
+        text_kinds(&approximate),
+        text_kinds(&ours),
+        "text overlap does not change"
+    );
+    for r in &approximate {
+        let exact = found[&key(&r.split, r.row_id, &r.against)].1;
+        assert!(
+            f64::from(r.cosine) <= exact + 1e-4,
+            "no cosine above the exact one: {r:?}"
+        );
+    }
+    let streamed_accuracy = oof_accuracy(&artifacts);
+    assert!(
+        (streamed_accuracy - in_memory_accuracy).abs() < 0.05,
+        "out-of-fold accuracy streamed {streamed_accuracy} vs in memory {in_memory_accuracy}"
+    );
+    let issues =
+        tables::audit::read_label_issues(&artifacts.join("audit/label_issues.parquet")).unwrap();
+    let flagged: BTreeSet<i64> = issues.iter().map(|r| r.row_id).collect();
+    let caught = flipped_in_train
+        .iter()
+        .filter(|id| flagged.contains(id))
+        .count();
+    assert!(
+        caught * 2 > flipped_in_train.len(),
+        "streamed: {caught} of {} flipped training rows flagged",
+        flipped_in_train.len()
+    );
 }
 
 /// 80 reviews of 2 to 5 phrases each, a review's phrases sharing its label;

@@ -14,9 +14,11 @@
 
 mod confident;
 mod folds;
+mod ivf;
 mod near_duplicate;
 mod params;
 mod probe;
+mod streamed_probe;
 mod text_overlap;
 
 use std::path::Path;
@@ -24,8 +26,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use tables::Provenance;
-use tables::audit::{LabelIssueRow, OutOfFold, OverlapRow};
-use tables::features::FeatureTable;
+use tables::audit::{FeatureSearch, LabelIssueRow, OutOfFold, OverlapRow};
 use tables::splits::LabelledRow;
 
 pub use params::{AuditParams, Probe};
@@ -60,31 +61,18 @@ pub fn run(
 ) -> Result<Vec<String>> {
     params.check()?;
     let mut splits = Vec::new();
-    let mut features = Vec::new();
     for i in 0..3 {
         let rows = tables::splits::read(inputs.splits[i])?;
-        let table = tables::features::read(inputs.features[i])?;
-        let same_rows = rows.len() == table.row_ids.len()
-            && rows
-                .iter()
-                .zip(&table.row_ids)
-                .all(|(r, &id)| r.row_id == id);
-        if !same_rows {
-            bail!(
-                "{} and {} do not hold the same rows in the same order; they come from different runs (rerun the pipeline)",
-                inputs.splits[i].display(),
-                inputs.features[i].display()
-            );
-        }
+        same_rows(&rows, inputs.splits[i], inputs.features[i])?;
         splits.push(rows);
-        features.push(table);
     }
     let classes = inputs.classes.len();
     let provenance = provenance.with("classes", serde_json::to_string(inputs.classes)?);
     let mut notes = Vec::new();
 
-    let (overlap, seconds) = overlap(params, &splits, &features)?;
+    let (overlap, searches, seconds) = overlap(params, inputs, &splits, out_dir)?;
     notes.extend(overlap_notes(&overlap, &splits));
+    notes.extend(searches.iter().map(search_note));
     notes.push(format!(
         "overlap found in {:.1}s (text {:.1}s, feature cosines {:.1}s)",
         seconds[0] + seconds[1],
@@ -99,38 +87,55 @@ pub fn run(
         &overlap,
         &provenance
             .clone()
-            .with("split_rows", split_rows.to_string()),
+            .with("split_rows", split_rows.to_string())
+            .with("feature_search", serde_json::to_string(&searches)?),
     )?;
 
     let started = Instant::now();
-    let train = &features[0];
-    if train.labels.len() < params.folds {
+    let labels: Vec<i64> = splits[0].iter().map(|r| r.label).collect();
+    if labels.len() < params.folds {
         bail!(
             "the training split has {} rows, fewer than audit.folds = {}; lower audit.folds",
-            train.labels.len(),
+            labels.len(),
             params.folds
         );
     }
-    let fold_of = folds::assign(&train.labels, classes, params.folds, params.seed);
-    let probabilities =
-        probe::out_of_fold(params, inputs.head, train, &features[1], &fold_of, classes)?;
-    let correct = (0..train.labels.len())
+    let fold_of = folds::assign(&labels, classes, params.folds, params.seed);
+    let streamed = params.probe == Probe::Linear && labels.len() > params.probe_in_memory_rows;
+    let probabilities = if streamed {
+        streamed_probe::out_of_fold(params, inputs.features[0], &labels, &fold_of, classes)?
+    } else {
+        let train = tables::features::read(inputs.features[0])?;
+        let val = match params.probe {
+            Probe::Head => tables::features::read(inputs.features[1])?,
+            // The linear probe reads no validation rows.
+            Probe::Linear => tables::features::FeatureTable {
+                row_ids: Vec::new(),
+                labels: Vec::new(),
+                hidden: train.hidden,
+                features: Vec::new(),
+            },
+        };
+        probe::out_of_fold(params, inputs.head, &train, &val, &fold_of, classes)?
+    };
+    let correct = (0..labels.len())
         .filter(|&i| {
             let row = &probabilities[i * classes..(i + 1) * classes];
-            confident::first_argmax(row.iter().map(|&p| f64::from(p))) == train.labels[i] as usize
+            confident::first_argmax(row.iter().map(|&p| f64::from(p))) == labels[i] as usize
         })
         .count();
-    let accuracy = correct as f64 / train.labels.len() as f64;
-    let issues = confident::label_issues(&train.labels, &probabilities, classes);
+    let accuracy = correct as f64 / labels.len() as f64;
+    let issues = confident::label_issues(&labels, &probabilities, classes);
     notes.push(format!(
         "label issues: {} of {} training rows flagged by confident learning over {}-fold out-of-fold probabilities \
          ({} probe, out-of-fold accuracy {accuracy:.4}) in {:.1}s",
         issues.len(),
-        train.labels.len(),
+        labels.len(),
         params.folds,
-        match params.probe {
-            Probe::Linear => "linear",
-            Probe::Head => "head",
+        match (params.probe, streamed) {
+            (Probe::Linear, false) => "linear",
+            (Probe::Linear, true) => "linear, streamed minibatches",
+            (Probe::Head, _) => "head",
         },
         started.elapsed().as_secs_f64()
     ));
@@ -151,8 +156,8 @@ pub fn run(
     tables::audit::write_out_of_fold(
         &out_dir.join(OUTPUTS[2]),
         OutOfFold {
-            row_ids: train.row_ids.clone(),
-            labels: train.labels.clone(),
+            row_ids: splits[0].iter().map(|r| r.row_id).collect(),
+            labels,
             folds: fold_of.iter().map(|&f| f as i32).collect(),
             probabilities,
             classes,
@@ -163,14 +168,38 @@ pub fn run(
     Ok(notes)
 }
 
+/// Refuses a features file whose row ids are not the split's, in order
+/// (read a batch at a time; the features are not kept).
+fn same_rows(rows: &[LabelledRow], split: &Path, features: &Path) -> Result<()> {
+    let (batches, _) = tables::features::read_batched(features, 16_384)?;
+    let mut at = 0;
+    let mut same = true;
+    for batch in batches {
+        let ids = batch?.row_ids;
+        same &= rows
+            .get(at..at + ids.len())
+            .is_some_and(|r| r.iter().zip(&ids).all(|(row, &id)| row.row_id == id));
+        at += ids.len();
+    }
+    if !same || at != rows.len() {
+        bail!(
+            "{} and {} do not hold the same rows in the same order; they come from different runs (rerun the pipeline)",
+            split.display(),
+            features.display()
+        );
+    }
+    Ok(())
+}
+
 /// One row per held-out row that overlaps an earlier split, pairs in
-/// [`PAIRS`] order, rows in split order; and the seconds spent on text and
-/// on feature cosines.
+/// [`PAIRS`] order, rows in split order; how each pair's features were
+/// searched; and the seconds spent on text and on feature cosines.
 fn overlap(
     params: &AuditParams,
+    inputs: &AuditInputs,
     splits: &[Vec<LabelledRow>],
-    features: &[FeatureTable],
-) -> Result<(Vec<OverlapRow>, [f64; 2])> {
+    scratch_dir: &Path,
+) -> Result<(Vec<OverlapRow>, Vec<FeatureSearch>, [f64; 2])> {
     let mut seconds = [0.0; 2];
     let started = Instant::now();
     let normalised: Vec<Normalised> = splits
@@ -178,7 +207,7 @@ fn overlap(
         .map(|rows| Normalised::new(rows.iter().map(|r| r.sentence.as_str())))
         .collect();
     seconds[0] += started.elapsed().as_secs_f64();
-    let mut out = Vec::new();
+    let (mut out, mut searches) = (Vec::new(), Vec::new());
     for (held, earlier) in PAIRS {
         let started = Instant::now();
         let text = text_overlap::find(
@@ -188,12 +217,30 @@ fn overlap(
         )?;
         seconds[0] += started.elapsed().as_secs_f64();
         let started = Instant::now();
-        let similar = near_duplicate::most_similar(&features[held], &features[earlier]);
+        let (similar, approximate) = near_duplicate::most_similar(
+            params,
+            inputs.features[held],
+            inputs.features[earlier],
+            splits[earlier].len(),
+            scratch_dir,
+        )
+        .with_context(|| {
+            format!(
+                "searching {} for near-duplicates of {}",
+                SPLITS[earlier], SPLITS[held]
+            )
+        })?;
         seconds[1] += started.elapsed().as_secs_f64();
-        for (row, (found, (cosine, nearest))) in text.into_iter().zip(similar).enumerate() {
+        searches.push(FeatureSearch {
+            split: SPLITS[held].to_string(),
+            against: SPLITS[earlier].to_string(),
+            approximate,
+        });
+        for (row, (found, nearest)) in text.into_iter().zip(similar).enumerate() {
+            let cosine = nearest.cosine;
             let found = found.or_else(|| {
                 (f64::from(cosine) >= params.near_duplicate_cosine)
-                    .then_some((Kind::NearDuplicate, nearest))
+                    .then_some((Kind::NearDuplicate, nearest.row))
             });
             let Some((kind, at)) = found else { continue };
             let (this, other) = (&splits[held][row], &splits[earlier][at]);
@@ -209,7 +256,31 @@ fn overlap(
             });
         }
     }
-    Ok((out, seconds))
+    Ok((out, searches, seconds))
+}
+
+/// `near-duplicates of test in train: approximate (…), recall 0.9870 …`.
+fn search_note(search: &FeatureSearch) -> String {
+    let head = format!("near-duplicates of {} in {}", search.split, search.against);
+    match &search.approximate {
+        None => format!("{head}: exact search (every pair of rows)"),
+        Some(a) => format!(
+            "{head}: approximate search ({} clusters, {} searched per row); on {} rows also searched \
+             exactly it found the most similar row of {} (recall {:.4}) and {} of {} near-duplicates{}",
+            a.clusters,
+            a.probes,
+            a.sampled,
+            a.found,
+            a.recall(),
+            a.near_duplicates_found,
+            a.near_duplicates,
+            if a.recall() < 0.95 {
+                "; recall under 0.95: raise audit.search_probes"
+            } else {
+                ""
+            }
+        ),
+    }
 }
 
 fn overlap_notes(overlap: &[OverlapRow], splits: &[Vec<LabelledRow>]) -> Vec<String> {

@@ -1,115 +1,279 @@
 //! For every held-out row, its most similar row of an earlier split by the
-//! cosine of their cached features: blocked matrix products of the
-//! L2-normalised feature matrices (threaded `matrixmultiply` kernels), so
-//! memory stays at one block (`BLOCK_ROWS` × `BLOCK_ROWS` floats) while the
-//! work is the full product.
+//! cosine of their cached features, read from the embed splits a block at a
+//! time (memory never holds a split past `exact_search_rows`):
+//! - **exact**, while the earlier split has at most `exact_search_rows`
+//!   rows: blocked matrix products of the L2-normalised features (threaded
+//!   `matrixmultiply` kernels) against the whole earlier split, held in
+//!   memory (at most `exact_search_rows` × H floats);
+//! - **approximate** past it (`ivf`): each held-out row is compared with the
+//!   earlier rows of the few clusters nearest it, so its cost stops growing
+//!   with the earlier split; the recall against the exact search is measured
+//!   on a sample of held-out rows and returned with the result.
 
+use std::path::Path;
+
+use anyhow::{Result, ensure};
 use ndarray::{Array2, ArrayView2, linalg::general_mat_mul, s};
-use tables::features::FeatureTable;
+
+use crate::ivf;
+use crate::params::AuditParams;
 
 /// Rows per side of one block of the similarity matrix (64 MiB of f32).
-const BLOCK_ROWS: usize = 4096;
+pub(crate) const BLOCK_ROWS: usize = 4096;
 
-/// Per held-out row: (the highest cosine with any earlier row, that row's
-/// index). Rows of zero features have cosine 0 with everything.
-pub fn most_similar(held: &FeatureTable, earlier: &FeatureTable) -> Vec<(f32, usize)> {
-    let (q, r) = (unit_rows(held), unit_rows(earlier));
-    let mut best = vec![(f32::NEG_INFINITY, 0usize); q.nrows()];
-    if r.nrows() == 0 {
-        return best.into_iter().map(|_| (0.0, 0)).collect();
+/// The most similar earlier row found so far for one held-out row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Nearest {
+    pub cosine: f32,
+    /// Index into the earlier split.
+    pub row: usize,
+}
+
+impl Nearest {
+    pub(crate) const NONE: Nearest = Nearest {
+        cosine: f32::NEG_INFINITY,
+        row: usize::MAX,
+    };
+
+    /// Keeps the higher cosine; of equal ones the earlier row, so the
+    /// answer does not depend on the order rows are compared in.
+    pub(crate) fn offer(&mut self, cosine: f32, row: usize) {
+        if cosine > self.cosine || (cosine == self.cosine && row < self.row) {
+            *self = Nearest { cosine, row };
+        }
     }
-    let mut block = Array2::<f32>::zeros((BLOCK_ROWS.min(q.nrows()), BLOCK_ROWS.min(r.nrows())));
-    for q0 in (0..q.nrows()).step_by(BLOCK_ROWS) {
-        let q_block = q.slice(s![q0..(q0 + BLOCK_ROWS).min(q.nrows()), ..]);
-        for r0 in (0..r.nrows()).step_by(BLOCK_ROWS) {
-            let r_block = r.slice(s![r0..(r0 + BLOCK_ROWS).min(r.nrows()), ..]);
-            let mut out = block.slice_mut(s![..q_block.nrows(), ..r_block.nrows()]);
-            general_mat_mul(1.0, &q_block, &r_block.t(), 0.0, &mut out);
-            for (i, sims) in out.rows().into_iter().enumerate() {
-                let slot = &mut best[q0 + i];
-                for (j, &sim) in sims.iter().enumerate() {
-                    if sim > slot.0 {
-                        *slot = (sim, r0 + j);
-                    }
+}
+
+/// Per held-out row (in split order) its nearest earlier row, and how it
+/// was searched. Rows of zero features have cosine 0 with everything; with
+/// no earlier rows every cosine is 0.
+pub fn most_similar(
+    params: &AuditParams,
+    held: &Path,
+    earlier: &Path,
+    earlier_rows: usize,
+    scratch_dir: &Path,
+) -> Result<(Vec<Nearest>, Option<tables::audit::Approximate>)> {
+    if earlier_rows == 0 || earlier_rows <= params.exact_search_rows {
+        return Ok((exact(held, earlier, earlier_rows)?, None));
+    }
+    let (found, approximate) = ivf::search(params, held, earlier, earlier_rows, scratch_dir)?;
+    Ok((found, Some(approximate)))
+}
+
+fn exact(held: &Path, earlier: &Path, earlier_rows: usize) -> Result<Vec<Nearest>> {
+    let (blocks, _) = unit_blocks(earlier, BLOCK_ROWS)?;
+    let earlier: Vec<Array2<f32>> = blocks.collect::<Result<_>>()?;
+    let counted: usize = earlier.iter().map(Array2::nrows).sum();
+    ensure!(
+        counted == earlier_rows,
+        "the earlier split holds {counted} rows, not {earlier_rows}"
+    );
+    let mut product = Array2::<f32>::zeros((0, 0));
+    let mut found = Vec::new();
+    let (held_blocks, _) = unit_blocks(held, BLOCK_ROWS)?;
+    for block in held_blocks {
+        let block = block?;
+        let mut best = vec![Nearest::NONE; block.nrows()];
+        let mut first = 0;
+        for rows in &earlier {
+            offer_all(
+                block.view(),
+                rows.view(),
+                |j| first + j,
+                &mut best,
+                &mut product,
+            );
+            first += rows.nrows();
+        }
+        found.extend(best);
+    }
+    Ok(settled(found))
+}
+
+/// Offers every pair of `queries` × `rows` (both unit rows) to `best` (one
+/// per query); `row_of` maps a column of `rows` to its earlier row.
+/// `product` is reused between calls.
+pub(crate) fn offer_all(
+    queries: ArrayView2<f32>,
+    rows: ArrayView2<f32>,
+    row_of: impl Fn(usize) -> usize,
+    best: &mut [Nearest],
+    product: &mut Array2<f32>,
+) {
+    if rows.nrows() == 0 {
+        return;
+    }
+    for q0 in (0..queries.nrows()).step_by(BLOCK_ROWS) {
+        let q = queries.slice(s![q0..(q0 + BLOCK_ROWS).min(queries.nrows()), ..]);
+        if product.nrows() < q.nrows() || product.ncols() < rows.nrows() {
+            *product = Array2::zeros((
+                q.nrows().max(product.nrows()),
+                rows.nrows().max(product.ncols()),
+            ));
+        }
+        let mut out = product.slice_mut(s![..q.nrows(), ..rows.nrows()]);
+        general_mat_mul(1.0, &q, &rows.t(), 0.0, &mut out);
+        for (i, sims) in out.rows().into_iter().enumerate() {
+            let slot = &mut best[q0 + i];
+            for (j, &sim) in sims.iter().enumerate() {
+                if sim >= slot.cosine {
+                    slot.offer(sim, row_of(j));
                 }
             }
         }
     }
-    best
 }
 
-/// The features with every row scaled to unit length.
-fn unit_rows(table: &FeatureTable) -> Array2<f32> {
-    let view = ArrayView2::from_shape((table.row_ids.len(), table.hidden), &table.features)
-        .expect("a feature table is rows × hidden");
-    let mut rows = view.to_owned();
-    for mut row in rows.rows_mut() {
-        let norm = row.dot(&row).sqrt();
-        if norm > 0.0 {
-            row /= norm;
+/// Rows that met no earlier row (there were none) get cosine 0.
+pub(crate) fn settled(mut found: Vec<Nearest>) -> Vec<Nearest> {
+    for n in &mut found {
+        if n.row == usize::MAX {
+            *n = Nearest {
+                cosine: 0.0,
+                row: 0,
+            };
         }
     }
-    rows
+    found
+}
+
+/// A feature split's rows scaled to unit length, `rows` at a time, as
+/// row-major blocks; and the vectors' width.
+pub(crate) fn unit_blocks(
+    path: &Path,
+    rows: usize,
+) -> Result<(impl Iterator<Item = Result<Array2<f32>>> + use<>, usize)> {
+    let (batches, hidden) = tables::features::read_batched(path, rows)?;
+    let blocks = batches.map(move |batch| {
+        let batch = batch?;
+        let mut block = Array2::from_shape_vec((batch.row_ids.len(), hidden), batch.features)?;
+        for mut row in block.rows_mut() {
+            let norm = row.dot(&row).sqrt();
+            if norm > 0.0 {
+                row /= norm;
+            }
+        }
+        Ok(block)
+    });
+    Ok((blocks, hidden))
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use tables::features::FeatureTable;
 
-    fn table(rows: &[[f32; 3]]) -> FeatureTable {
-        FeatureTable {
-            row_ids: (0..rows.len() as i64).collect(),
-            labels: vec![0; rows.len()],
-            hidden: 3,
-            features: rows.iter().flatten().copied().collect(),
+    pub(crate) fn write(
+        dir: &Path,
+        name: &str,
+        hidden: usize,
+        rows: &[Vec<f32>],
+    ) -> std::path::PathBuf {
+        let path = dir.join(name);
+        tables::features::write(
+            &path,
+            FeatureTable {
+                row_ids: (0..rows.len() as i64).collect(),
+                labels: vec![0; rows.len()],
+                hidden,
+                features: rows.iter().flatten().copied().collect(),
+            },
+            &tables::Provenance::default(),
+        )
+        .unwrap();
+        path
+    }
+
+    /// Seeded rows of `hidden` uniform values in [-0.5, 0.5).
+    pub(crate) fn random_rows(n: usize, hidden: usize, seed: u32) -> Vec<Vec<f32>> {
+        let mut state = seed;
+        let mut next = move || {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        (0..n)
+            .map(|_| (0..hidden).map(|_| next()).collect())
+            .collect()
+    }
+
+    /// The nearest row by a plain loop over every pair.
+    pub(crate) fn brute_force(query: &[f32], rows: &[Vec<f32>]) -> Nearest {
+        let unit = |v: &[f32]| {
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.iter().map(|x| x / norm).collect::<Vec<f32>>()
+        };
+        let q = unit(query);
+        let mut best = Nearest::NONE;
+        for (j, r) in rows.iter().enumerate() {
+            let r = unit(r);
+            best.offer(q.iter().zip(&r).map(|(a, b)| a * b).sum(), j);
         }
+        best
+    }
+
+    fn exact_of(held: &[Vec<f32>], earlier: &[Vec<f32>], hidden: usize) -> Vec<Nearest> {
+        let dir = tempfile::tempdir().unwrap();
+        let params = AuditParams::default();
+        let (h, e) = (
+            write(dir.path(), "held.parquet", hidden, held),
+            write(dir.path(), "earlier.parquet", hidden, earlier),
+        );
+        let (found, approximate) =
+            most_similar(&params, &h, &e, earlier.len(), dir.path()).unwrap();
+        assert!(
+            approximate.is_none(),
+            "below exact_search_rows the search is exact"
+        );
+        found
     }
 
     #[test]
     fn the_most_similar_row_is_found_whatever_the_scale() {
-        let earlier = table(&[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.0]]);
-        let held = table(&[[0.0, 5.0, 0.0], [2.0, 2.1, 0.0], [0.0, 0.0, 0.0]]);
-        let found = most_similar(&held, &earlier);
-        assert_eq!(found[0].1, 1);
-        assert!((found[0].0 - 1.0).abs() < 1e-6);
-        assert_eq!(found[1].1, 2);
-        assert!(found[1].0 > 0.99 && found[1].0 < 1.0);
-        assert_eq!(found[2].0, 0.0, "zero features are similar to nothing");
+        let earlier = [
+            vec![1.0, 0.0, 0.0],
+            vec![0.0, 1.0, 0.0],
+            vec![1.0, 1.0, 0.0],
+        ];
+        let held = [
+            vec![0.0, 5.0, 0.0],
+            vec![2.0, 2.1, 0.0],
+            vec![0.0, 0.0, 0.0],
+        ];
+        let found = exact_of(&held, &earlier, 3);
+        assert_eq!(found[0].row, 1);
+        assert!((found[0].cosine - 1.0).abs() < 1e-6);
+        assert_eq!(found[1].row, 2);
+        assert!(found[1].cosine > 0.99 && found[1].cosine < 1.0);
+        assert_eq!(found[2].cosine, 0.0, "zero features are similar to nothing");
+        assert_eq!(
+            exact_of(&held, &[], 3)[0],
+            Nearest {
+                cosine: 0.0,
+                row: 0
+            }
+        );
     }
 
     #[test]
     fn blocks_change_nothing() {
         // More rows than one block on both sides, against a plain loop.
         let n = BLOCK_ROWS + 37;
-        let make = |seed: u32| {
-            let mut state = seed;
-            let mut next = move || {
-                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-            };
-            let rows: Vec<[f32; 3]> = (0..n).map(|_| [next(), next(), next()]).collect();
-            table(&rows)
-        };
-        let (held, earlier) = (make(1), make(2));
-        let found = most_similar(&held, &earlier);
-        let unit = |t: &FeatureTable, i: usize| {
-            let v = &t.features[i * 3..i * 3 + 3];
-            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-            [v[0] / norm, v[1] / norm, v[2] / norm]
-        };
+        let (held, earlier) = (random_rows(n, 3, 1), random_rows(n, 3, 2));
+        let found = exact_of(&held, &earlier, 3);
         for i in (0..n).step_by(97) {
-            let q = unit(&held, i);
-            let best = (0..n)
-                .map(|j| {
-                    let r = unit(&earlier, j);
-                    q[0] * r[0] + q[1] * r[1] + q[2] * r[2]
-                })
-                .fold(f32::NEG_INFINITY, f32::max);
+            let best = brute_force(&held[i], &earlier);
             assert!(
-                (found[i].0 - best).abs() < 1e-5,
-                "row {i}: {} vs {best}",
-                found[i].0
+                (found[i].cosine - best.cosine).abs() < 1e-5,
+                "row {i}: {:?} vs {best:?}",
+                found[i]
             );
         }
+    }
+
+    #[test]
+    fn of_equal_cosines_the_earlier_row_wins() {
+        let earlier = [vec![0.0, 1.0], vec![2.0, 0.0], vec![1.0, 0.0]];
+        assert_eq!(exact_of(&[vec![3.0, 0.0]], &earlier, 2)[0].row, 1);
     }
 }

@@ -20,6 +20,12 @@ pub struct AuditParams {
     /// iterations 12.5 s, 0.8390.
     #[serde(default = "d_iterations")]
     pub linear_iterations: u64,
+    /// The linear probe fits in memory (linfa's L-BFGS, each fold's
+    /// training rows as one f64 matrix: 1.2 GB at 200,000 rows, H = 384)
+    /// while the training split has at most this many rows; past it, by
+    /// minibatches of the features read from disk (`streamed_probe`).
+    #[serde(default = "d_probe_rows")]
+    pub probe_in_memory_rows: usize,
     /// A held-out row whose features have at least this cosine similarity
     /// with a row of an earlier split is a near-duplicate of it.
     #[serde(default = "d_cosine")]
@@ -29,7 +35,27 @@ pub struct AuditParams {
     /// words, not leaks.
     #[serde(default = "d_words")]
     pub min_contained_words: usize,
-    /// Seeds the fold assignment.
+    /// Near-duplicates are searched exactly (every pair) while the earlier
+    /// split has at most this many rows; past it, approximately (clusters,
+    /// `search_*`). At 100,000 rows an exact search costs each held-out row
+    /// 100,000 dot products, three times what the clusters cost it at the
+    /// defaults, and the held split's time grows with the earlier's rows.
+    #[serde(default = "d_exact_rows")]
+    pub exact_search_rows: usize,
+    /// Past `exact_search_rows`: earlier rows per cluster (one cluster per
+    /// this many rows).
+    #[serde(default = "d_cluster_rows")]
+    pub search_cluster_rows: usize,
+    /// Past `exact_search_rows`: clusters each held-out row is compared
+    /// with, nearest first. More find more of the exact nearest rows and
+    /// cost proportionally more.
+    #[serde(default = "d_probes")]
+    pub search_probes: usize,
+    /// Past `exact_search_rows`: held-out rows (seeded) also searched
+    /// exactly, to measure the approximate search's recall.
+    #[serde(default = "d_recall_sample")]
+    pub recall_sample: usize,
+    /// Seeds the fold assignment, the clusters and the recall sample.
     #[serde(default = "d_seed")]
     pub seed: u64,
 }
@@ -63,6 +89,21 @@ fn d_cosine() -> f64 {
 }
 fn d_words() -> usize {
     3
+}
+fn d_probe_rows() -> usize {
+    200_000
+}
+fn d_exact_rows() -> usize {
+    100_000
+}
+fn d_cluster_rows() -> usize {
+    2048
+}
+fn d_probes() -> usize {
+    16
+}
+fn d_recall_sample() -> usize {
+    1000
 }
 fn d_seed() -> u64 {
     2021
@@ -98,6 +139,13 @@ impl AuditParams {
         }
         if self.min_contained_words == 0 {
             anyhow::bail!("audit.min_contained_words = 0; must be at least 1");
+        }
+        if self.search_cluster_rows == 0 || self.search_probes == 0 {
+            anyhow::bail!(
+                "audit.search_cluster_rows = {}, audit.search_probes = {}; both must be at least 1",
+                self.search_cluster_rows,
+                self.search_probes
+            );
         }
         Ok(())
     }

@@ -495,6 +495,7 @@ impl Stage for ReportStage {
         let split_rows: std::collections::BTreeMap<String, usize> =
             serde_json::from_str(&tables::metadata_value(overlap_path, "split_rows")?)
                 .with_context(|| format!("{}: split_rows metadata", overlap_path.display()))?;
+        let feature_search = tables::audit::read_feature_search(overlap_path)?;
         let issues_path = ctx.input("audit/label_issues.parquet");
         let label_issues = tables::audit::read_label_issues(issues_path)?;
         let out_of_fold_accuracy: f64 =
@@ -520,6 +521,7 @@ impl Stage for ReportStage {
                     split_rows: [rows("train"), rows("val"), rows("test")],
                     label_issues: &label_issues,
                     out_of_fold_accuracy,
+                    feature_search: &feature_search,
                 },
             },
             ctx.out_dir(),

@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use html_escape::encode_text as esc;
 use serde::Serialize;
-use tables::audit::{LabelIssueRow, OverlapRow};
+use tables::audit::{FeatureSearch, LabelIssueRow, OverlapRow};
 
 /// Rows shown in each "top" table of the page.
 pub const TOP_ROWS: usize = 10;
@@ -24,6 +24,8 @@ pub struct AuditFindings<'a> {
     /// Least self-confident first.
     pub label_issues: &'a [LabelIssueRow],
     pub out_of_fold_accuracy: f64,
+    /// How each split pair's features were searched for near-duplicates.
+    pub feature_search: &'a [FeatureSearch],
 }
 
 /// Accuracy on the test rows with no overlap of any kind with training.
@@ -66,6 +68,42 @@ pub fn held_out_phrase(held: &HeldOut) -> String {
     }
 }
 
+/// How near-duplicates were searched, and the recall of the approximate
+/// searches on their exactly searched samples.
+fn search_paragraph(searches: &[FeatureSearch]) -> String {
+    let mut exact = Vec::new();
+    let mut approximate = Vec::new();
+    for s in searches {
+        let pair = format!("{} in {}", s.split, s.against);
+        match &s.approximate {
+            None => exact.push(pair),
+            Some(a) => approximate.push(format!(
+                "{pair}: {} clusters, {} searched per row; of {} rows also searched exactly, the most \
+                 similar row found for {} (<b>recall {:.3}</b>), {} of {} near-duplicates found",
+                a.clusters,
+                a.probes,
+                a.sampled,
+                a.found,
+                a.recall(),
+                a.near_duplicates_found,
+                a.near_duplicates
+            )),
+        }
+    }
+    let mut html = String::from("<p>Near-duplicates searched ");
+    if !exact.is_empty() {
+        let _ = write!(html, "exactly (every pair of rows): {}", exact.join(", "));
+    }
+    if !approximate.is_empty() {
+        if !exact.is_empty() {
+            html.push_str("; ");
+        }
+        let _ = write!(html, "approximately: {}", approximate.join("; "));
+    }
+    html.push_str(".</p>\n");
+    html
+}
+
 /// The page's audit section.
 pub fn section(findings: &AuditFindings, classes: &[String]) -> String {
     let mut html = String::from(
@@ -104,6 +142,7 @@ pub fn section(findings: &AuditFindings, classes: &[String]) -> String {
         html.push_str("</tr>\n");
     }
     html.push_str("</table>\n");
+    html.push_str(&search_paragraph(findings.feature_search));
 
     let mut top: Vec<&OverlapRow> = findings
         .overlap

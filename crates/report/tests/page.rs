@@ -2,7 +2,7 @@
 //! showing the right numbers, the page showing everything, escaped.
 
 use report::{AuditFindings, OUTPUTS, ReportInputs};
-use tables::audit::{LabelIssueRow, OverlapRow};
+use tables::audit::{Approximate, FeatureSearch, LabelIssueRow, OverlapRow};
 use tables::encoded::LengthHistogram;
 use tables::training::EpochRow;
 
@@ -90,6 +90,7 @@ fn write_three_class_report() -> Written {
                 split_rows: [30, 9, 8],
                 label_issues: &issues,
                 out_of_fold_accuracy: 0.75,
+                feature_search: &searches(),
             },
         },
         dir.path(),
@@ -100,6 +101,30 @@ fn write_three_class_report() -> Written {
     let written = Written { dir };
     assert_eq!(written.read("classification_report.txt"), summary.text);
     written
+}
+
+fn searches() -> Vec<FeatureSearch> {
+    let pair = |split: &str, against: &str, approximate| FeatureSearch {
+        split: split.into(),
+        against: against.into(),
+        approximate,
+    };
+    vec![
+        pair("val", "train", None),
+        pair(
+            "test",
+            "train",
+            Some(Approximate {
+                clusters: 12,
+                probes: 3,
+                sampled: 8,
+                found: 7,
+                near_duplicates: 2,
+                near_duplicates_found: 2,
+            }),
+        ),
+        pair("test", "val", None),
+    ]
 }
 
 fn overlap_row(split: &str, row_id: i64, against: &str, kind: &str) -> OverlapRow {
@@ -144,6 +169,14 @@ fn page_and_metrics_show_the_held_out_accuracy_overlaps_and_label_issues() {
     assert!(
         html.contains("<td>pos &amp; good</td><td>neg &lt;bad&gt;</td>"),
         "given and suggested by name"
+    );
+    assert!(
+        html.contains(
+            "exactly (every pair of rows): val in train, test in val; approximately: test in train: \
+             12 clusters, 3 searched per row; of 8 rows also searched exactly, the most similar row \
+             found for 7 (<b>recall 0.875</b>), 2 of 2 near-duplicates found."
+        ),
+        "how near-duplicates were searched, with the recall"
     );
     let metrics: serde_json::Value = serde_json::from_str(&w.read("metrics.json")).unwrap();
     assert_eq!(metrics["test_without_train_overlap"]["rows"], 6);

@@ -23,12 +23,15 @@
 //! probabilities: `row_id` int64, `label` int64, `fold` int32,
 //! `probabilities` fixed_size_list<float32>[K].
 //!
-//! All three carry the stage's provenance and `classes` metadata.
+//! All three carry the stage's provenance and `classes` metadata;
+//! `overlap.parquet` also `split_rows` and `feature_search` (a JSON list of
+//! [`FeatureSearch`]: how each pair's features were searched and, where
+//! approximately, the recall measured).
 
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use arrow::array::{Array, Float32Array, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 
@@ -48,6 +51,50 @@ pub struct OverlapRow {
     pub match_row_id: i64,
     pub match_sentence: String,
     pub cosine: f32,
+}
+
+/// How the audit searched one (held-out split, earlier split) pair for each
+/// row's most similar features.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FeatureSearch {
+    pub split: String,
+    pub against: String,
+    /// `None`: exact, every pair of rows compared.
+    pub approximate: Option<Approximate>,
+}
+
+/// An approximate search (clusters of the earlier split), and what a
+/// sample of held-out rows searched exactly too showed of it.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Approximate {
+    pub clusters: usize,
+    /// Clusters searched per held-out row.
+    pub probes: usize,
+    /// Held-out rows also searched exactly.
+    pub sampled: usize,
+    /// Of those, rows whose most similar earlier row the search found.
+    pub found: usize,
+    /// Sampled rows whose exact most similar row is a near-duplicate.
+    pub near_duplicates: usize,
+    /// Of those, rows the search also found a near-duplicate for.
+    pub near_duplicates_found: usize,
+}
+
+impl Approximate {
+    /// The fraction of sampled rows whose most similar row was found.
+    pub fn recall(&self) -> f64 {
+        if self.sampled == 0 {
+            return 1.0;
+        }
+        self.found as f64 / self.sampled as f64
+    }
+}
+
+/// The `feature_search` metadata of `overlap.parquet`.
+pub fn read_feature_search(path: &Path) -> Result<Vec<FeatureSearch>> {
+    let text = crate::io::metadata_value(path, "feature_search")?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{}: feature_search metadata", path.display()))
 }
 
 /// One row of `label_issues.parquet`.

@@ -192,6 +192,14 @@ pub(crate) fn batch_reader(
     ))
 }
 
+/// The rows of a Parquet file, from its footer (no data is read).
+pub fn row_count(path: &Path) -> Result<usize> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
+    Ok(builder.metadata().file_metadata().num_rows() as usize)
+}
+
 /// The named top-level columns only (the others are not read from disk).
 pub(crate) fn read_columns(path: &Path, columns: &[&str]) -> Result<Vec<RecordBatch>> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;

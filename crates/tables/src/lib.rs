@@ -15,4 +15,4 @@ pub mod sweep;
 pub mod task_wire;
 pub mod training;
 
-pub use io::{Provenance, metadata_value, read_metadata};
+pub use io::{Provenance, metadata_value, read_metadata, row_count};
