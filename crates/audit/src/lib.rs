@@ -10,7 +10,12 @@
 //!   probabilities for the training split, and confident learning over them.
 //!
 //! The stage reads the ingest splits (text) and the embed splits (features)
-//! and knows nothing of how either was made.
+//! and knows nothing of how either was made. It reads them a batch at a
+//! time and keeps no split's texts or features whole (below
+//! `exact_search_rows` and `probe_in_memory_rows`, the earlier split's
+//! features and the training split's are held for the exact search and the
+//! in-memory probe): row ids and labels, the text hashes, the out-of-fold
+//! probabilities, and the overlapping rows' sentences.
 
 mod confident;
 mod folds;
@@ -21,6 +26,7 @@ mod probe;
 mod streamed_probe;
 mod text_overlap;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -30,7 +36,7 @@ use tables::audit::{FeatureSearch, LabelIssueRow, OutOfFold, OverlapRow};
 use tables::splits::LabelledRow;
 
 pub use params::{AuditParams, Probe};
-use text_overlap::{Kind, Normalised};
+use text_overlap::Kind;
 
 pub const OUTPUTS: [&str; 3] = [
     "overlap.parquet",
@@ -62,9 +68,9 @@ pub fn run(
     params.check()?;
     let mut splits = Vec::new();
     for i in 0..3 {
-        let rows = tables::splits::read(inputs.splits[i])?;
-        same_rows(&rows, inputs.splits[i], inputs.features[i])?;
-        splits.push(rows);
+        let ids = SplitIds::read(inputs.splits[i])?;
+        same_rows(&ids.row_ids, inputs.splits[i], inputs.features[i])?;
+        splits.push(ids);
     }
     let classes = inputs.classes.len();
     let provenance = provenance.with("classes", serde_json::to_string(inputs.classes)?);
@@ -80,7 +86,7 @@ pub fn run(
         seconds[1]
     ));
     let split_rows = serde_json::json!({
-        "train": splits[0].len(), "val": splits[1].len(), "test": splits[2].len()
+        "train": splits[0].row_ids.len(), "val": splits[1].row_ids.len(), "test": splits[2].row_ids.len()
     });
     tables::audit::write_overlap(
         &out_dir.join(OUTPUTS[0]),
@@ -92,7 +98,7 @@ pub fn run(
     )?;
 
     let started = Instant::now();
-    let labels: Vec<i64> = splits[0].iter().map(|r| r.label).collect();
+    let labels = std::mem::take(&mut splits[0].labels);
     if labels.len() < params.folds {
         bail!(
             "the training split has {} rows, fewer than audit.folds = {}; lower audit.folds",
@@ -139,11 +145,12 @@ pub fn run(
         },
         started.elapsed().as_secs_f64()
     ));
+    let mut sentences = sentences_of(inputs.splits[0], issues.iter().map(|i| i.row))?;
     let issue_rows: Vec<LabelIssueRow> = issues
         .iter()
         .map(|issue| LabelIssueRow {
-            row_id: splits[0][issue.row].row_id,
-            sentence: splits[0][issue.row].sentence.clone(),
+            row_id: splits[0].row_ids[issue.row],
+            sentence: sentences.remove(&issue.row).unwrap_or_default(),
             given: issue.given as i64,
             suggested: issue.suggested as i64,
             self_confidence: issue.self_confidence,
@@ -156,7 +163,7 @@ pub fn run(
     tables::audit::write_out_of_fold(
         &out_dir.join(OUTPUTS[2]),
         OutOfFold {
-            row_ids: splits[0].iter().map(|r| r.row_id).collect(),
+            row_ids: std::mem::take(&mut splits[0].row_ids),
             labels,
             folds: fold_of.iter().map(|&f| f as i32).collect(),
             probabilities,
@@ -170,7 +177,7 @@ pub fn run(
 
 /// Refuses a features file whose row ids are not the split's, in order
 /// (read a batch at a time; the features are not kept).
-fn same_rows(rows: &[LabelledRow], split: &Path, features: &Path) -> Result<()> {
+fn same_rows(rows: &[i64], split: &Path, features: &Path) -> Result<()> {
     let (batches, _) = tables::features::read_batched(features, 16_384)?;
     let mut at = 0;
     let mut same = true;
@@ -178,7 +185,7 @@ fn same_rows(rows: &[LabelledRow], split: &Path, features: &Path) -> Result<()> 
         let ids = batch?.row_ids;
         same &= rows
             .get(at..at + ids.len())
-            .is_some_and(|r| r.iter().zip(&ids).all(|(row, &id)| row.row_id == id));
+            .is_some_and(|r| r == ids.as_slice());
         at += ids.len();
     }
     if !same || at != rows.len() {
@@ -191,28 +198,71 @@ fn same_rows(rows: &[LabelledRow], split: &Path, features: &Path) -> Result<()> 
     Ok(())
 }
 
+/// A split's row ids and labels, read without keeping its texts.
+struct SplitIds {
+    row_ids: Vec<i64>,
+    labels: Vec<i64>,
+}
+
+impl SplitIds {
+    fn read(path: &Path) -> Result<SplitIds> {
+        let mut ids = SplitIds {
+            row_ids: Vec::new(),
+            labels: Vec::new(),
+        };
+        for batch in tables::splits::read_batched(path, 16_384)? {
+            for row in batch? {
+                ids.row_ids.push(row.row_id);
+                ids.labels.push(row.label);
+            }
+        }
+        Ok(ids)
+    }
+}
+
+/// The sentences of the rows (indices) `wanted` of the split at `path`,
+/// read a batch at a time.
+fn sentences_of(
+    path: &Path,
+    wanted: impl Iterator<Item = usize>,
+) -> Result<HashMap<usize, String>> {
+    let mut wanted: Vec<usize> = wanted.collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut out = HashMap::with_capacity(wanted.len());
+    let (mut first, mut next) = (0, 0);
+    for batch in tables::splits::read_batched(path, 16_384)? {
+        let batch = batch?;
+        let end = first + batch.len();
+        let mut rows: Vec<Option<LabelledRow>> = batch.into_iter().map(Some).collect();
+        while next < wanted.len() && wanted[next] < end {
+            let row = rows[wanted[next] - first].take().expect("wanted once");
+            out.insert(wanted[next], row.sentence);
+            next += 1;
+        }
+        first = end;
+    }
+    Ok(out)
+}
+
 /// One row per held-out row that overlaps an earlier split, pairs in
 /// [`PAIRS`] order, rows in split order; how each pair's features were
 /// searched; and the seconds spent on text and on feature cosines.
 fn overlap(
     params: &AuditParams,
     inputs: &AuditInputs,
-    splits: &[Vec<LabelledRow>],
+    splits: &[SplitIds],
     scratch_dir: &Path,
 ) -> Result<(Vec<OverlapRow>, Vec<FeatureSearch>, [f64; 2])> {
     let mut seconds = [0.0; 2];
-    let started = Instant::now();
-    let normalised: Vec<Normalised> = splits
-        .iter()
-        .map(|rows| Normalised::new(rows.iter().map(|r| r.sentence.as_str())))
-        .collect();
-    seconds[0] += started.elapsed().as_secs_f64();
-    let (mut out, mut searches) = (Vec::new(), Vec::new());
+    // (held split, row, kind, earlier split, its row, cosine)
+    let mut found_all: Vec<(usize, usize, Kind, usize, usize, f32)> = Vec::new();
+    let mut searches = Vec::new();
     for (held, earlier) in PAIRS {
         let started = Instant::now();
         let text = text_overlap::find(
-            &normalised[held],
-            &normalised[earlier],
+            inputs.splits[held],
+            inputs.splits[earlier],
             params.min_contained_words,
         )?;
         seconds[0] += started.elapsed().as_secs_f64();
@@ -221,7 +271,7 @@ fn overlap(
             params,
             inputs.features[held],
             inputs.features[earlier],
-            splits[earlier].len(),
+            splits[earlier].row_ids.len(),
             scratch_dir,
         )
         .with_context(|| {
@@ -237,25 +287,39 @@ fn overlap(
             approximate,
         });
         for (row, (found, nearest)) in text.into_iter().zip(similar).enumerate() {
-            let cosine = nearest.cosine;
             let found = found.or_else(|| {
-                (f64::from(cosine) >= params.near_duplicate_cosine)
+                (f64::from(nearest.cosine) >= params.near_duplicate_cosine)
                     .then_some((Kind::NearDuplicate, nearest.row))
             });
-            let Some((kind, at)) = found else { continue };
-            let (this, other) = (&splits[held][row], &splits[earlier][at]);
-            out.push(OverlapRow {
-                split: SPLITS[held].to_string(),
-                row_id: this.row_id,
-                sentence: this.sentence.clone(),
-                against: SPLITS[earlier].to_string(),
-                kind: kind.name().to_string(),
-                match_row_id: other.row_id,
-                match_sentence: other.sentence.clone(),
-                cosine,
-            });
+            if let Some((kind, at)) = found {
+                found_all.push((held, row, kind, earlier, at, nearest.cosine));
+            }
         }
     }
+    let started = Instant::now();
+    let mut sentences: Vec<HashMap<usize, String>> = Vec::new();
+    for split in 0..3 {
+        let rows = found_all.iter().flat_map(|f| {
+            [(f.0 == split).then_some(f.1), (f.3 == split).then_some(f.4)]
+                .into_iter()
+                .flatten()
+        });
+        sentences.push(sentences_of(inputs.splits[split], rows)?);
+    }
+    seconds[0] += started.elapsed().as_secs_f64();
+    let out = found_all
+        .into_iter()
+        .map(|(held, row, kind, earlier, at, cosine)| OverlapRow {
+            split: SPLITS[held].to_string(),
+            row_id: splits[held].row_ids[row],
+            sentence: sentences[held][&row].clone(),
+            against: SPLITS[earlier].to_string(),
+            kind: kind.name().to_string(),
+            match_row_id: splits[earlier].row_ids[at],
+            match_sentence: sentences[earlier][&at].clone(),
+            cosine,
+        })
+        .collect();
     Ok((out, searches, seconds))
 }
 
@@ -283,7 +347,7 @@ fn search_note(search: &FeatureSearch) -> String {
     }
 }
 
-fn overlap_notes(overlap: &[OverlapRow], splits: &[Vec<LabelledRow>]) -> Vec<String> {
+fn overlap_notes(overlap: &[OverlapRow], splits: &[SplitIds]) -> Vec<String> {
     PAIRS
         .iter()
         .map(|&(held, earlier)| {
@@ -310,7 +374,7 @@ fn overlap_notes(overlap: &[OverlapRow], splits: &[Vec<LabelledRow>]) -> Vec<Str
                 "{}: {} of {} rows overlap {} ({})",
                 SPLITS[held],
                 rows.len(),
-                splits[held].len(),
+                splits[held].row_ids.len(),
                 SPLITS[earlier],
                 by_kind.join(", ")
             )

@@ -6,13 +6,23 @@
 //! - `contains`: the row contains a sentence of the earlier split of at least
 //!   `min_words` words.
 //!
-//! Containment is one Aho-Corasick pass each way (all patterns at once), so
-//! its cost grows with the text, not with the product of the split sizes.
+//! The splits are read from their ingest files a batch at a time, and no
+//! text is kept: each is a sequence of normalised tokens, and a run of
+//! tokens is known by a 128-bit polynomial hash (two bases modulo 2^61 − 1
+//! over each token's XXH3 hash), computed for any run from the text's
+//! prefix hashes. Memory holds, per distinct text of either split, its hash
+//! and the first row having it (~40 bytes), and a few bytes a held-out row;
+//! two different token runs share a hash with probability ~2^-120.
+//!
+//! `inside` looks up every run of the earlier sentences whose length is
+//! that of some held-out text; `contains` every run of the held-out rows
+//! whose length is that of some earlier sentence of `min_words` words or
+//! more. The cost is a row's tokens times the distinct lengths on the
+//! other side — linear in the rows, not in their product.
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
 
-use std::collections::HashMap;
-
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 /// How a held-out row overlaps the earlier split; stronger kinds first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -34,128 +44,178 @@ impl Kind {
     }
 }
 
-/// A split's sentences, normalised once.
-pub struct Normalised {
-    /// ` tok tok … ` (space-padded, so a match is a run of whole tokens);
-    /// a blank sentence is `None`.
-    padded: Vec<Option<String>>,
-    words: Vec<usize>,
-}
-
-impl Normalised {
-    pub fn new<'a>(sentences: impl Iterator<Item = &'a str>) -> Normalised {
-        let (mut padded, mut words) = (Vec::new(), Vec::new());
-        for sentence in sentences {
-            let tokens = ingest::text::tokens(sentence);
-            words.push(ingest::text::word_count(&tokens));
-            padded.push((!tokens.is_empty()).then(|| format!(" {} ", tokens.join(" "))));
+/// Per held-out row (split order): its strongest text overlap with
+/// `earlier`, and the earlier row (index) that shows it: for `exact` and
+/// `inside` the first in split order.
+pub fn find(held: &Path, earlier: &Path, min_words: usize) -> Result<Vec<Option<(Kind, usize)>>> {
+    // Each distinct earlier text: its first row, and whether it has words
+    // enough to count when contained.
+    let mut earlier_texts: HashMap<u128, (u32, bool)> = HashMap::new();
+    let mut contained_lengths = BTreeSet::new();
+    for_each_text(earlier, |row, text| {
+        let long_enough = text.words >= min_words;
+        earlier_texts
+            .entry(text.whole())
+            .or_insert((row, long_enough));
+        if long_enough {
+            contained_lengths.insert(text.len());
         }
-        Normalised { padded, words }
-    }
-}
+    })?;
+    let contained_lengths: Vec<usize> = contained_lengths.into_iter().rev().collect();
 
-/// Per held-out row: its strongest text overlap with `earlier`, and the
-/// earlier row (index) that shows it (the first in split order).
-pub fn find(
-    held: &Normalised,
-    earlier: &Normalised,
-    min_words: usize,
-) -> Result<Vec<Option<(Kind, usize)>>> {
-    let mut found: Vec<Option<(Kind, usize)>> = vec![None; held.padded.len()];
-    let mut note = |row: usize, kind: Kind, at: usize| {
-        if found[row].is_none_or(|(k, _)| kind < k) {
-            found[row] = Some((kind, at));
+    // Each distinct held-out text: its first and last row, rows chained.
+    let mut held_texts: HashMap<u128, (u32, u32)> = HashMap::new();
+    let mut next_same: Vec<u32> = Vec::new();
+    let mut held_lengths = BTreeSet::new();
+    let mut found: Vec<Option<(Kind, usize)>> = Vec::new();
+    for_each_text(held, |row, text| {
+        found.push(None);
+        next_same.push(NO_ROW);
+        if text.len() == 0 {
+            return;
         }
-    };
+        let whole = text.whole();
+        held_texts
+            .entry(whole)
+            .and_modify(|(_, last)| {
+                next_same[*last as usize] = row;
+                *last = row;
+            })
+            .or_insert((row, row));
+        held_lengths.insert(text.len());
+        if let Some(&(at, _)) = earlier_texts.get(&whole) {
+            found[row as usize] = Some((Kind::Exact, at as usize));
+        } else {
+            found[row as usize] = contains(text, &contained_lengths, &earlier_texts);
+        }
+    })?;
+    drop(earlier_texts);
 
-    let mut first_earlier: HashMap<&str, usize> = HashMap::new();
-    for (i, text) in earlier.padded.iter().enumerate() {
-        if let Some(text) = text {
-            first_earlier.entry(text).or_insert(i);
-        }
-    }
-    for (row, text) in held.padded.iter().enumerate() {
-        if let Some(&at) = text.as_deref().and_then(|t| first_earlier.get(t)) {
-            note(row, Kind::Exact, at);
-        }
-    }
-
-    // Held-out rows inside earlier sentences: the held-out texts are the
-    // patterns (each distinct text once), the earlier sentences the haystacks.
-    let longest_earlier = longest(&earlier.padded);
-    let (patterns, rows_of) = distinct(&held.padded, |i| fits(&held.padded[i], longest_earlier));
-    if !patterns.is_empty() {
-        let automaton = automaton(&patterns)?;
-        for (at, text) in earlier.padded.iter().enumerate() {
-            let Some(text) = text else { continue };
-            for m in automaton.find_overlapping_iter(text.as_str()) {
-                for &row in &rows_of[m.pattern().as_usize()] {
-                    note(row, Kind::Inside, at);
+    // Held-out texts inside earlier sentences: each text is taken out of
+    // the map at the first earlier row showing it.
+    let held_lengths: Vec<usize> = held_lengths.into_iter().collect();
+    for_each_text(earlier, |at, text| {
+        for &length in held_lengths.iter().take_while(|&&l| l <= text.len()) {
+            for start in 0..=text.len() - length {
+                let Some((first, _)) = held_texts.remove(&text.window(start, start + length))
+                else {
+                    continue;
+                };
+                let mut row = first;
+                while row != NO_ROW {
+                    let slot = &mut found[row as usize];
+                    if slot.is_none_or(|(k, _)| Kind::Inside < k) {
+                        *slot = Some((Kind::Inside, at as usize));
+                    }
+                    row = next_same[row as usize];
                 }
             }
         }
-    }
-
-    // Earlier sentences of min_words or more inside held-out rows.
-    let longest_held = longest(&held.padded);
-    let (patterns, rows_of) = distinct(&earlier.padded, |i| {
-        earlier.words[i] >= min_words && fits(&earlier.padded[i], longest_held)
-    });
-    if !patterns.is_empty() {
-        let automaton = automaton(&patterns)?;
-        for (row, text) in held.padded.iter().enumerate() {
-            let Some(text) = text else { continue };
-            for m in automaton.find_overlapping_iter(text.as_str()) {
-                note(row, Kind::Contains, rows_of[m.pattern().as_usize()][0]);
-            }
-        }
-    }
+    })?;
     Ok(found)
 }
 
-/// The distinct texts of the rows `keep` accepts, and the rows (in order)
-/// having each.
-fn distinct<'a>(
-    texts: &'a [Option<String>],
-    keep: impl Fn(usize) -> bool,
-) -> (Vec<&'a str>, Vec<Vec<usize>>) {
-    let mut index: HashMap<&str, usize> = HashMap::new();
-    let (mut patterns, mut rows_of) = (Vec::new(), Vec::<Vec<usize>>::new());
-    for (i, text) in texts.iter().enumerate() {
-        let Some(text) = text else { continue };
-        if !keep(i) {
-            continue;
+/// An earlier sentence of `min_words` or more inside `text`: runs ending
+/// earliest first, of one end the longest.
+fn contains(
+    text: &Text,
+    lengths_longest_first: &[usize],
+    earlier_texts: &HashMap<u128, (u32, bool)>,
+) -> Option<(Kind, usize)> {
+    for end in 1..=text.len() {
+        for &length in lengths_longest_first.iter().filter(|&&l| l <= end) {
+            if let Some(&(at, true)) = earlier_texts.get(&text.window(end - length, end)) {
+                return Some((Kind::Contains, at as usize));
+            }
         }
-        let id = *index.entry(text).or_insert_with(|| {
-            patterns.push(text.as_str());
-            rows_of.push(Vec::new());
-            patterns.len() - 1
-        });
-        rows_of[id].push(i);
     }
-    (patterns, rows_of)
+    None
 }
 
-/// The length of the longest text (in bytes): no longer pattern can occur
-/// in any of them.
-fn longest(texts: &[Option<String>]) -> usize {
-    texts.iter().flatten().map(String::len).max().unwrap_or(0)
+const NO_ROW: u32 = u32::MAX;
+const MODULUS: u64 = (1 << 61) - 1;
+const BASES: [u64; 2] = [
+    0x1f3a_5b7c_9d2e_4f61 % MODULUS,
+    0x0b5d_3e8f_a1c7_2d93 % MODULUS,
+];
+
+fn mul_mod(a: u64, b: u64) -> u64 {
+    let product = u128::from(a) * u128::from(b);
+    let folded = (product as u64 & MODULUS) + (product >> 61) as u64;
+    if folded >= MODULUS {
+        folded - MODULUS
+    } else {
+        folded
+    }
 }
 
-/// Whether `text` is short enough to occur in a haystack of `longest` bytes.
-fn fits(text: &Option<String>, longest: usize) -> bool {
-    text.as_ref().is_some_and(|t| t.len() <= longest)
+/// One text's normalised tokens as prefix hashes.
+struct Text {
+    /// `prefix[b][i]`: the hash of the first `i` tokens under base `b`.
+    prefix: [Vec<u64>; 2],
+    /// `power[b][i]`: `BASES[b]`^i.
+    power: [Vec<u64>; 2],
+    words: usize,
 }
 
-/// An automaton whose construction is linear in the patterns' total length:
-/// a contiguous NFA, never the DFA the crate may pick on its own, which for
-/// one 1,000,000-character review meant a table over a million states
-/// (minutes at 100 % CPU).
-fn automaton(patterns: &[&str]) -> Result<AhoCorasick> {
-    Ok(AhoCorasick::builder()
-        .kind(Some(AhoCorasickKind::ContiguousNFA))
-        .match_kind(MatchKind::Standard)
-        .build(patterns)?)
+impl Text {
+    fn new(sentence: &str) -> Text {
+        let tokens = ingest::text::tokens(sentence);
+        let words = ingest::text::word_count(&tokens);
+        let mut text = Text {
+            prefix: [vec![0], vec![0]],
+            power: [vec![1], vec![1]],
+            words,
+        };
+        for token in &tokens {
+            // Never 0, so that a leading token always counts.
+            let value = xxhash_rust::xxh3::xxh3_64(token.as_bytes()) % (MODULUS - 1) + 1;
+            for b in 0..2 {
+                let last = *text.prefix[b].last().expect("starts with 0");
+                let next = mul_mod(last, BASES[b]) + value;
+                text.prefix[b].push(if next >= MODULUS {
+                    next - MODULUS
+                } else {
+                    next
+                });
+                let power = *text.power[b].last().expect("starts with 1");
+                text.power[b].push(mul_mod(power, BASES[b]));
+            }
+        }
+        text
+    }
+
+    /// Tokens in the text.
+    fn len(&self) -> usize {
+        self.prefix[0].len() - 1
+    }
+
+    /// The hash of tokens `start..end`.
+    fn window(&self, start: usize, end: usize) -> u128 {
+        let part = |b: usize| {
+            let shifted = mul_mod(self.prefix[b][start], self.power[b][end - start]);
+            (self.prefix[b][end] + MODULUS - shifted) % MODULUS
+        };
+        (u128::from(part(0)) << 64) | u128::from(part(1))
+    }
+
+    fn whole(&self) -> u128 {
+        self.window(0, self.len())
+    }
+}
+
+/// Calls `f(row, text)` for every row of the ingest split at `path`.
+fn for_each_text(path: &Path, mut f: impl FnMut(u32, &Text)) -> Result<()> {
+    let mut row = 0u32;
+    for batch in tables::splits::read_batched(path, 4096)? {
+        for r in batch? {
+            f(row, &Text::new(&r.sentence));
+            row = row
+                .checked_add(1)
+                .context("more than 2^32 - 1 rows in a split")?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -163,9 +223,24 @@ mod tests {
     use super::*;
 
     fn find_in(held: &[&str], earlier: &[&str]) -> Vec<Option<(Kind, usize)>> {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, texts: &[&str]| {
+            let path = dir.path().join(name);
+            let rows: Vec<tables::splits::LabelledRow> = texts
+                .iter()
+                .enumerate()
+                .map(|(i, t)| tables::splits::LabelledRow {
+                    row_id: i as i64,
+                    sentence: t.to_string(),
+                    label: 0,
+                })
+                .collect();
+            tables::splits::write(&path, &rows, &tables::Provenance::default()).unwrap();
+            path
+        };
         find(
-            &Normalised::new(held.iter().copied()),
-            &Normalised::new(earlier.iter().copied()),
+            &write("held.parquet", held),
+            &write("earlier.parquet", earlier),
             3,
         )
         .unwrap()
@@ -210,9 +285,10 @@ mod tests {
 
     /// A review of a million characters that repeats itself (a pasted
     /// review, a spam row), on either side: found where it overlaps, at
-    /// once. The automaton the crate picked on its own was a DFA, whose
-    /// construction is quadratic in a periodic pattern: 2.4 s at 30,000
-    /// characters, 38 s at 100,000, about an hour at 1,000,000.
+    /// once. (An Aho-Corasick DFA, the earlier search's automaton of choice,
+    /// took about an hour here: its construction is quadratic in a periodic
+    /// pattern. The runs looked up here grow with the text's length times
+    /// the lengths of the other side's texts.)
     #[test]
     fn a_million_character_text_is_matched_without_a_stall() {
         let long = "a long and careful review . ".repeat(36_000);
