@@ -176,19 +176,9 @@ pub fn run(
 }
 
 /// Refuses a features file whose row ids are not the split's, in order
-/// (read a batch at a time; the features are not kept).
+/// (its row ids only are read, not its vectors).
 fn same_rows(rows: &[i64], split: &Path, features: &Path) -> Result<()> {
-    let (batches, _) = tables::features::read_batched(features, 16_384)?;
-    let mut at = 0;
-    let mut same = true;
-    for batch in batches {
-        let ids = batch?.row_ids;
-        same &= rows
-            .get(at..at + ids.len())
-            .is_some_and(|r| r == ids.as_slice());
-        at += ids.len();
-    }
-    if !same || at != rows.len() {
+    if tables::features::read_row_ids(features)? != rows {
         bail!(
             "{} and {} do not hold the same rows in the same order; they come from different runs (rerun the pipeline)",
             split.display(),
@@ -198,7 +188,7 @@ fn same_rows(rows: &[i64], split: &Path, features: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A split's row ids and labels, read without keeping its texts.
+/// A split's row ids and labels, read without its texts.
 struct SplitIds {
     row_ids: Vec<i64>,
     labels: Vec<i64>,
@@ -206,17 +196,8 @@ struct SplitIds {
 
 impl SplitIds {
     fn read(path: &Path) -> Result<SplitIds> {
-        let mut ids = SplitIds {
-            row_ids: Vec::new(),
-            labels: Vec::new(),
-        };
-        for batch in tables::splits::read_batched(path, 16_384)? {
-            for row in batch? {
-                ids.row_ids.push(row.row_id);
-                ids.labels.push(row.label);
-            }
-        }
-        Ok(ids)
+        let (row_ids, labels) = tables::splits::read_ids_and_labels(path)?;
+        Ok(SplitIds { row_ids, labels })
     }
 }
 

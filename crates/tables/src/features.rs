@@ -122,6 +122,16 @@ pub fn read(path: &Path) -> Result<FeatureTable> {
     Ok(table)
 }
 
+/// The row ids of an embed output, without reading its vectors.
+pub fn read_row_ids(path: &Path) -> Result<Vec<i64>> {
+    let mut ids = Vec::new();
+    for batch in crate::io::read_columns(path, &["row_id"])? {
+        let column: Int64Array = crate::io::named(&batch, "row_id", path)?;
+        ids.extend_from_slice(column.values());
+    }
+    Ok(ids)
+}
+
 /// The rows of an embed output, `rows` at a time, read as they are asked
 /// for; and the vectors' width.
 pub fn read_batched(

@@ -115,6 +115,18 @@ fn rows_of(batch: &RecordBatch) -> Result<Vec<LabelledRow>> {
         .collect())
 }
 
+/// The row ids and labels of a split, without reading its texts.
+pub fn read_ids_and_labels(path: &Path) -> Result<(Vec<i64>, Vec<i64>)> {
+    let (mut ids, mut labels) = (Vec::new(), Vec::new());
+    for batch in crate::io::read_columns(path, &["row_id", "label"])? {
+        let row_ids: Int64Array = crate::io::named(&batch, "row_id", path)?;
+        let batch_labels: Int64Array = crate::io::named(&batch, "label", path)?;
+        ids.extend_from_slice(row_ids.values());
+        labels.extend_from_slice(batch_labels.values());
+    }
+    Ok((ids, labels))
+}
+
 pub fn read(path: &Path) -> Result<Vec<LabelledRow>> {
     let (batches, file_schema) = read_batches(path)?;
     check_schema(&file_schema, path)?;
