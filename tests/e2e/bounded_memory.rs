@@ -14,7 +14,9 @@
 //! gathering each split through a scratch file; head 46 B; `evaluate` and
 //! `predict --csv` 7,554 and 7,291 B a row (2.3 GB at 300,000 rows) while
 //! they tokenized, embedded and scored the whole file at once, 131 and 163
-//! B scoring 16,384 sentences at a time.
+//! B scoring 16,384 sentences at a time; the audit 1,092 B a row with its
+//! linear probe in memory (`audit.probe_in_memory_rows` above the rows),
+//! 91 B on the streamed paths this test runs.
 
 mod common;
 
@@ -47,6 +49,13 @@ fn peak_rss(p: &Project, args: &[&str]) -> u64 {
     drop(child);
     usage.ru_maxrss as u64 * 1024
 }
+
+/// The audit on its streamed paths at these sizes: the approximate search
+/// (exact below 0 rows: never) and the streamed probe; only identical
+/// features count as near-duplicates, so the overlap table holds the rows
+/// whose text overlaps, not every held-out row of an all-alike random model.
+const AUDIT: &str =
+    "[audit]\nexact_search_rows = 0\nprobe_in_memory_rows = 0\nnear_duplicate_cosine = 1.0\n";
 
 /// A project of `rows` rows, each two SST-2 sentences joined (a fixed
 /// linear congruential draw), the first one's label.
@@ -81,7 +90,7 @@ fn project(rows: usize) -> Project {
     // encoded rows is then the window, whatever the size.
     p.write_config(&format!(
         "[ingest]\ncsv = \"data/input.csv\"\n[embed]\ndevice = \"cpu\"\nwindow_rows = 8192\n\
-         [head]\nepochs = 1\n{}",
+         [head]\nepochs = 1\n{AUDIT}{}",
         tiny_model()
     ));
     p
@@ -91,7 +100,7 @@ fn project(rows: usize) -> Project {
 fn stages_evaluate_and_predict_grow_by_a_small_index_per_row_not_by_the_rows() {
     let sizes = [100_000usize, 300_000];
     let (mut ingest, mut embed, mut head) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut evaluate, mut predict) = (Vec::new(), Vec::new());
+    let (mut evaluate, mut predict, mut audit) = (Vec::new(), Vec::new(), Vec::new());
     for rows in sizes {
         let p = project(rows);
         ingest.push(peak_rss(&p, &["run-pipeline", "--until", "ingest"]));
@@ -99,6 +108,7 @@ fn stages_evaluate_and_predict_grow_by_a_small_index_per_row_not_by_the_rows() {
         assert_eq!(upstream.code, 0, "{}", upstream.stderr);
         embed.push(peak_rss(&p, &["run-pipeline", "--until", "embed"]));
         head.push(peak_rss(&p, &["run-pipeline", "--until", "head"]));
+        audit.push(peak_rss(&p, &["run-pipeline", "--until", "audit"]));
         // Every row is in the feature store by now: what is measured is
         // the reading, tokenizing and scoring, a window at a time.
         evaluate.push(peak_rss(&p, &["evaluate", "--csv", "data/input.csv"]));
@@ -109,11 +119,12 @@ fn stages_evaluate_and_predict_grow_by_a_small_index_per_row_not_by_the_rows() {
     let (ingest_per_row, embed_per_row, head_per_row) =
         (per_row(&ingest), per_row(&embed), per_row(&head));
     let (evaluate_per_row, predict_per_row) = (per_row(&evaluate), per_row(&predict));
+    let audit_per_row = per_row(&audit);
     eprintln!(
         "peak RSS: ingest {ingest:?} ({ingest_per_row:.0} B a row), embed {embed:?} \
          ({embed_per_row:.0} B a row), head {head:?} ({head_per_row:.0} B a row), \
          evaluate {evaluate:?} ({evaluate_per_row:.0} B a row), predict {predict:?} \
-         ({predict_per_row:.0} B a row)"
+         ({predict_per_row:.0} B a row), audit {audit:?} ({audit_per_row:.0} B a row)"
     );
     // ingest: row id, label and text end (24 B a row), the repeat index
     // (a 16-byte digest and a label a distinct text), the split's
@@ -144,5 +155,14 @@ fn stages_evaluate_and_predict_grow_by_a_small_index_per_row_not_by_the_rows() {
     assert!(
         predict_per_row < 250.0,
         "predict --csv grows by {predict_per_row:.0} B a row ({predict:?})"
+    );
+    // audit: the splits' row ids and labels (16 B a row), the out-of-fold
+    // probabilities (16 B), the search's cluster of each earlier row (4 B)
+    // and its k-means sample (every other row at 300,000: ~45 B an added
+    // row at H = 64), the overlapping rows' table; a row's vector alone is
+    // 256 B, and the in-memory probe's f64 fold matrices 512 B.
+    assert!(
+        audit_per_row < 250.0,
+        "audit grows by {audit_per_row:.0} B a row ({audit:?})"
     );
 }
