@@ -79,16 +79,15 @@ fn a_seed_change_an_appended_row_and_a_repeat_embed_only_what_is_new() {
 fn a_damaged_chunk_is_dropped_and_its_rows_embedded_again() {
     let p = project(&uci());
     p.cli(&["run-pipeline"]).ok();
-    let chunks: Vec<_> = fs::read_dir(p.path("artifacts/.cache/embed/chunks"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    assert_eq!(chunks.len(), 1, "2000 rows fit one chunk: {chunks:?}");
-    let mut bytes = fs::read(&chunks[0]).unwrap();
+    // The chunks are the three embed outputs; the training split's is the
+    // one damaged (in place: the output, the same file, is damaged too).
+    let train = split_chunk(&p, "train");
+    let chunks = committed_chunks(&p);
+    assert_eq!(chunks, 3, "one chunk per split");
+    let mut bytes = fs::read(&train).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x10;
-    fs::write(&chunks[0], &bytes).unwrap();
+    fs::write(&train, &bytes).unwrap();
 
     let run = p.cli(&["run-pipeline", "--force", "embed"]);
     assert!(
@@ -96,10 +95,18 @@ fn a_damaged_chunk_is_dropped_and_its_rows_embedded_again() {
         "{}",
         run.stdout
     );
-    assert_eq!(embed_counts(&run), (2000, 2000, 1983, 0));
-    // The rows, embedded again in the same batches, make the same chunk
+    let (rows, embedded, _, from_store) = embed_counts(&run);
+    assert_eq!((rows, embedded + from_store), (2000, 2000));
+    assert!(
+        (1300..=1400).contains(&embedded),
+        "the training rows the other splits do not hold: {}",
+        run.stdout
+    );
+    // The rows, embedded again in the same batches, make the same output
     // again: same bytes, same name, intact.
-    assert_ne!(fs::read(&chunks[0]).unwrap(), bytes);
+    assert_ne!(fs::read(&train).unwrap(), bytes);
+    assert_eq!(split_chunk(&p, "train"), train);
+    assert_eq!(committed_chunks(&p), 3);
     // Recomputed in the same batches: equal to the first run, bit for bit.
     assert_eq!(
         run.outcome("head"),
@@ -107,6 +114,22 @@ fn a_damaged_chunk_is_dropped_and_its_rows_embedded_again() {
         "early cutoff: the recomputed features are the same bytes\n{}",
         run.stdout
     );
+}
+
+/// The chunk of the store that is the embed output for `split` (the same
+/// file: one inode, two names); panics if there is none.
+fn split_chunk(p: &Project, split: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let output = fs::metadata(p.path(&format!("artifacts/embed/{split}.parquet"))).unwrap();
+    fs::read_dir(p.path("artifacts/.cache/embed/chunks"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|c| {
+            let m = fs::metadata(c).unwrap();
+            (m.dev(), m.ino()) == (output.dev(), output.ino())
+        })
+        .unwrap_or_else(|| panic!("embed/{split}.parquet is no chunk of the store"))
 }
 
 fn embed_running(p: &Path) -> bool {
@@ -218,19 +241,27 @@ fn gc_keeps_the_vectors_the_current_result_uses_and_removes_the_rest() {
     assert!(truncated > 100, "{}", short.stdout);
     p.cli(&["run-pipeline", "--until", "embed"]).ok(); // the defaults current again
 
+    // The store holds the two runs' outputs; the shorter one's rows go, the
+    // current outputs stay whole (repeated rows and all: they are files of
+    // the embed result too).
     let would = p.cli(&["gc", "--dry-run"]);
-    let line = format!("feature store: {truncated} vectors (");
     assert!(
-        would.ok().stdout.contains(&line) && would.stdout.contains("would be removed, 1983 kept"),
+        would.ok().stdout.contains("feature store: 2000 vectors (")
+            && would.stdout.contains("would be removed, 2000 kept"),
         "{}",
         would.stdout
     );
     let done = p.cli(&["gc"]);
     assert!(
-        done.ok().stdout.contains(&line) && done.stdout.contains("removed, 1983 kept"),
+        done.ok().stdout.contains("feature store: 2000 vectors (")
+            && done.stdout.contains("removed, 2000 kept"),
         "{}",
         done.stdout
     );
+    assert_eq!(committed_chunks(&p), 3);
+    for split in ["train", "val", "test"] {
+        split_chunk(&p, split);
+    }
     // What the current result uses is still there; what gc removed is
     // embedded again when asked for.
     let again = p.cli(&["run-pipeline", "--until", "embed", "--force", "embed"]);
@@ -284,25 +315,24 @@ fn status_says_how_many_rows_a_rerun_would_embed() {
     assert_eq!(committed_chunks(&p), chunks, "status writes nothing");
 }
 
-/// A chunk is ordinary Parquet: pyarrow reads its keys and vectors, and
-/// the vectors are the ones the embed output holds.
+/// The features are on disk once: each embed output is a chunk of the
+/// store (one file, two names), and a chunk is ordinary Parquet that
+/// pyarrow reads, keys and vectors.
 #[test]
 fn pyarrow_reads_a_chunk() {
     let p = project(&uci());
     p.cli(&["run-pipeline", "--until", "embed"]).ok();
-    let chunk = fs::read_dir(p.path("artifacts/.cache/embed/chunks"))
-        .unwrap()
-        .flatten()
-        .next()
-        .unwrap()
-        .path();
+    let chunk = split_chunk(&p, "train");
+    for split in ["val", "test"] {
+        split_chunk(&p, split);
+    }
     let script = "import sys, pyarrow.parquet as pq\n\
         c = pq.read_table(sys.argv[1]); e = pq.read_table(sys.argv[2])\n\
         assert str(c.schema.field('key').type) == 'fixed_size_binary[32]', c.schema\n\
         keys = c.column('key').to_pylist(); assert all(len(k) == 32 for k in keys)\n\
-        vectors = {tuple(v) for v in c.column('features').to_pylist()}\n\
-        rows = e.column('features').to_pylist()\n\
-        print(c.num_rows, sum(tuple(r) in vectors for r in rows), len(rows))";
+        assert len(set(keys)) < len(keys), 'repeated sentences, repeated keys'\n\
+        same = c.column('features').to_pylist() == e.column('features').to_pylist()\n\
+        print(c.num_rows, int(same))";
     let out = common::run_python(&[
         "-c",
         script,
@@ -310,11 +340,7 @@ fn pyarrow_reads_a_chunk() {
         p.path("artifacts/embed/train.parquet").to_str().unwrap(),
     ]);
     let counts: Vec<usize> = out.split_whitespace().map(|w| w.parse().unwrap()).collect();
-    assert_eq!(counts[0], 1983, "one vector per distinct input");
-    assert_eq!(
-        counts[1], counts[2],
-        "every training row's vector is in the chunk"
-    );
+    assert_eq!(counts, [1400, 1], "one vector per training row, the output's");
 }
 
 /// `predict` writes to the store, so it takes the run lock: it waits for a

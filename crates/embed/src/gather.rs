@@ -8,7 +8,7 @@
 //! store again for every batch (measured: 200,000 rows with ~1 % repeats
 //! touched every chunk in every batch, and held them all). Instead, the
 //! rows' locations (8 bytes a row) are sorted by chunk, each chunk is read
-//! once and its vectors written at their rows' places in a scratch file
+//! once (a row group at a time) and its vectors written at their rows' places in a scratch file
 //! beside the output, which is then read back in order, a batch at a time.
 
 use std::fs::File;
@@ -38,23 +38,36 @@ impl Gathered {
         let mut hidden = None;
         let file = scratch.as_file();
         let mut bytes = Vec::new();
-        for (chunk_id, rows) in by_chunk(locs, store.chunk_count()) {
-            let chunk = store.read_chunk(chunk_id)?;
-            let h = *hidden.get_or_insert(chunk.hidden);
+        for (chunk_id, mut rows) in by_chunk(locs, store.chunk_count()) {
+            // A chunk is read a row group at a time, its rows in order.
+            rows.sort_unstable_by_key(|&(_, row)| row);
+            let mut next = 0;
+            let h = store.read_chunk(chunk_id, |first, chunk| {
+                let h = *hidden.get_or_insert(chunk.hidden);
+                ensure!(
+                    chunk.hidden == h,
+                    "feature-store chunks of different widths"
+                );
+                let end = first + chunk.keys.len();
+                while let Some(&(position, row)) = rows.get(next) {
+                    let row = row as usize;
+                    if row >= end {
+                        break;
+                    }
+                    let vector = &chunk.features[(row - first) * h..(row - first + 1) * h];
+                    bytes.clear();
+                    bytes.extend(vector.iter().flat_map(|v| v.to_le_bytes()));
+                    file.write_all_at(&bytes, position as u64 * (h as u64 * 4))
+                        .with_context(|| format!("cannot write {}", scratch.path().display()))?;
+                    next += 1;
+                }
+                Ok(())
+            })?;
             ensure!(
-                chunk.hidden == h,
-                "feature-store chunks of different widths"
+                next == rows.len(),
+                "a feature-store chunk lacks a row its index names"
             );
-            for (position, row) in rows {
-                let vector = chunk
-                    .features
-                    .get(row as usize * h..(row as usize + 1) * h)
-                    .context("a feature-store chunk lacks a row its index names")?;
-                bytes.clear();
-                bytes.extend(vector.iter().flat_map(|v| v.to_le_bytes()));
-                file.write_all_at(&bytes, position as u64 * (h as u64 * 4))
-                    .with_context(|| format!("cannot write {}", scratch.path().display()))?;
-            }
+            hidden.get_or_insert(h);
         }
         Ok(Gathered {
             scratch,

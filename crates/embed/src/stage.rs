@@ -129,6 +129,7 @@ pub fn run(
             .with("pooling", params.pooling.name())
             .with("device", summary.device.clone())
     })?;
+    summary.notes.push(store_once(&mut store, out_dir));
     let write_seconds = write_started.elapsed().as_secs_f64();
     let used = through_store::StoreUse {
         rows,
@@ -268,16 +269,48 @@ fn write_outputs(
         for batch in batches {
             let batch = batch?;
             let features = vectors.next_rows(batch.len())?;
-            writer.write(FeatureTable {
+            let keys: Vec<Key> = batch
+                .iter()
+                .map(|r| store::row_key(model.digest, params.pooling.name(), &r.ids))
+                .collect();
+            let table = FeatureTable {
                 row_ids: batch.iter().map(|r| r.row_id).collect(),
                 labels: batch.iter().map(|r| r.label).collect(),
                 hidden: h,
                 features,
-            })?;
+            };
+            writer.write(table, &keys)?;
         }
         writer.finish()?;
     }
     Ok(hidden.unwrap_or(0))
+}
+
+/// Takes the finished outputs in `out_dir` as the store's chunks and
+/// removes the chunks they make redundant, so that the vectors are on disk
+/// once; the note that says what happened. Where the outputs cannot be
+/// linked (a file system without hard links), the store is left as it was
+/// and the note says the vectors are kept twice.
+fn store_once(store: &mut FeatureStore, out_dir: &Path) -> String {
+    let mut adopted = Vec::new();
+    for name in OUTPUTS {
+        match store.adopt(&out_dir.join(name)) {
+            Ok(id) => adopted.extend(id),
+            Err(e) => {
+                return format!(
+                    "feature store: the vectors are kept twice, in its chunks and in embed/ \
+                     ({e:#})"
+                );
+            }
+        }
+    }
+    match store.drop_shadowed(&adopted) {
+        Ok((chunks, rows)) => format!(
+            "feature store: the outputs are its chunks (the vectors on disk once); {chunks} \
+             chunks ({rows} rows) they hold again removed"
+        ),
+        Err(e) => format!("feature store: could not remove the chunks the outputs hold again ({e:#})"),
+    }
 }
 
 /// Calls `f(row, key)` for every row of the encoded splits in order,

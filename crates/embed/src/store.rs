@@ -136,12 +136,31 @@ impl FeatureStore {
         self.chunks.len()
     }
 
-    /// Chunk `id`, read and checked against its digest: a chunk that
-    /// changed since the run checked it fails the read.
-    pub fn read_chunk(&self, id: u32) -> Result<Chunk> {
+    /// Chunk `id`, checked against its digest (a chunk that changed since
+    /// the run checked it fails), then read a row group at a time: `f` gets
+    /// each batch and the chunk row its first row is. Memory holds one
+    /// batch, however large the chunk (an adopted embed output is a whole
+    /// split). Returns the vectors' width.
+    pub fn read_chunk(&self, id: u32, f: impl FnMut(usize, Chunk) -> Result<()>) -> Result<usize> {
         let path = &self.chunks[id as usize];
-        verified_read(path)
-            .with_context(|| format!("{} changed during the run; run again", path.display()))
+        verify_file(path)
+            .with_context(|| format!("{} changed during the run; run again", path.display()))?;
+        self.stream_chunk(id, f)
+    }
+
+    /// [`FeatureStore::read_chunk`] of a chunk just verified.
+    fn stream_chunk(&self, id: u32, mut f: impl FnMut(usize, Chunk) -> Result<()>) -> Result<usize> {
+        let path = &self.chunks[id as usize];
+        let (batches, hidden) =
+            tables::feature_chunks::read_batched(path, tables::feature_chunks::ROWS_PER_GROUP)?;
+        let mut first = 0;
+        for batch in batches {
+            let batch = batch?;
+            let rows = batch.keys.len();
+            f(first, batch)?;
+            first += rows;
+        }
+        Ok(hidden)
     }
 
     /// Distinct vectors held.
@@ -174,21 +193,21 @@ impl FeatureStore {
         ids.sort();
         for id in ids {
             let path = self.chunks[id].clone();
-            let chunk = match verified_read(&path) {
-                Ok(chunk) => chunk,
-                Err(e) => {
-                    warnings.push(drop_chunk(&path, &format!("{e:#}")));
-                    self.index.retain(|_, loc| loc.chunk as usize != id);
-                    continue;
-                }
-            };
-            let wanted: HashSet<&Key> = by_chunk[&id].iter().collect();
-            let h = chunk.hidden;
-            for (row, key) in chunk.keys.iter().enumerate() {
-                if wanted.contains(key) {
-                    found.insert(*key, chunk.features[row * h..(row + 1) * h].to_vec());
-                }
+            if let Err(e) = verify_file(&path) {
+                warnings.push(drop_chunk(&path, &format!("{e:#}")));
+                self.index.retain(|_, loc| loc.chunk as usize != id);
+                continue;
             }
+            let wanted: HashSet<&Key> = by_chunk[&id].iter().collect();
+            self.stream_chunk(id as u32, |_, chunk| {
+                let h = chunk.hidden;
+                for (row, key) in chunk.keys.iter().enumerate() {
+                    if wanted.contains(key) {
+                        found.insert(*key, chunk.features[row * h..(row + 1) * h].to_vec());
+                    }
+                }
+                Ok(())
+            })?;
         }
         Ok((found, warnings))
     }
@@ -199,20 +218,130 @@ impl FeatureStore {
         if chunk.keys.is_empty() {
             return Ok(());
         }
+        let scratch = self.scratch_path()?;
+        tables::feature_chunks::write(&scratch, chunk)?;
+        self.commit_file(&scratch)?;
+        Ok(())
+    }
+
+    /// Where a chunk is written before it is committed.
+    fn scratch_path(&self) -> Result<PathBuf> {
         let tmp = self.dir.join(".tmp");
         fs::create_dir_all(&tmp)?;
-        let scratch = tmp.join(format!("chunk-{}.parquet", std::process::id()));
-        let keys = chunk.keys.clone();
-        tables::feature_chunks::write(&scratch, chunk)?;
-        let digest = blake3::hash(&fs::read(&scratch)?).to_hex().to_string();
-        let path = self.dir.join("chunks").join(format!("{digest}.parquet"));
-        fs::rename(&scratch, &path)
+        Ok(tmp.join(format!("chunk-{}.parquet", std::process::id())))
+    }
+
+    /// Commits the finished chunk file `scratch` (in `.tmp/`): renamed into
+    /// `chunks/` under its digest, and indexed.
+    fn commit_file(&mut self, scratch: &Path) -> Result<u32> {
+        let path = self.chunk_path(&file_digest(scratch)?);
+        fs::rename(scratch, &path)
             .with_context(|| format!("cannot move a feature chunk to {}", path.display()))?;
+        self.sync_chunk_dir();
+        self.index_chunk(path)
+    }
+
+    fn chunk_path(&self, digest: &str) -> PathBuf {
+        self.dir.join("chunks").join(format!("{digest}.parquet"))
+    }
+
+    fn sync_chunk_dir(&self) {
         if let Ok(d) = fs::File::open(self.dir.join("chunks")) {
             let _ = d.sync_all();
         }
+    }
+
+    /// Lists the committed chunk `path` and indexes its keys (they now
+    /// point at it); its id.
+    fn index_chunk(&mut self, path: PathBuf) -> Result<u32> {
+        let keys = tables::feature_chunks::read_keys(&path)?;
         self.add_to_index(path, &keys);
+        Ok(self.chunks.len() as u32 - 1)
+    }
+
+    /// Takes the finished, synced embed output `file` (same file system:
+    /// inside the artifacts folder) as a chunk: a second name for the same
+    /// bytes (a hard link, named by their digest), so its vectors are on
+    /// disk once. Its keys now point at it. `Ok(None)` for an empty file.
+    /// An error (a file system without hard links) changes nothing: the
+    /// rows stay where they were.
+    pub fn adopt(&mut self, file: &Path) -> Result<Option<u32>> {
+        if tables::row_count(file)? == 0 {
+            return Ok(None);
+        }
+        let path = self.chunk_path(&file_digest(file)?);
+        // The same bytes already committed under that name (a forced rerun
+        // writing what it wrote before) need no second link.
+        if !path.exists() {
+            fs::hard_link(file, &path).with_context(|| {
+                format!(
+                    "cannot link {} into the feature store as {}",
+                    file.display(),
+                    path.display()
+                )
+            })?;
+            self.sync_chunk_dir();
+        }
+        if let Some(id) = self.chunks.iter().position(|p| *p == path) {
+            // Listed already: its keys point at it again.
+            self.point_keys_at(id)?;
+            return Ok(Some(id as u32));
+        }
+        self.index_chunk(path).map(Some)
+    }
+
+    /// Points the keys of the listed chunks named in `digests` at them (in
+    /// the index only; nothing on disk changes), so a lookup of those keys
+    /// finds them there rather than in an older chunk holding them too.
+    pub fn prefer(&mut self, digests: &[String]) -> Result<()> {
+        for id in 0..self.chunks.len() {
+            if digests.contains(&digest_name(&self.chunks[id])) {
+                self.point_keys_at(id)?;
+            }
+        }
         Ok(())
+    }
+
+    fn point_keys_at(&mut self, id: usize) -> Result<()> {
+        let keys = tables::feature_chunks::read_keys(&self.chunks[id])?;
+        for (row, key) in keys.iter().enumerate() {
+            let loc = Loc {
+                chunk: id as u32,
+                row: row as u32,
+            };
+            self.index.insert(*key, loc);
+        }
+        Ok(())
+    }
+
+    /// Removes every chunk that no key points at any more (each of its rows
+    /// is held by a later chunk: an adopted output), except `keep`; the
+    /// chunks and rows removed. A removed chunk that is also a finished
+    /// output of an earlier run (a hard link) stays there under that name.
+    pub fn drop_shadowed(&mut self, keep: &[u32]) -> Result<(usize, usize)> {
+        let mut pointed = vec![false; self.chunks.len()];
+        for loc in self.index.values() {
+            pointed[loc.chunk as usize] = true;
+        }
+        let mut new_id = vec![u32::MAX; self.chunks.len()];
+        let (mut removed, mut rows) = (0, 0);
+        let mut kept = Vec::new();
+        for (id, path) in std::mem::take(&mut self.chunks).into_iter().enumerate() {
+            if pointed[id] || keep.contains(&(id as u32)) {
+                new_id[id] = kept.len() as u32;
+                kept.push(path);
+                continue;
+            }
+            refuse_link(&path)?;
+            rows += tables::row_count(&path)?;
+            fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+            removed += 1;
+        }
+        self.chunks = kept;
+        for loc in self.index.values_mut() {
+            loc.chunk = new_id[loc.chunk as usize];
+        }
+        Ok((removed, rows))
     }
 }
 
@@ -245,12 +374,7 @@ impl FeatureStore {
         let mut lost = 0;
         for (&id, &rows) in &used.0 {
             let path = self.chunks[id].clone();
-            let mut hasher = blake3::Hasher::new();
-            let intact = hasher
-                .update_reader(fs::File::open(&path)?)
-                .map(|h| h.finalize().to_hex().as_str() == digest_name(&path))
-                .unwrap_or(false);
-            if !intact {
+            if verify_file(&path).is_err() {
                 warnings.push(drop_chunk(&path, "its bytes no longer match its digest"));
                 self.index.retain(|_, loc| loc.chunk as usize != id);
                 lost += rows;
@@ -307,50 +431,84 @@ pub struct Pruned {
 impl FeatureStore {
     /// Keeps the vectors marked in `keep` and removes the rest: a chunk with
     /// nothing to keep is deleted, one with some is rewritten with just
-    /// those (committed before the old one goes). `dry_run`: count only.
-    pub fn retain(&mut self, keep: &Marks, dry_run: bool) -> Result<Pruned> {
+    /// those (committed before the old one goes). A chunk named in `whole`
+    /// (by digest: the current embed outputs, which are chunks too) is kept
+    /// as it is, its repeated rows included: rewriting it would put its
+    /// vectors on disk twice. `dry_run`: count only.
+    pub fn retain(&mut self, keep: &Marks, whole: &[String], dry_run: bool) -> Result<Pruned> {
         let mut pruned = Pruned::default();
-        for (id, path) in std::mem::take(&mut self.chunks).into_iter().enumerate() {
-            let chunk = verified_read(&path).with_context(|| {
-                format!("{}: run the pipeline to repair it first", path.display())
-            })?;
-            let kept: Vec<usize> = (0..chunk.keys.len())
-                .filter(|&i| keep.contains(id, i))
-                .collect();
-            pruned.kept += kept.len();
-            pruned.removed += chunk.keys.len() - kept.len();
-            // What the removed vectors take (key and floats), the same
-            // figure for a dry run and a real one.
-            pruned.bytes += ((chunk.keys.len() - kept.len()) * (32 + 4 * chunk.hidden)) as u64;
-            if kept.len() == chunk.keys.len() {
-                self.chunks.push(path);
+        let mut left = Vec::new();
+        for id in 0..self.chunks.len() {
+            let path = self.chunks[id].clone();
+            let repair = || format!("{}: run the pipeline to repair it first", path.display());
+            verify_file(&path).with_context(repair)?;
+            let rows = tables::row_count(&path)?;
+            let kept = if whole.contains(&digest_name(&path)) {
+                rows
+            } else {
+                (0..rows).filter(|&i| keep.contains(id, i)).count()
+            };
+            pruned.kept += kept;
+            pruned.removed += rows - kept;
+            if kept == rows {
+                left.push(path);
                 continue;
             }
+            // What the removed vectors take (key and floats), the same
+            // figure for a dry run and a real one.
+            pruned.bytes += ((rows - kept) * (32 + 4 * chunk_width(&path)?)) as u64;
+            if dry_run {
+                left.push(path);
+                continue;
+            }
+            if kept > 0 {
+                left.push(self.rewrite_kept(id, keep)?);
+            }
+            fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+        // The index now names only what is left (and rewritten chunks).
+        self.index.clear();
+        self.chunks.clear();
+        for path in left {
+            self.index_chunk(path)?;
+        }
+        Ok(pruned)
+    }
+}
+
+impl FeatureStore {
+    /// Writes the rows of chunk `id` marked in `keep` to a new chunk, a
+    /// batch at a time, and commits it (not indexed: `retain` indexes what
+    /// is left at the end); its path.
+    fn rewrite_kept(&mut self, id: usize, keep: &Marks) -> Result<PathBuf> {
+        let scratch = self.scratch_path()?;
+        let mut writer: Option<tables::feature_chunks::Writer> = None;
+        self.stream_chunk(id as u32, |first, chunk| {
             let h = chunk.hidden;
-            let rest = Chunk {
-                keys: kept.iter().map(|&i| chunk.keys[i]).collect(),
+            let rows: Vec<usize> = (0..chunk.keys.len())
+                .filter(|&i| keep.contains(id, first + i))
+                .collect();
+            let writer = match &mut writer {
+                Some(w) => w,
+                None => writer.insert(tables::feature_chunks::Writer::create(&scratch, h)?),
+            };
+            writer.write(Chunk {
+                keys: rows.iter().map(|&i| chunk.keys[i]).collect(),
                 hidden: h,
-                features: kept
+                features: rows
                     .iter()
                     .flat_map(|&i| chunk.features[i * h..(i + 1) * h].iter().copied())
                     .collect(),
-            };
-            if dry_run {
-                self.chunks.push(path);
-                continue;
-            }
-            self.commit(rest)?;
-            fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
-        }
-        if !dry_run {
-            // The index now names only what is left (and rewritten chunks).
-            self.index.clear();
-            for path in std::mem::take(&mut self.chunks) {
-                let keys = tables::feature_chunks::read_keys(&path)?;
-                self.add_to_index(path, &keys);
-            }
-        }
-        Ok(pruned)
+            })
+        })?;
+        writer
+            .context("a chunk with rows to keep read as empty")?
+            .finish()?;
+        let path = self.chunk_path(&file_digest(&scratch)?);
+        fs::rename(&scratch, &path)
+            .with_context(|| format!("cannot move a feature chunk to {}", path.display()))?;
+        self.sync_chunk_dir();
+        Ok(path)
     }
 }
 
@@ -424,13 +582,28 @@ fn refuse_link(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The chunk at `path`, if its bytes still hash to its name.
-fn verified_read(path: &Path) -> Result<Chunk> {
-    let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if blake3::hash(&bytes).to_hex().as_str() != digest_name(path) {
+/// Whether the chunk at `path` still hashes to its name (read a block at a
+/// time).
+fn verify_file(path: &Path) -> Result<()> {
+    if file_digest(path)? != digest_name(path) {
         anyhow::bail!("its bytes no longer match its digest");
     }
-    tables::feature_chunks::from_bytes(bytes, path)
+    Ok(())
+}
+
+/// The hex blake3 of a file, read a block at a time.
+fn file_digest(path: &Path) -> Result<String> {
+    let file = fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut hasher = blake3::Hasher::new();
+    hasher
+        .update_reader(file)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+/// The vectors' width of a chunk file, from its schema.
+fn chunk_width(path: &Path) -> Result<usize> {
+    Ok(tables::feature_chunks::read_batched(path, 1)?.1)
 }
 
 /// The digest a chunk is named by.
@@ -512,7 +685,7 @@ mod tests {
         for key in [[1; 32], [4; 32], [9; 32]] {
             store.mark(&mut keep, &key);
         }
-        let would = store.retain(&keep, true).unwrap();
+        let would = store.retain(&keep, &[], true).unwrap();
         assert_eq!(
             would,
             Pruned {
@@ -522,13 +695,34 @@ mod tests {
             }
         );
         assert_eq!(store.len(), 4, "a dry run changes nothing");
-        assert_eq!(store.retain(&keep, false).unwrap(), would);
+        assert_eq!(store.retain(&keep, &[], false).unwrap(), would);
         let (mut store, _) = FeatureStore::open(dir.path()).unwrap();
         assert_eq!(store.len(), 2);
         let (found, _) = store.fetch(&[[1; 32], [2; 32], [3; 32], [4; 32]]).unwrap();
         assert_eq!(found.len(), 2);
         assert_eq!(found[&[1; 32]], [1.0, -1.0]);
         assert_eq!(found[&[4; 32]], [4.0, -4.0]);
+    }
+
+    #[test]
+    fn a_chunk_named_whole_is_kept_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = FeatureStore::open(dir.path()).unwrap();
+        store.commit(chunk(&[1, 2, 3])).unwrap();
+        let path = store.chunks[0].clone();
+        let bytes = fs::read(&path).unwrap();
+        let mut keep = Marks::default();
+        store.mark(&mut keep, &[2; 32]);
+        let whole = [digest_name(&path)];
+        let pruned = store.retain(&keep, &whole, false).unwrap();
+        assert_eq!((pruned.kept, pruned.removed), (3, 0));
+        assert_eq!(fs::read(&path).unwrap(), bytes, "not rewritten");
+        // Not named: rewritten with the marked row alone.
+        let (mut store, _) = FeatureStore::open(dir.path()).unwrap();
+        let mut keep = Marks::default();
+        store.mark(&mut keep, &[2; 32]);
+        assert_eq!(store.retain(&keep, &[], false).unwrap().kept, 1);
+        assert!(!path.exists());
     }
 
     #[test]

@@ -23,10 +23,25 @@ pub fn gc(
     } else {
         embed::store::FeatureStore::open(&dir)?.0
     };
+    // The current outputs are chunks too: the rows they hold are kept there
+    // (whole), not in an older chunk that holds the same keys.
+    let outputs = current_outputs(artifacts)?;
+    store.prefer(&outputs)?;
     let Some(keep) = referenced(artifacts, &store)? else {
         return Ok(None);
     };
-    store.retain(&keep, dry_run).map(Some)
+    store.retain(&keep, &outputs, dry_run).map(Some)
+}
+
+/// The digests of the current embed outputs: chunks of the store themselves
+/// (adopted by hard link), kept whole.
+fn current_outputs(artifacts: &Path) -> Result<Vec<String>> {
+    let lock = LockFile::load(&artifacts.join("pipeline.lock"))?;
+    Ok(lock
+        .stages
+        .get("embed")
+        .map(|embed| embed.outputs.values().map(|o| o.digest.clone()).collect())
+        .unwrap_or_default())
 }
 
 /// The rows of `store` that the current embed result uses, marked (a bit

@@ -6,7 +6,10 @@
 //! | `key`      | fixed_size_binary[32]         | blake3 of the model input (see `embed::store`) |
 //! | `features` | fixed_size_list<float32>[H]   | pooled BERT output                     |
 //!
-//! Written plain, like the embed outputs. Metadata: `hidden_size`.
+//! Written plain, like the embed outputs. Metadata: `hidden_size`. An
+//! embed output (`tables::features`) has both columns too, among others:
+//! the readers here find them by name, so the store takes a finished embed
+//! output as one of its chunks (`embed::store::FeatureStore::adopt`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,8 +19,8 @@ use arrow::array::{FixedSizeBinaryArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 
 use crate::io::{
-    Encoding, Provenance, batches_of, extend_f32_rows, f32_rows, f32_rows_type, fixed_list_width,
-    read_columns, typed, write_batch_encoded,
+    BatchWriter, Encoding, Provenance, column_reader, extend_f32_rows, f32_rows, f32_rows_type,
+    fixed_list_width, named_column, read_columns, typed,
 };
 
 /// A row key: 32 bytes.
@@ -38,37 +41,113 @@ fn schema(hidden: usize) -> Arc<Schema> {
     ]))
 }
 
-pub fn write(path: &Path, chunk: Chunk) -> Result<()> {
-    ensure!(
-        chunk.features.len() == chunk.keys.len() * chunk.hidden,
-        "feature chunk has the wrong size"
-    );
-    let schema = schema(chunk.hidden);
-    let keys = FixedSizeBinaryArray::try_from_iter(chunk.keys.iter())?;
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(keys),
-            Arc::new(f32_rows(chunk.features, chunk.hidden)?),
-        ],
-    )?;
-    let provenance = Provenance::default().with("hidden_size", chunk.hidden.to_string());
-    write_batch_encoded(path, schema, batch, &provenance, Encoding::Plain)
+/// Rows per row group of a chunk file (and rows decoded at a time by
+/// [`read_batched`]'s callers in the store).
+pub const ROWS_PER_GROUP: usize = 16_384;
+
+/// A chunk file written a batch at a time ([`Writer::write`]).
+pub struct Writer {
+    writer: BatchWriter,
+    schema: Arc<Schema>,
+    hidden: usize,
 }
 
-/// A chunk from the bytes of its file, already read from `source` (the
-/// feature store hashes them before decoding: one read of the disk).
-pub fn from_bytes(bytes: Vec<u8>, source: &Path) -> Result<Chunk> {
-    let (batches, schema) = batches_of(bytes::Bytes::from(bytes), source)?;
-    let hidden = fixed_list_width(&schema, "features", source, "a feature chunk")?;
+impl Writer {
+    pub fn create(path: &Path, hidden: usize) -> Result<Writer> {
+        let schema = schema(hidden);
+        let provenance = Provenance::default().with("hidden_size", hidden.to_string());
+        let writer = BatchWriter::create(
+            path,
+            schema.clone(),
+            &provenance,
+            Encoding::Plain,
+            ROWS_PER_GROUP,
+        )?;
+        Ok(Writer {
+            writer,
+            schema,
+            hidden,
+        })
+    }
+
+    pub fn write(&mut self, chunk: Chunk) -> Result<()> {
+        ensure!(
+            chunk.hidden == self.hidden && chunk.features.len() == chunk.keys.len() * self.hidden,
+            "feature chunk has the wrong size"
+        );
+        if chunk.keys.is_empty() {
+            return Ok(());
+        }
+        let keys = FixedSizeBinaryArray::try_from_iter(chunk.keys.iter())?;
+        let batch = RecordBatch::try_new(
+            self.schema.clone(),
+            vec![
+                Arc::new(keys),
+                Arc::new(f32_rows(chunk.features, chunk.hidden)?),
+            ],
+        )?;
+        self.writer.write(batch)
+    }
+
+    /// Closes the file and syncs it to disk.
+    pub fn finish(self) -> Result<()> {
+        self.writer.finish()
+    }
+}
+
+/// Writes `chunk` whole.
+pub fn write(path: &Path, chunk: Chunk) -> Result<()> {
+    let mut writer = Writer::create(path, chunk.hidden)?;
+    writer.write(chunk)?;
+    writer.finish()
+}
+
+/// The keys and vectors of a chunk file (or of an embed output), `rows` at
+/// a time as they are asked for (the file's other columns are not read);
+/// and the vectors' width.
+pub fn read_batched(
+    path: &Path,
+    rows: usize,
+) -> Result<(impl Iterator<Item = Result<Chunk>> + use<>, usize)> {
+    let (batches, schema) = column_reader(path, &["key", "features"], rows)?;
+    let hidden = fixed_list_width(&schema, "features", path, "a feature chunk")?;
+    let source = path.to_path_buf();
+    let chunks = batches.map(move |batch| {
+        let batch = batch?;
+        let mut chunk = Chunk {
+            keys: Vec::with_capacity(batch.num_rows()),
+            hidden,
+            features: Vec::with_capacity(batch.num_rows() * hidden),
+        };
+        extend_keys(
+            &mut chunk.keys,
+            named_column(&batch, "key", &source)?,
+            &source,
+        )?;
+        extend_f32_rows(
+            &mut chunk.features,
+            named_column(&batch, "features", &source)?,
+            hidden,
+            "features",
+        )?;
+        Ok(chunk)
+    });
+    Ok((chunks, hidden))
+}
+
+/// A whole chunk file (small chunks; the store reads large ones with
+/// [`read_batched`]).
+pub fn read(path: &Path) -> Result<Chunk> {
+    let (batches, hidden) = read_batched(path, ROWS_PER_GROUP)?;
     let mut chunk = Chunk {
         keys: Vec::new(),
         hidden,
         features: Vec::new(),
     };
     for batch in batches {
-        extend_keys(&mut chunk.keys, batch.column(0), source)?;
-        extend_f32_rows(&mut chunk.features, batch.column(1), hidden, "features")?;
+        let batch = batch?;
+        chunk.keys.extend(batch.keys);
+        chunk.features.extend(batch.features);
     }
     Ok(chunk)
 }
@@ -82,7 +161,12 @@ pub fn read_keys(path: &Path) -> Result<Vec<Key>> {
     Ok(keys)
 }
 
-fn extend_keys(out: &mut Vec<Key>, array: &arrow::array::ArrayRef, source: &Path) -> Result<()> {
+/// Appends the 32-byte keys of a `key` column to `out`.
+pub(crate) fn extend_keys(
+    out: &mut Vec<Key>,
+    array: &arrow::array::ArrayRef,
+    source: &Path,
+) -> Result<()> {
     let column: FixedSizeBinaryArray = typed(array, "key")?;
     ensure!(
         column.value_length() == 32,
@@ -112,9 +196,12 @@ mod tests {
         };
         write(&path, chunk.clone()).unwrap();
         assert_eq!(read_keys(&path).unwrap(), chunk.keys);
-        assert_eq!(
-            from_bytes(std::fs::read(&path).unwrap(), &path).unwrap(),
-            chunk
-        );
+        assert_eq!(read(&path).unwrap(), chunk);
+        let (batches, hidden) = read_batched(&path, 1).unwrap();
+        assert_eq!(hidden, 3);
+        let batches: Vec<Chunk> = batches.map(|b| b.unwrap()).collect();
+        assert_eq!(batches.len(), 2);
+        assert_eq!(batches[1].keys, vec![[2; 32]]);
+        assert_eq!(batches[1].features, vec![3.0, 4.0, 5.5]);
     }
 }

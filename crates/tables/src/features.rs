@@ -5,8 +5,12 @@
 //! | `row_id`   | int64                              | as in the ingest split   |
 //! | `label`    | int64                              | class id                 |
 //! | `features` | fixed_size_list<float32>[H]        | pooled BERT output       |
+//! | `key`      | fixed_size_binary[32]              | the row's feature-store key |
 //!
-//! Rows in the order of the ingest split. Metadata: `stage_key`, `params`,
+//! The `key` column makes the file a feature-store chunk as it is
+//! ([`crate::feature_chunks`]): the embed stage's store takes its finished
+//! outputs as chunks, so the vectors are on disk once. Rows in the order of
+//! the ingest split. Metadata: `stage_key`, `params`,
 //! `hidden_size`, `pooling`, `device`. Written plain (no compression,
 //! dictionary or statistics: see [`crate::io::Encoding`]), a row group of
 //! [`ROWS_PER_GROUP`] rows at a time ([`FeatureWriter`]).
@@ -18,6 +22,7 @@ use anyhow::{Result, ensure};
 use arrow::array::{Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 
+use crate::feature_chunks::Key;
 use crate::io::{
     BatchWriter, Encoding, Provenance, batch_reader, extend_f32_rows, f32_rows, f32_rows_type,
     fixed_list_width, typed,
@@ -28,6 +33,7 @@ pub fn schema(hidden: usize) -> Arc<Schema> {
         Field::new("row_id", DataType::Int64, false),
         Field::new("label", DataType::Int64, false),
         Field::new("features", f32_rows_type(hidden), false),
+        Field::new("key", DataType::FixedSizeBinary(32), false),
     ]))
 }
 
@@ -71,11 +77,12 @@ impl FeatureWriter {
     }
 
     /// Appends `table`'s rows (taken by value: its columns move into Arrow
-    /// arrays without a copy).
-    pub fn write(&mut self, table: FeatureTable) -> Result<()> {
+    /// arrays without a copy), `keys[i]` being row `i`'s store key.
+    pub fn write(&mut self, table: FeatureTable, keys: &[Key]) -> Result<()> {
         ensure!(
             table.hidden == self.hidden
-                && table.features.len() == table.row_ids.len() * self.hidden,
+                && table.features.len() == table.row_ids.len() * self.hidden
+                && keys.len() == table.row_ids.len(),
             "feature matrix has the wrong size"
         );
         if table.row_ids.is_empty() {
@@ -87,6 +94,9 @@ impl FeatureWriter {
                 Arc::new(Int64Array::from(table.row_ids)),
                 Arc::new(Int64Array::from(table.labels)),
                 Arc::new(f32_rows(table.features, table.hidden)?),
+                Arc::new(arrow::array::FixedSizeBinaryArray::try_from_iter(
+                    keys.iter(),
+                )?),
             ],
         )?;
         self.writer.write(batch)
@@ -98,10 +108,13 @@ impl FeatureWriter {
     }
 }
 
-/// Writes `table` whole.
+/// Writes `table` whole, for tests and tools: its keys are unknown and
+/// written as zeros, so the file must never be adopted into a feature store
+/// (only the embed stage adopts its own outputs, with their real keys).
 pub fn write(path: &Path, table: FeatureTable, provenance: &Provenance) -> Result<()> {
     let mut writer = FeatureWriter::create(path, table.hidden, provenance)?;
-    writer.write(table)?;
+    let keys = vec![[0; 32]; table.row_ids.len()];
+    writer.write(table, &keys)?;
     writer.finish()
 }
 

@@ -192,6 +192,34 @@ pub(crate) fn batch_reader(
     ))
 }
 
+/// The named top-level columns of a Parquet file (the others are not read
+/// from disk), `rows` at a time as they are asked for, and the file's
+/// whole schema. The batches hold the columns in the file's order.
+pub(crate) fn column_reader(
+    path: &Path,
+    columns: &[&str],
+    rows: usize,
+) -> Result<(
+    impl Iterator<Item = Result<RecordBatch>> + use<>,
+    Arc<Schema>,
+)> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
+    let schema = builder.schema().clone();
+    let mask =
+        parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
+    let shown = path.display().to_string();
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(rows.max(1))
+        .build()?;
+    Ok((
+        reader.map(move |b| b.with_context(|| format!("cannot read {shown}"))),
+        schema,
+    ))
+}
+
 /// The rows of a Parquet file, from its footer (no data is read).
 pub fn row_count(path: &Path) -> Result<usize> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
