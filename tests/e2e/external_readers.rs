@@ -1,4 +1,5 @@
-//! The split files open in pyarrow and duckdb with the documented schema.
+//! The split files open in pyarrow and duckdb with the documented schema;
+//! every Parquet artifact opens in pyarrow, duckdb and polars alike.
 
 mod common;
 
@@ -45,6 +46,51 @@ print(json.dumps(res))
         assert_eq!(s["classes"], serde_json::json!(["0", "1"]));
         assert_eq!(s["has_key"], true);
         assert_eq!(s["params_seed"], 2021);
+    }
+}
+
+/// Every Parquet file a run leaves (each stage's outputs, the feature
+/// store's chunks) reads the same in pyarrow, duckdb and polars: the rows,
+/// and the columns' names.
+#[test]
+fn pyarrow_duckdb_and_polars_read_every_parquet_artifact() {
+    let p = Project::empty();
+    p.write_config(&format!(
+        "[ingest]\ncsv = {:?}\n{}",
+        shared_data("uci_amazon_yelp.csv").display().to_string(),
+        common::tiny_model()
+    ));
+    p.cli(&["run-pipeline"]).ok();
+    let out = run_python(&[
+        "-c",
+        r#"
+import glob, json, sys, duckdb, polars as pl, pyarrow.parquet as pq
+a = sys.argv[1]
+res = {}
+for path in sorted(glob.glob(f"{a}/*/*.parquet") + glob.glob(f"{a}/.cache/embed/chunks/*.parquet")):
+    t = pq.read_table(path)
+    df = pl.read_parquet(path)
+    n = duckdb.sql(f"select count(*) from '{path}'").fetchall()[0][0]
+    res[path[len(a) + 1:]] = [t.num_rows, df.height, n, t.schema.names == df.columns]
+print(json.dumps(res))
+"#,
+        p.path("artifacts").to_str().unwrap(),
+    ]);
+    let res: std::collections::BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(&out).unwrap();
+    for stage in ["ingest", "encode", "embed"] {
+        for split in ["train", "val", "test"] {
+            let name = format!("{stage}/{split}.parquet");
+            assert!(res.contains_key(&name), "{name} missing: {res:?}");
+        }
+    }
+    let chunks = res.keys().filter(|k| k.starts_with(".cache/")).count();
+    assert_eq!(chunks, 3, "{res:?}");
+    assert!(res.len() > 12, "the head's and audit's tables too: {res:?}");
+    for (path, r) in &res {
+        let rows = &r[0];
+        assert!(rows.as_u64().unwrap() > 0, "{path}: {r}");
+        assert_eq!((&r[1], &r[2], &r[3]), (rows, rows, &serde_json::json!(true)), "{path}");
     }
 }
 
@@ -115,7 +161,8 @@ print(json.dumps(res))
                 serde_json::json!([
                     "row_id:int64",
                     "label:int64",
-                    "features:fixed_size_list<item: float not null>[64]"
+                    "features:fixed_size_list<item: float not null>[64]",
+                    "key:fixed_size_binary[32]"
                 ]),
                 "{res}"
             );

@@ -1,7 +1,7 @@
 //! `cargo xtask test [cargo test args]`: the README's test command.
 //!
 //! Tests compare against scikit-learn and read artifacts with pyarrow and
-//! duckdb. Those live in a virtual environment cached outside the checkout
+//! duckdb and polars. Those live in a virtual environment cached outside the checkout
 //! (pinned versions, from PyPI), created on first use. ONNX Runtime and the
 //! default model are installed (or verified) before any test runs.
 
@@ -17,6 +17,8 @@ const PY_REQUIREMENTS: &[&str] = &[
     "scikit-learn==1.9.1",
     "pyarrow==26.0.1",
     "duckdb==2.0.0",
+    "polars==2.1.0",
+    "polars-runtime-32==2.1.0",
     "numpy==2.4.6",
     "tokenizers==0.23.3",
     "safetensors==0.8.0",
