@@ -98,13 +98,25 @@ pub fn run(texts: Option<&Path>, sizes: &[usize], overrides: &[String]) -> Resul
             )?;
         }
         let artifacts = project.join("artifacts");
+        let mb = |files: &Files| files.values().sum::<u64>() as f64 / 1e6;
+        let (store, embed) = (
+            files_under(&artifacts.join(".cache/embed"))?,
+            files_under(&artifacts.join(".store/embed"))?,
+        );
+        let shared: Files = embed
+            .iter()
+            .filter(|(inode, _)| store.contains_key(inode))
+            .map(|(inode, bytes)| (*inode, *bytes))
+            .collect();
         outln!(
-            "{rows:>10}  disk: artifacts {:.0} MB (of which the feature store {:.0} MB, \
-             .store/embed {:.0} MB, .store/encode {:.0} MB); the CSV {:.0} MB",
-            dir_bytes(&artifacts)? as f64 / 1e6,
-            dir_bytes(&artifacts.join(".cache/embed"))? as f64 / 1e6,
-            dir_bytes(&artifacts.join(".store/embed"))? as f64 / 1e6,
-            dir_bytes(&artifacts.join(".store/encode"))? as f64 / 1e6,
+            "{rows:>10}  disk: artifacts {:.0} MB (a file with two names counted once; of which \
+             the feature store {:.0} MB, .store/embed {:.0} MB, {:.0} MB of it the same files \
+             as the store's chunks, .store/encode {:.0} MB); the CSV {:.0} MB",
+            mb(&files_under(&artifacts)?),
+            mb(&store),
+            mb(&embed),
+            mb(&shared),
+            mb(&files_under(&artifacts.join(".store/encode"))?),
             std::fs::metadata(&csv)?.len() as f64 / 1e6
         )?;
         // The next size's data and artifacts replace these (unless
@@ -330,19 +342,25 @@ fn tiny_model_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// Bytes of the files under `dir` (0 if it is missing).
-fn dir_bytes(dir: &Path) -> Result<u64> {
-    let mut total = 0;
+/// Regular files by (device, inode): a file with two names (an embed
+/// output that is also a feature-store chunk) is one entry.
+type Files = std::collections::HashMap<(u64, u64), u64>;
+
+/// The regular files under `dir` (none if it is missing), with their sizes.
+fn files_under(dir: &Path) -> Result<Files> {
+    use std::os::unix::fs::MetadataExt;
+    let mut files = Files::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(0);
+        return Ok(files);
     };
     for entry in entries.flatten() {
         let kind = entry.file_type()?;
         if kind.is_dir() {
-            total += dir_bytes(&entry.path())?;
+            files.extend(files_under(&entry.path())?);
         } else if kind.is_file() {
-            total += entry.metadata()?.len();
+            let m = entry.metadata()?;
+            files.insert((m.dev(), m.ino()), m.len());
         }
     }
-    Ok(total)
+    Ok(files)
 }
