@@ -15,7 +15,9 @@
 //! `exact_search_rows` and `probe_in_memory_rows`, the earlier split's
 //! features and the training split's are held for the exact search and the
 //! in-memory probe): row ids and labels, the text hashes, the out-of-fold
-//! probabilities, and the overlapping rows' sentences.
+//! probabilities, and the overlapping and flagged rows as indices. Their
+//! sentences go through scratch files (`sentences`) into the tables, which
+//! are written a row group at a time.
 
 mod confident;
 mod folds;
@@ -23,19 +25,22 @@ mod ivf;
 mod near_duplicate;
 mod params;
 mod probe;
+mod sentences;
 mod streamed_probe;
 mod text_overlap;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use tables::Provenance;
-use tables::audit::{FeatureSearch, LabelIssueRow, OutOfFold, OverlapRow};
-use tables::splits::LabelledRow;
+use tables::audit::{
+    FeatureSearch, LabelIssueRow, LabelIssueWriter, OutOfFold, OverlapRow, OverlapWriter,
+    ROWS_PER_GROUP,
+};
 
 pub use params::{AuditParams, Probe};
+use sentences::Sentences;
 use text_overlap::Kind;
 
 pub const OUTPUTS: [&str; 3] = [
@@ -76,26 +81,31 @@ pub fn run(
     let provenance = provenance.with("classes", serde_json::to_string(inputs.classes)?);
     let mut notes = Vec::new();
 
-    let (overlap, searches, seconds) = overlap(params, inputs, &splits, out_dir)?;
-    notes.extend(overlap_notes(&overlap, &splits));
+    let (found, searches, mut seconds) = overlap(params, inputs, &splits, out_dir)?;
+    notes.extend(overlap_notes(&found, &splits));
     notes.extend(searches.iter().map(search_note));
+    let split_rows = serde_json::json!({
+        "train": splits[0].row_ids.len(), "val": splits[1].row_ids.len(), "test": splits[2].row_ids.len()
+    });
+    let started = Instant::now();
+    write_overlap(
+        &found,
+        inputs,
+        &splits,
+        out_dir,
+        &provenance
+            .clone()
+            .with("split_rows", split_rows.to_string())
+            .with("feature_search", serde_json::to_string(&searches)?),
+    )?;
+    drop(found);
+    seconds[0] += started.elapsed().as_secs_f64();
     notes.push(format!(
         "overlap found in {:.1}s (text {:.1}s, feature cosines {:.1}s)",
         seconds[0] + seconds[1],
         seconds[0],
         seconds[1]
     ));
-    let split_rows = serde_json::json!({
-        "train": splits[0].row_ids.len(), "val": splits[1].row_ids.len(), "test": splits[2].row_ids.len()
-    });
-    tables::audit::write_overlap(
-        &out_dir.join(OUTPUTS[0]),
-        &overlap,
-        &provenance
-            .clone()
-            .with("split_rows", split_rows.to_string())
-            .with("feature_search", serde_json::to_string(&searches)?),
-    )?;
 
     let started = Instant::now();
     let labels = std::mem::take(&mut splits[0].labels);
@@ -108,21 +118,21 @@ pub fn run(
     }
     let fold_of = folds::assign(&labels, classes, params.folds, params.seed);
     let streamed = params.probe == Probe::Linear && labels.len() > params.probe_in_memory_rows;
-    let probabilities = if streamed {
-        streamed_probe::out_of_fold(params, inputs.features[0], &labels, &fold_of, classes)?
-    } else {
-        let train = tables::features::read(inputs.features[0])?;
-        let val = match params.probe {
-            Probe::Head => tables::features::read(inputs.features[1])?,
-            // The linear probe reads no validation rows.
-            Probe::Linear => tables::features::FeatureTable {
-                row_ids: Vec::new(),
-                labels: Vec::new(),
-                hidden: train.hidden,
-                features: Vec::new(),
-            },
-        };
-        probe::out_of_fold(params, inputs.head, &train, &val, &fold_of, classes)?
+    let probabilities = match params.probe {
+        Probe::Linear if streamed => {
+            streamed_probe::out_of_fold(params, inputs.features[0], &labels, &fold_of, classes)?
+        }
+        Probe::Linear => {
+            let train = tables::features::read(inputs.features[0])?;
+            probe::linear_out_of_fold(params, &train, &fold_of, classes)?
+        }
+        // The head trains from scratch copies read by row, as the head
+        // stage does: what it holds is labels and the folds' indices.
+        Probe::Head => {
+            let train = head::ScratchRows::copy(inputs.features[0], out_dir)?;
+            let val = head::ScratchRows::copy(inputs.features[1], out_dir)?;
+            probe::head_out_of_fold(params, inputs.head, &train, &val, &fold_of, classes)?
+        }
     };
     let correct = (0..labels.len())
         .filter(|&i| {
@@ -145,21 +155,32 @@ pub fn run(
         },
         started.elapsed().as_secs_f64()
     ));
-    let mut sentences = sentences_of(inputs.splits[0], issues.iter().map(|i| i.row))?;
-    let issue_rows: Vec<LabelIssueRow> = issues
-        .iter()
-        .map(|issue| LabelIssueRow {
-            row_id: splits[0].row_ids[issue.row],
-            sentence: sentences.remove(&issue.row).unwrap_or_default(),
-            given: issue.given as i64,
-            suggested: issue.suggested as i64,
-            self_confidence: issue.self_confidence,
-        })
-        .collect();
     let with_accuracy = provenance
         .clone()
         .with("out_of_fold_accuracy", format!("{accuracy:.6}"));
-    tables::audit::write_label_issues(&out_dir.join(OUTPUTS[1]), &issue_rows, &with_accuracy)?;
+    let sentences = Sentences::collect(
+        inputs.splits[0],
+        issues.iter().map(|i| i.row as u32).collect(),
+        out_dir,
+    )?;
+    let mut writer = LabelIssueWriter::label_issues(&out_dir.join(OUTPUTS[1]), &with_accuracy)?;
+    for piece in issues.chunks(ROWS_PER_GROUP) {
+        let rows = piece
+            .iter()
+            .map(|issue| {
+                Ok(LabelIssueRow {
+                    row_id: splits[0].row_ids[issue.row],
+                    sentence: sentences.get(issue.row)?,
+                    given: issue.given as i64,
+                    suggested: issue.suggested as i64,
+                    self_confidence: issue.self_confidence,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        writer.write(&rows)?;
+    }
+    writer.finish()?;
+    drop((sentences, issues));
     tables::audit::write_out_of_fold(
         &out_dir.join(OUTPUTS[2]),
         OutOfFold {
@@ -201,43 +222,40 @@ impl SplitIds {
     }
 }
 
-/// The sentences of the rows (indices) `wanted` of the split at `path`,
-/// read a batch at a time.
-fn sentences_of(
-    path: &Path,
-    wanted: impl Iterator<Item = usize>,
-) -> Result<HashMap<usize, String>> {
-    let mut wanted: Vec<usize> = wanted.collect();
-    wanted.sort_unstable();
-    wanted.dedup();
-    let mut out = HashMap::with_capacity(wanted.len());
-    let (mut first, mut next) = (0, 0);
-    for batch in tables::splits::read_batched(path, 16_384)? {
-        let batch = batch?;
-        let end = first + batch.len();
-        let mut rows: Vec<Option<LabelledRow>> = batch.into_iter().map(Some).collect();
-        while next < wanted.len() && wanted[next] < end {
-            let row = rows[wanted[next] - first].take().expect("wanted once");
-            out.insert(wanted[next], row.sentence);
-            next += 1;
-        }
-        first = end;
-    }
-    Ok(out)
+/// A held-out row that overlaps an earlier split (16 bytes: the table's
+/// row as indices; its ids and sentences are looked up as it is written).
+#[derive(Debug, Clone, Copy)]
+struct Found {
+    /// The held-out split and the earlier one, by index into [`SPLITS`].
+    held: u8,
+    earlier: u8,
+    kind: Kind,
+    /// The row, and the earlier row that shows the overlap (indices).
+    row: u32,
+    at: u32,
+    /// The highest feature cosine with any earlier row.
+    cosine: f32,
 }
 
-/// One row per held-out row that overlaps an earlier split, pairs in
-/// [`PAIRS`] order, rows in split order; how each pair's features were
-/// searched; and the seconds spent on text and on feature cosines.
+/// Every held-out row that overlaps an earlier split, pairs in [`PAIRS`]
+/// order, rows in split order; how each pair's features were searched; and
+/// the seconds spent on text and on feature cosines.
 fn overlap(
     params: &AuditParams,
     inputs: &AuditInputs,
     splits: &[SplitIds],
     scratch_dir: &Path,
-) -> Result<(Vec<OverlapRow>, Vec<FeatureSearch>, [f64; 2])> {
+) -> Result<(Vec<Found>, Vec<FeatureSearch>, [f64; 2])> {
+    if let Some(i) = (0..3).find(|&i| splits[i].row_ids.len() > u32::MAX as usize) {
+        bail!(
+            "{} has {} rows; the audit takes at most {} a split",
+            inputs.splits[i].display(),
+            splits[i].row_ids.len(),
+            u32::MAX
+        );
+    }
     let mut seconds = [0.0; 2];
-    // (held split, row, kind, earlier split, its row, cosine)
-    let mut found_all: Vec<(usize, usize, Kind, usize, usize, f32)> = Vec::new();
+    let mut found_all = Vec::new();
     let mut searches = Vec::new();
     for (held, earlier) in PAIRS {
         let started = Instant::now();
@@ -273,35 +291,70 @@ fn overlap(
                     .then_some((Kind::NearDuplicate, nearest.row))
             });
             if let Some((kind, at)) = found {
-                found_all.push((held, row, kind, earlier, at, nearest.cosine));
+                found_all.push(Found {
+                    held: held as u8,
+                    earlier: earlier as u8,
+                    kind,
+                    row: row as u32,
+                    at: at as u32,
+                    cosine: nearest.cosine,
+                });
             }
         }
     }
-    let started = Instant::now();
-    let mut sentences: Vec<HashMap<usize, String>> = Vec::new();
-    for split in 0..3 {
-        let rows = found_all.iter().flat_map(|f| {
-            [(f.0 == split).then_some(f.1), (f.3 == split).then_some(f.4)]
-                .into_iter()
-                .flatten()
-        });
-        sentences.push(sentences_of(inputs.splits[split], rows)?);
+    found_all.shrink_to_fit();
+    Ok((found_all, searches, seconds))
+}
+
+/// `overlap.parquet`: a row per [`Found`], in its order, written a row
+/// group at a time; the sentences read from each split once, into scratch
+/// files in `scratch_dir`.
+fn write_overlap(
+    found: &[Found],
+    inputs: &AuditInputs,
+    splits: &[SplitIds],
+    scratch_dir: &Path,
+    provenance: &Provenance,
+) -> Result<()> {
+    let mut sentences = Vec::new();
+    for split in 0..3u8 {
+        let rows = found
+            .iter()
+            .flat_map(|f| {
+                [
+                    (f.held == split).then_some(f.row),
+                    (f.earlier == split).then_some(f.at),
+                ]
+            })
+            .flatten()
+            .collect();
+        sentences.push(Sentences::collect(
+            inputs.splits[split as usize],
+            rows,
+            scratch_dir,
+        )?);
     }
-    seconds[0] += started.elapsed().as_secs_f64();
-    let out = found_all
-        .into_iter()
-        .map(|(held, row, kind, earlier, at, cosine)| OverlapRow {
-            split: SPLITS[held].to_string(),
-            row_id: splits[held].row_ids[row],
-            sentence: sentences[held][&row].clone(),
-            against: SPLITS[earlier].to_string(),
-            kind: kind.name().to_string(),
-            match_row_id: splits[earlier].row_ids[at],
-            match_sentence: sentences[earlier][&at].clone(),
-            cosine,
-        })
-        .collect();
-    Ok((out, searches, seconds))
+    let mut writer = OverlapWriter::overlap(&scratch_dir.join(OUTPUTS[0]), provenance)?;
+    for piece in found.chunks(ROWS_PER_GROUP) {
+        let rows = piece
+            .iter()
+            .map(|f| {
+                let (held, earlier) = (f.held as usize, f.earlier as usize);
+                Ok(OverlapRow {
+                    split: SPLITS[held].to_string(),
+                    row_id: splits[held].row_ids[f.row as usize],
+                    sentence: sentences[held].get(f.row as usize)?,
+                    against: SPLITS[earlier].to_string(),
+                    kind: f.kind.name().to_string(),
+                    match_row_id: splits[earlier].row_ids[f.at as usize],
+                    match_sentence: sentences[earlier].get(f.at as usize)?,
+                    cosine: f.cosine,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        writer.write(&rows)?;
+    }
+    writer.finish()
 }
 
 /// `near-duplicates of test in train: approximate (…), recall 0.9870 …`.
@@ -328,13 +381,13 @@ fn search_note(search: &FeatureSearch) -> String {
     }
 }
 
-fn overlap_notes(overlap: &[OverlapRow], splits: &[SplitIds]) -> Vec<String> {
+fn overlap_notes(found: &[Found], splits: &[SplitIds]) -> Vec<String> {
     PAIRS
         .iter()
         .map(|&(held, earlier)| {
-            let rows: Vec<&OverlapRow> = overlap
+            let rows: Vec<&Found> = found
                 .iter()
-                .filter(|r| r.split == SPLITS[held] && r.against == SPLITS[earlier])
+                .filter(|f| f.held as usize == held && f.earlier as usize == earlier)
                 .collect();
             let by_kind: Vec<String> = [
                 Kind::Exact,
@@ -343,13 +396,7 @@ fn overlap_notes(overlap: &[OverlapRow], splits: &[SplitIds]) -> Vec<String> {
                 Kind::NearDuplicate,
             ]
             .iter()
-            .map(|k| {
-                format!(
-                    "{} {}",
-                    k.name(),
-                    rows.iter().filter(|r| r.kind == k.name()).count()
-                )
-            })
+            .map(|&k| format!("{} {}", k.name(), rows.iter().filter(|f| f.kind == k).count()))
             .collect();
             format!(
                 "{}: {} of {} rows overlap {} ({})",

@@ -8,83 +8,93 @@ use linfa_logistic::MultiLogisticRegression;
 use ndarray::{Array1, Array2};
 use tables::features::FeatureTable;
 
-use crate::params::{AuditParams, Probe};
+use crate::params::AuditParams;
 
-/// Row-major [rows × classes] probabilities, each row from the probe that
-/// did not see it.
-pub fn out_of_fold(
+/// The training rows of each fold: those outside it (`inside` false), or
+/// in it.
+fn fold_rows(fold_of: &[usize], fold: usize, inside: bool) -> Vec<usize> {
+    (0..fold_of.len())
+        .filter(|&i| (fold_of[i] == fold) == inside)
+        .collect()
+}
+
+/// Row-major [rows × classes] probabilities from linear probes, each row
+/// from the probe that did not see it; the training split in memory.
+pub fn linear_out_of_fold(
     params: &AuditParams,
-    head: Option<&head::HeadParams>,
     train: &FeatureTable,
-    val: &FeatureTable,
     fold_of: &[usize],
     classes: usize,
 ) -> Result<Vec<f32>> {
     let mut probabilities = vec![0f32; train.row_ids.len() * classes];
-    let fold_rows = |fold: usize, inside: bool| -> Vec<usize> {
-        (0..fold_of.len())
-            .filter(|&i| (fold_of[i] == fold) == inside)
-            .collect()
-    };
-    match params.probe {
-        Probe::Linear => {
-            // Folds are independent: one thread each, as many at a time as
-            // there are cores (the fits are mostly small matrix products and
-            // line searches). More threads than cores would not finish
-            // sooner, and each holds its fold's training matrix (f64): five
-            // at once were 2.5 GB of the audit's 3 GB at 250,000 rows.
-            let workers = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-                .clamp(1, params.folds.max(1));
-            let folds: Vec<usize> = (0..params.folds).collect();
-            let mut results: Vec<Result<Vec<f32>>> = Vec::with_capacity(params.folds);
-            for group in folds.chunks(workers) {
-                results.extend(std::thread::scope(|scope| {
-                    let handles: Vec<_> = group
-                        .iter()
-                        .map(|&fold| {
-                            let (fit_rows, held) = (fold_rows(fold, false), fold_rows(fold, true));
-                            scope.spawn(move || linear(params, train, &fit_rows, &held, classes))
-                        })
-                        .collect();
-                    handles
-                        .into_iter()
-                        .map(|h| h.join().expect("a probe thread panicked"))
-                        .collect::<Vec<_>>()
-                }));
-            }
-            for (fold, result) in results.into_iter().enumerate() {
-                let held = fold_rows(fold, true);
-                scatter(&mut probabilities, &held, &result?, classes);
-            }
-        }
-        Probe::Head => {
-            let head = head.context("audit.probe = \"head\" needs the [head] parameters")?;
-            let bar = indicatif::ProgressBar::hidden();
-            for fold in 0..params.folds {
-                let (fit_rows, held) = (fold_rows(fold, false), fold_rows(fold, true));
-                // The head keeps its best validation epoch: on the val split,
-                // never on the held-out fold.
-                let summary = head::train(
-                    head,
-                    classes,
-                    &subset(train, &fit_rows),
-                    val,
-                    &subset(train, &held),
-                    &bar,
-                )
-                .with_context(|| {
-                    format!("training the head on fold {} of {}", fold + 1, params.folds)
-                })?;
-                scatter(
-                    &mut probabilities,
-                    &held,
-                    &summary.test_probabilities,
-                    classes,
-                );
-            }
-        }
+    // Folds are independent: one thread each, as many at a time as there
+    // are cores (the fits are mostly small matrix products and line
+    // searches). More threads than cores would not finish sooner, and each
+    // holds its fold's training matrix (f64): five at once were 2.5 GB of
+    // the audit's 3 GB at 250,000 rows.
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, params.folds.max(1));
+    let folds: Vec<usize> = (0..params.folds).collect();
+    let mut results: Vec<Result<Vec<f32>>> = Vec::with_capacity(params.folds);
+    for group in folds.chunks(workers) {
+        results.extend(std::thread::scope(|scope| {
+            let handles: Vec<_> = group
+                .iter()
+                .map(|&fold| {
+                    let fit_rows = fold_rows(fold_of, fold, false);
+                    let held = fold_rows(fold_of, fold, true);
+                    scope.spawn(move || linear(params, train, &fit_rows, &held, classes))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a probe thread panicked"))
+                .collect::<Vec<_>>()
+        }));
+    }
+    for (fold, result) in results.into_iter().enumerate() {
+        let held = fold_rows(fold_of, fold, true);
+        scatter(&mut probabilities, &held, &result?, classes);
+    }
+    Ok(probabilities)
+}
+
+/// Row-major [rows × classes] probabilities from the `[head]` MLP trained
+/// per fold, each row from the head that did not see it. The rows are read
+/// where they are (`train`, `val`: scratch copies for the stage), a fold
+/// being its rows' indices.
+pub fn head_out_of_fold(
+    params: &AuditParams,
+    head: Option<&head::HeadParams>,
+    train: &dyn head::Rows,
+    val: &dyn head::Rows,
+    fold_of: &[usize],
+    classes: usize,
+) -> Result<Vec<f32>> {
+    let head = head.context("audit.probe = \"head\" needs the [head] parameters")?;
+    let mut probabilities = vec![0f32; train.labels().len() * classes];
+    let bar = indicatif::ProgressBar::hidden();
+    for fold in 0..params.folds {
+        let held = fold_rows(fold_of, fold, true);
+        // The head keeps its best validation epoch: on the val split, never
+        // on the held-out fold.
+        let summary = head::train(
+            head,
+            classes,
+            &head::Subset::new(train, fold_rows(fold_of, fold, false)),
+            val,
+            &head::Subset::new(train, held.clone()),
+            &bar,
+        )
+        .with_context(|| format!("training the head on fold {} of {}", fold + 1, params.folds))?;
+        scatter(
+            &mut probabilities,
+            &held,
+            &summary.test_probabilities,
+            classes,
+        );
     }
     Ok(probabilities)
 }
@@ -93,19 +103,6 @@ fn scatter(into: &mut [f32], rows: &[usize], values: &[f32], classes: usize) {
     for (j, &row) in rows.iter().enumerate() {
         into[row * classes..(row + 1) * classes]
             .copy_from_slice(&values[j * classes..(j + 1) * classes]);
-    }
-}
-
-fn subset(table: &FeatureTable, rows: &[usize]) -> FeatureTable {
-    let h = table.hidden;
-    FeatureTable {
-        row_ids: rows.iter().map(|&r| table.row_ids[r]).collect(),
-        labels: rows.iter().map(|&r| table.labels[r]).collect(),
-        hidden: h,
-        features: rows
-            .iter()
-            .flat_map(|&r| table.features[r * h..(r + 1) * h].iter().copied())
-            .collect(),
     }
 }
 
@@ -183,7 +180,7 @@ mod tests {
         let t = table();
         let params = AuditParams::default();
         let folds = crate::folds::assign(&t.labels, 2, 5, 1);
-        let p = out_of_fold(&params, None, &t, &t, &folds, 2).unwrap();
+        let p = linear_out_of_fold(&params, &t, &folds, 2).unwrap();
         for i in 0..40 {
             let sum = p[i * 2] + p[i * 2 + 1];
             assert!((sum - 1.0).abs() < 1e-5, "row {i}: {sum}");
@@ -199,5 +196,26 @@ mod tests {
         let fit: Vec<usize> = (0..40).step_by(2).collect(); // class 0 only
         let p = linear(&AuditParams::default(), &t, &fit, &[1, 3], 2).unwrap();
         assert_eq!(p, [1.0, 0.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn the_head_probe_reads_its_folds_from_scratch_copies_as_from_memory() {
+        let t = table();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.parquet");
+        tables::features::write(&path, t.clone(), &tables::Provenance::stage("k", "{}")).unwrap();
+        let scratch = head::ScratchRows::copy(&path, dir.path()).unwrap();
+        let head = head::HeadParams {
+            epochs: 3,
+            ..head::HeadParams::default()
+        };
+        let params = AuditParams::default();
+        let folds = crate::folds::assign(&t.labels, 2, 5, 1);
+        let in_memory = head_out_of_fold(&params, Some(&head), &t, &t, &folds, 2).unwrap();
+        let from_disk =
+            head_out_of_fold(&params, Some(&head), &scratch, &scratch, &folds, 2).unwrap();
+        let bits = |p: &[f32]| p.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&in_memory), bits(&from_disk));
+        assert!(in_memory.iter().all(|p| (0.0..=1.0).contains(p)));
     }
 }

@@ -44,6 +44,52 @@ pub fn row_key(model_digest: &str, pooling: &str, ids: &[u32]) -> Key {
 /// Vectors by key.
 pub type Vectors = HashMap<Key, Vec<f32>>;
 
+/// The store's key index: where each stored row's vector is, by the first
+/// 16 of its key's 32 bytes. It is what grows with the rows in every
+/// command that reads the store, so an entry is 24 bytes (a 16-byte prefix
+/// and a [`Loc`]) in a table hashed by Fx over bits that blake3 already
+/// made uniform: 53 bytes a distinct row at 1,000,000 rows (2²¹ slots of
+/// 25 bytes), where whole keys under SipHash took 93 (`index_memory`). Two keys share a 128-bit blake3 prefix with a chance of about
+/// n² / 2¹²⁹ (10⁻²¹ at a billion rows), which is why the prefix is enough
+/// to tell rows apart; the chunks keep whole keys.
+#[derive(Debug, Default)]
+struct KeyIndex(rustc_hash::FxHashMap<[u64; 2], Loc>);
+
+fn prefix(key: &Key) -> [u64; 2] {
+    let half = |at: usize| u64::from_le_bytes(key[at..at + 8].try_into().expect("8 bytes"));
+    [half(0), half(8)]
+}
+
+impl KeyIndex {
+    fn get(&self, key: &Key) -> Option<&Loc> {
+        self.0.get(&prefix(key))
+    }
+    fn contains_key(&self, key: &Key) -> bool {
+        self.0.contains_key(&prefix(key))
+    }
+    fn insert(&mut self, key: Key, loc: Loc) {
+        self.0.insert(prefix(&key), loc);
+    }
+    fn retain(&mut self, mut keep: impl FnMut(&Loc) -> bool) {
+        self.0.retain(|_, loc| keep(loc));
+    }
+    fn values(&self) -> impl Iterator<Item = &Loc> {
+        self.0.values()
+    }
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut Loc> {
+        self.0.values_mut()
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    fn clear(&mut self) {
+        self.0.clear()
+    }
+}
+
 /// Where a stored vector is: its chunk (an index into the store's chunk
 /// list) and its row in that chunk. 8 bytes, so the index costs what a
 /// chunk id alone did (a key and a `usize`).
@@ -56,7 +102,7 @@ pub struct Loc {
 pub struct FeatureStore {
     dir: PathBuf,
     /// Key -> where its vector is.
-    index: HashMap<Key, Loc>,
+    index: KeyIndex,
     chunks: Vec<PathBuf>,
 }
 
@@ -75,7 +121,7 @@ impl FeatureStore {
         paths.retain(|p| p.extension().is_some_and(|e| e == "parquet"));
         let mut store = FeatureStore {
             dir: dir.to_path_buf(),
-            index: HashMap::new(),
+            index: KeyIndex::default(),
             chunks: Vec::new(),
         };
         let mut warnings = Vec::new();
@@ -96,7 +142,7 @@ impl FeatureStore {
     pub fn peek(dir: &Path) -> Result<FeatureStore> {
         let mut store = FeatureStore {
             dir: dir.to_path_buf(),
-            index: HashMap::new(),
+            index: KeyIndex::default(),
             chunks: Vec::new(),
         };
         refuse_links(dir)?;
@@ -195,7 +241,7 @@ impl FeatureStore {
             let path = self.chunks[id].clone();
             if let Err(e) = verify_file(&path) {
                 warnings.push(drop_chunk(&path, &format!("{e:#}")));
-                self.index.retain(|_, loc| loc.chunk as usize != id);
+                self.index.retain(|loc| loc.chunk as usize != id);
                 continue;
             }
             let wanted: HashSet<&Key> = by_chunk[&id].iter().collect();
@@ -376,7 +422,7 @@ impl FeatureStore {
             let path = self.chunks[id].clone();
             if verify_file(&path).is_err() {
                 warnings.push(drop_chunk(&path, "its bytes no longer match its digest"));
-                self.index.retain(|_, loc| loc.chunk as usize != id);
+                self.index.retain(|loc| loc.chunk as usize != id);
                 lost += rows;
             }
         }
@@ -529,7 +575,7 @@ pub fn index_memory(rows: usize) -> Result<u64> {
     let before = resident()?;
     let mut store = FeatureStore {
         dir: PathBuf::new(),
-        index: HashMap::new(),
+        index: KeyIndex::default(),
         chunks: Vec::new(),
     };
     let keys: Vec<Key> = (0..rows as u64)

@@ -11,7 +11,7 @@ mod train;
 
 pub use burn::prelude::Device;
 pub use model::{Head, HeadShape, HeadWeights};
-pub use rows::{Rows, ScratchRows};
+pub use rows::{Rows, ScratchRows, Subset};
 pub use train::{Backend, HeadParams, TrainSummary, class_weights, train};
 
 pub const OUTPUTS: [&str; 3] = [

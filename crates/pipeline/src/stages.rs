@@ -491,13 +491,18 @@ impl Stage for ReportStage {
         let lengths =
             tables::encoded::read_histogram(ctx.input("encode/length_histogram.parquet"))?;
         let overlap_path = ctx.input("audit/overlap.parquet");
-        let overlap = tables::audit::read_overlap(overlap_path)?;
+        let mut overlap = report::OverlapSummary::default();
+        for rows in tables::audit::read_overlap_batched(overlap_path, tables::audit::ROWS_PER_GROUP)? {
+            overlap.add(rows?);
+        }
+        let overlap = overlap.finish();
         let split_rows: std::collections::BTreeMap<String, usize> =
             serde_json::from_str(&tables::metadata_value(overlap_path, "split_rows")?)
                 .with_context(|| format!("{}: split_rows metadata", overlap_path.display()))?;
         let feature_search = tables::audit::read_feature_search(overlap_path)?;
         let issues_path = ctx.input("audit/label_issues.parquet");
-        let label_issues = tables::audit::read_label_issues(issues_path)?;
+        let (label_issues, label_issue_count) =
+            tables::audit::read_label_issues_head(issues_path, report::audit::TOP_ROWS)?;
         let out_of_fold_accuracy: f64 =
             tables::metadata_value(issues_path, "out_of_fold_accuracy")?
                 .parse()
@@ -520,6 +525,7 @@ impl Stage for ReportStage {
                     overlap: &overlap,
                     split_rows: [rows("train"), rows("val"), rows("test")],
                     label_issues: &label_issues,
+                    label_issue_count,
                     out_of_fold_accuracy,
                     feature_search: &feature_search,
                 },

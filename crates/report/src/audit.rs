@@ -2,8 +2,14 @@
 //! test rows that share nothing with training (the only truly held-out
 //! ones), overlap counts per split pair, the top overlaps and the top
 //! suspected label errors.
+//!
+//! The overlap table can hold a row for nearly every held-out row (a model
+//! whose features are all alike makes every row a near-duplicate), so the
+//! report reads it a row group at a time into an [`OverlapSummary`]: counts,
+//! the ids of the test rows that overlap training (8 bytes each) and the top
+//! rows shown; never the table whole.
 
-use std::collections::HashSet;
+use std::cmp::Ordering;
 use std::fmt::Write;
 
 use html_escape::encode_text as esc;
@@ -18,14 +24,89 @@ const PAIRS: [(&str, &str); 3] = [("val", "train"), ("test", "train"), ("test", 
 
 /// The audit stage's outputs, read.
 pub struct AuditFindings<'a> {
-    pub overlap: &'a [OverlapRow],
+    pub overlap: &'a OverlapSummary,
     /// Rows of train, val and test.
     pub split_rows: [usize; 3],
-    /// Least self-confident first.
+    /// The first (least self-confident) of the flagged rows; at least
+    /// [`TOP_ROWS`] of them where there are as many.
     pub label_issues: &'a [LabelIssueRow],
+    /// How many rows are flagged in all.
+    pub label_issue_count: usize,
     pub out_of_fold_accuracy: f64,
     /// How each split pair's features were searched for near-duplicates.
     pub feature_search: &'a [FeatureSearch],
+}
+
+/// What the report shows of `overlap.parquet`, gathered from its rows as
+/// they are read ([`OverlapSummary::add`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OverlapSummary {
+    /// Rows per split pair ([`PAIRS`]) and kind ([`KINDS`]).
+    counts: [[usize; KINDS.len()]; PAIRS.len()],
+    /// The test rows that overlap training: their row ids, ascending once
+    /// [`OverlapSummary::finish`]ed.
+    test_in_train: Vec<i64>,
+    /// The strongest overlaps of test with training, at most [`TOP_ROWS`],
+    /// best first: by kind, then cosine, then table order.
+    top: Vec<(usize, OverlapRow)>,
+    /// Rows added so far (the next row's place in the table).
+    seen: usize,
+}
+
+impl OverlapSummary {
+    /// The summary of rows all in memory.
+    pub fn of(rows: &[OverlapRow]) -> OverlapSummary {
+        let mut summary = OverlapSummary::default();
+        summary.add(rows.iter().cloned());
+        summary.finish()
+    }
+
+    /// Takes in the table's next rows.
+    pub fn add(&mut self, rows: impl IntoIterator<Item = OverlapRow>) {
+        for row in rows {
+            let at = self.seen;
+            self.seen += 1;
+            let pair = PAIRS
+                .iter()
+                .position(|&(split, against)| row.split == split && row.against == against);
+            let Some(pair) = pair else { continue };
+            if let Some(kind) = KINDS.iter().position(|k| *k == row.kind) {
+                self.counts[pair][kind] += 1;
+            }
+            if PAIRS[pair] != ("test", "train") {
+                continue;
+            }
+            self.test_in_train.push(row.row_id);
+            let place = self
+                .top
+                .partition_point(|(i, r)| ranked(r, *i, &row, at) == Ordering::Less);
+            if place < TOP_ROWS {
+                self.top.insert(place, (at, row));
+                self.top.truncate(TOP_ROWS);
+            }
+        }
+    }
+
+    pub fn finish(mut self) -> OverlapSummary {
+        self.test_in_train.sort_unstable();
+        self.test_in_train.dedup();
+        self.test_in_train.shrink_to_fit();
+        self
+    }
+
+    fn pair_count(&self, pair: usize) -> usize {
+        self.counts[pair].iter().sum()
+    }
+}
+
+/// The order of the top overlaps: stronger kinds first, then higher
+/// cosines, then earlier in the table.
+fn ranked(a: &OverlapRow, a_at: usize, b: &OverlapRow, b_at: usize) -> Ordering {
+    let rank = |kind: &str| KINDS.iter().position(|k| *k == kind).unwrap_or(KINDS.len());
+    rank(&a.kind)
+        .cmp(&rank(&b.kind))
+        .then(b.cosine.total_cmp(&a.cosine))
+        .then(a_at.cmp(&b_at))
 }
 
 /// Accuracy on the test rows with no overlap of any kind with training.
@@ -40,20 +121,19 @@ pub fn held_out(
     test_row_ids: &[i64],
     labels: &[i64],
     preds: &[i64],
-    overlap: &[OverlapRow],
+    overlap: &OverlapSummary,
 ) -> HeldOut {
-    let leaked: HashSet<i64> = overlap
-        .iter()
-        .filter(|r| r.split == "test" && r.against == "train")
-        .map(|r| r.row_id)
-        .collect();
-    let clean: Vec<usize> = (0..test_row_ids.len())
-        .filter(|&i| !leaked.contains(&test_row_ids[i]))
-        .collect();
-    let correct = clean.iter().filter(|&&i| labels[i] == preds[i]).count();
+    let leaked = &overlap.test_in_train;
+    let (mut rows, mut correct) = (0, 0);
+    for i in 0..test_row_ids.len() {
+        if leaked.binary_search(&test_row_ids[i]).is_err() {
+            rows += 1;
+            correct += usize::from(labels[i] == preds[i]);
+        }
+    }
     HeldOut {
-        rows: clean.len(),
-        accuracy: (!clean.is_empty()).then(|| correct as f64 / clean.len() as f64),
+        rows,
+        accuracy: (rows > 0).then(|| correct as f64 / rows as f64),
     }
 }
 
@@ -123,20 +203,14 @@ pub fn section(findings: &AuditFindings, classes: &[String]) -> String {
         "val" => findings.split_rows[1],
         _ => findings.split_rows[2],
     };
-    for (split, against) in PAIRS {
-        let pair: Vec<&OverlapRow> = findings
-            .overlap
-            .iter()
-            .filter(|r| r.split == split && r.against == against)
-            .collect();
+    for (pair, (split, against)) in PAIRS.into_iter().enumerate() {
         let _ = write!(
             html,
             "<tr><td>{split}</td><td>{against}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>",
             rows_of(split),
-            pair.len()
+            findings.overlap.pair_count(pair)
         );
-        for kind in KINDS {
-            let n = pair.iter().filter(|r| r.kind == kind).count();
+        for n in findings.overlap.counts[pair] {
             let _ = write!(html, "<td class=\"n\">{n}</td>");
         }
         html.push_str("</tr>\n");
@@ -144,23 +218,12 @@ pub fn section(findings: &AuditFindings, classes: &[String]) -> String {
     html.push_str("</table>\n");
     html.push_str(&search_paragraph(findings.feature_search));
 
-    let mut top: Vec<&OverlapRow> = findings
-        .overlap
-        .iter()
-        .filter(|r| r.split == "test" && r.against == "train")
-        .collect();
-    let rank = |kind: &str| KINDS.iter().position(|k| *k == kind).unwrap_or(KINDS.len());
-    top.sort_by(|a, b| {
-        rank(&a.kind)
-            .cmp(&rank(&b.kind))
-            .then(b.cosine.total_cmp(&a.cosine))
-    });
     let _ = writeln!(
         html,
         "<h3>Top overlaps of test with training</h3>\n<table>\n<tr><th>test row</th><th>sentence</th>\
          <th>kind</th><th>training row</th><th>training sentence</th><th>cosine</th></tr>"
     );
-    for r in top.iter().take(TOP_ROWS) {
+    for (_, r) in &findings.overlap.top {
         let _ = writeln!(
             html,
             "<tr><td class=\"n\">{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{:.3}</td></tr>",
@@ -181,7 +244,7 @@ pub fn section(findings: &AuditFindings, classes: &[String]) -> String {
          out-of-fold probabilities (out-of-fold accuracy {:.4}); the least self-confident first. \
          All of them are in <code>audit/label_issues.parquet</code>.</p>\n<table>\n<tr><th>row</th>\
          <th>sentence</th><th>given</th><th>suggested</th><th>self-confidence</th></tr>",
-        findings.label_issues.len(),
+        findings.label_issue_count,
         findings.split_rows[0],
         findings.out_of_fold_accuracy
     );
@@ -198,4 +261,71 @@ pub fn section(findings: &AuditFindings, classes: &[String]) -> String {
     }
     html.push_str("</table>\n");
     html
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(i: usize) -> OverlapRow {
+        let (split, against) = PAIRS[i % 3];
+        OverlapRow {
+            split: split.into(),
+            row_id: (i * 7 % 200) as i64,
+            sentence: format!("s{i}"),
+            against: against.into(),
+            kind: KINDS[i * 5 % 4].into(),
+            match_row_id: i as i64,
+            match_sentence: format!("m{i}"),
+            // Few distinct cosines, so that ties are ordered by the table.
+            cosine: (i * 13 % 4) as f32 / 4.0,
+        }
+    }
+
+    #[test]
+    fn a_summary_read_in_pieces_equals_one_of_the_whole_table() {
+        let rows: Vec<OverlapRow> = (0..300).map(row).collect();
+        let mut pieces = OverlapSummary::default();
+        for piece in rows.chunks(17) {
+            pieces.add(piece.to_vec());
+        }
+        let pieces = pieces.finish();
+        assert_eq!(pieces, OverlapSummary::of(&rows));
+
+        // The top rows as a stable sort of the whole table ranks them.
+        let rank = |kind: &str| KINDS.iter().position(|k| *k == kind).unwrap();
+        let mut sorted: Vec<&OverlapRow> = rows
+            .iter()
+            .filter(|r| r.split == "test" && r.against == "train")
+            .collect();
+        sorted.sort_by(|a, b| {
+            rank(&a.kind)
+                .cmp(&rank(&b.kind))
+                .then(b.cosine.total_cmp(&a.cosine))
+        });
+        let top: Vec<&OverlapRow> = pieces.top.iter().map(|(_, r)| r).collect();
+        assert_eq!(top, sorted[..TOP_ROWS]);
+        for (pair, (split, against)) in PAIRS.into_iter().enumerate() {
+            for (k, kind) in KINDS.into_iter().enumerate() {
+                let n = rows
+                    .iter()
+                    .filter(|r| r.split == split && r.against == against && r.kind == kind)
+                    .count();
+                assert_eq!(pieces.counts[pair][k], n, "{split}/{against} {kind}");
+            }
+        }
+
+        // Held out: the test rows no test/train row names.
+        let ids: Vec<i64> = (0..200).collect();
+        let labels = vec![1; 200];
+        let preds: Vec<i64> = (0..200).map(|i| i % 2).collect();
+        let leaked: std::collections::HashSet<i64> =
+            sorted.iter().map(|r| r.row_id).collect();
+        let clean: Vec<i64> = ids.iter().copied().filter(|i| !leaked.contains(i)).collect();
+        let held = held_out(&ids, &labels, &preds, &pieces);
+        assert!(!clean.is_empty() && clean.len() < 200);
+        assert_eq!(held.rows, clean.len());
+        let right = clean.iter().filter(|&&i| preds[i as usize] == 1).count();
+        assert_eq!(held.accuracy, Some(right as f64 / clean.len() as f64));
+    }
 }

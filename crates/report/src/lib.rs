@@ -10,7 +10,7 @@ mod sweep;
 
 use std::path::Path;
 
-pub use audit::{AuditFindings, HeldOut};
+pub use audit::{AuditFindings, HeldOut, OverlapSummary};
 pub use metrics::{Metrics, classification_report, metrics};
 pub use sweep::sweep_page;
 use tables::encoded::LengthHistogram;

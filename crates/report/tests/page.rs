@@ -1,7 +1,7 @@
 //! The report's files: every output written, the images well-formed SVG
 //! showing the right numbers, the page showing everything, escaped.
 
-use report::{AuditFindings, OUTPUTS, ReportInputs};
+use report::{AuditFindings, OUTPUTS, OverlapSummary, ReportInputs};
 use tables::audit::{Approximate, FeatureSearch, LabelIssueRow, OverlapRow};
 use tables::encoded::LengthHistogram;
 use tables::training::EpochRow;
@@ -86,9 +86,10 @@ fn write_three_class_report() -> Written {
             lengths: &lengths,
             params: &params,
             audit: &AuditFindings {
-                overlap: &overlap,
+                overlap: &OverlapSummary::of(&overlap),
                 split_rows: [30, 9, 8],
                 label_issues: &issues,
+                label_issue_count: issues.len(),
                 out_of_fold_accuracy: 0.75,
                 feature_search: &searches(),
             },

@@ -36,8 +36,8 @@ use arrow::array::{Array, Float32Array, Int32Array, Int64Array, RecordBatch, Str
 use arrow::datatypes::{DataType, Field, Schema};
 
 use crate::io::{
-    Provenance, extend_f32_rows, f32_rows, f32_rows_type, fixed_list_width, named, named_column,
-    read_batches, write_batch,
+    BatchWriter, Encoding, Provenance, batch_reader, extend_f32_rows, f32_rows, f32_rows_type,
+    fixed_list_width, named, named_column, read_batches, write_batch,
 };
 
 /// One row of `overlap.parquet`.
@@ -126,10 +126,15 @@ fn ints(values: impl Iterator<Item = i64>) -> Arc<dyn Array> {
     Arc::new(Int64Array::from_iter_values(values))
 }
 
-pub fn write_overlap(path: &Path, rows: &[OverlapRow], provenance: &Provenance) -> Result<()> {
+/// Rows per row group of `overlap.parquet` and `label_issues.parquet` as
+/// their writers flush them: two sentences a row, so a group in memory is
+/// a few MB whatever the table's length.
+pub const ROWS_PER_GROUP: usize = 16_384;
+
+fn overlap_schema() -> Arc<Schema> {
     let text = |name| Field::new(name, DataType::Utf8, false);
     let int = |name| Field::new(name, DataType::Int64, false);
-    let schema = Arc::new(Schema::new(vec![
+    Arc::new(Schema::new(vec![
         text("split"),
         int("row_id"),
         text("sentence"),
@@ -138,9 +143,12 @@ pub fn write_overlap(path: &Path, rows: &[OverlapRow], provenance: &Provenance) 
         int("match_row_id"),
         text("match_sentence"),
         Field::new("cosine", DataType::Float32, false),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
+    ]))
+}
+
+fn overlap_batch(rows: &[OverlapRow]) -> Result<RecordBatch> {
+    Ok(RecordBatch::try_new(
+        overlap_schema(),
         vec![
             strings(rows.iter().map(|r| r.split.as_str())),
             ints(rows.iter().map(|r| r.row_id)),
@@ -153,56 +161,23 @@ pub fn write_overlap(path: &Path, rows: &[OverlapRow], provenance: &Provenance) 
                 rows.iter().map(|r| r.cosine),
             )),
         ],
-    )?;
-    write_batch(path, schema, batch, provenance)
+    )?)
 }
 
-pub fn read_overlap(path: &Path) -> Result<Vec<OverlapRow>> {
-    let (batches, _) = read_batches(path)?;
-    let mut rows = Vec::new();
-    for batch in batches {
-        let text = |name: &str| -> Result<StringArray> { named(&batch, name, path) };
-        let int = |name: &str| -> Result<Int64Array> { named(&batch, name, path) };
-        let (split, sentence, against, kind, match_sentence) = (
-            text("split")?,
-            text("sentence")?,
-            text("against")?,
-            text("kind")?,
-            text("match_sentence")?,
-        );
-        let (row_id, match_row_id) = (int("row_id")?, int("match_row_id")?);
-        let cosine: Float32Array = named(&batch, "cosine", path)?;
-        for i in 0..batch.num_rows() {
-            rows.push(OverlapRow {
-                split: split.value(i).to_string(),
-                row_id: row_id.value(i),
-                sentence: sentence.value(i).to_string(),
-                against: against.value(i).to_string(),
-                kind: kind.value(i).to_string(),
-                match_row_id: match_row_id.value(i),
-                match_sentence: match_sentence.value(i).to_string(),
-                cosine: cosine.value(i),
-            });
-        }
-    }
-    Ok(rows)
-}
-
-pub fn write_label_issues(
-    path: &Path,
-    rows: &[LabelIssueRow],
-    provenance: &Provenance,
-) -> Result<()> {
+fn label_issues_schema() -> Arc<Schema> {
     let int = |name| Field::new(name, DataType::Int64, false);
-    let schema = Arc::new(Schema::new(vec![
+    Arc::new(Schema::new(vec![
         int("row_id"),
         Field::new("sentence", DataType::Utf8, false),
         int("given"),
         int("suggested"),
         Field::new("self_confidence", DataType::Float32, false),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
+    ]))
+}
+
+fn label_issues_batch(rows: &[LabelIssueRow]) -> Result<RecordBatch> {
+    Ok(RecordBatch::try_new(
+        label_issues_schema(),
         vec![
             ints(rows.iter().map(|r| r.row_id)),
             strings(rows.iter().map(|r| r.sentence.as_str())),
@@ -212,29 +187,156 @@ pub fn write_label_issues(
                 rows.iter().map(|r| r.self_confidence),
             )),
         ],
-    )?;
-    write_batch(path, schema, batch, provenance)
+    )?)
 }
 
-pub fn read_label_issues(path: &Path) -> Result<Vec<LabelIssueRow>> {
-    let (batches, _) = read_batches(path)?;
-    let mut rows = Vec::new();
-    for batch in batches {
-        let int = |name: &str| -> Result<Int64Array> { named(&batch, name, path) };
-        let (row_id, given, suggested) = (int("row_id")?, int("given")?, int("suggested")?);
-        let sentence: StringArray = named(&batch, "sentence", path)?;
-        let confidence: Float32Array = named(&batch, "self_confidence", path)?;
-        for i in 0..batch.num_rows() {
-            rows.push(LabelIssueRow {
-                row_id: row_id.value(i),
-                sentence: sentence.value(i).to_string(),
-                given: given.value(i),
-                suggested: suggested.value(i),
-                self_confidence: confidence.value(i),
-            });
+/// One of the audit's row tables written as its rows are made, a row group
+/// of [`ROWS_PER_GROUP`] rows at a time: [`OverlapWriter`] and
+/// [`LabelIssueWriter`].
+pub struct TableWriter<R> {
+    writer: BatchWriter,
+    batch: fn(&[R]) -> Result<RecordBatch>,
+}
+
+pub type OverlapWriter = TableWriter<OverlapRow>;
+pub type LabelIssueWriter = TableWriter<LabelIssueRow>;
+
+impl TableWriter<OverlapRow> {
+    pub fn overlap(path: &Path, provenance: &Provenance) -> Result<OverlapWriter> {
+        TableWriter::create(path, overlap_schema(), overlap_batch, provenance)
+    }
+}
+
+impl TableWriter<LabelIssueRow> {
+    pub fn label_issues(path: &Path, provenance: &Provenance) -> Result<LabelIssueWriter> {
+        TableWriter::create(path, label_issues_schema(), label_issues_batch, provenance)
+    }
+}
+
+impl<R> TableWriter<R> {
+    fn create(
+        path: &Path,
+        schema: Arc<Schema>,
+        batch: fn(&[R]) -> Result<RecordBatch>,
+        provenance: &Provenance,
+    ) -> Result<TableWriter<R>> {
+        let writer =
+            BatchWriter::create(path, schema, provenance, Encoding::Compact, ROWS_PER_GROUP)?;
+        Ok(TableWriter { writer, batch })
+    }
+
+    pub fn write(&mut self, rows: &[R]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
         }
+        self.writer.write((self.batch)(rows)?)
+    }
+
+    /// Closes the file and syncs it to disk.
+    pub fn finish(self) -> Result<()> {
+        self.writer.finish()
+    }
+}
+
+/// `overlap.parquet` from rows in memory (a writer's one batch).
+pub fn write_overlap(path: &Path, rows: &[OverlapRow], provenance: &Provenance) -> Result<()> {
+    let mut writer = OverlapWriter::overlap(path, provenance)?;
+    writer.write(rows)?;
+    writer.finish()
+}
+
+/// The rows of `overlap.parquet`, `rows` at a time, read as they are asked
+/// for.
+pub fn read_overlap_batched(
+    path: &Path,
+    rows: usize,
+) -> Result<impl Iterator<Item = Result<Vec<OverlapRow>>> + use<>> {
+    let (batches, _) = batch_reader(path, rows)?;
+    let path = path.to_path_buf();
+    Ok(batches.map(move |batch| overlap_rows(&batch?, &path)))
+}
+
+/// `overlap.parquet` whole (tests, small tables).
+pub fn read_overlap(path: &Path) -> Result<Vec<OverlapRow>> {
+    let mut rows = Vec::new();
+    for batch in read_overlap_batched(path, ROWS_PER_GROUP)? {
+        rows.extend(batch?);
     }
     Ok(rows)
+}
+
+fn overlap_rows(batch: &RecordBatch, path: &Path) -> Result<Vec<OverlapRow>> {
+    let text = |name: &str| -> Result<StringArray> { named(batch, name, path) };
+    let int = |name: &str| -> Result<Int64Array> { named(batch, name, path) };
+    let (split, sentence, against, kind, match_sentence) = (
+        text("split")?,
+        text("sentence")?,
+        text("against")?,
+        text("kind")?,
+        text("match_sentence")?,
+    );
+    let (row_id, match_row_id) = (int("row_id")?, int("match_row_id")?);
+    let cosine: Float32Array = named(batch, "cosine", path)?;
+    Ok((0..batch.num_rows())
+        .map(|i| OverlapRow {
+            split: split.value(i).to_string(),
+            row_id: row_id.value(i),
+            sentence: sentence.value(i).to_string(),
+            against: against.value(i).to_string(),
+            kind: kind.value(i).to_string(),
+            match_row_id: match_row_id.value(i),
+            match_sentence: match_sentence.value(i).to_string(),
+            cosine: cosine.value(i),
+        })
+        .collect())
+}
+
+/// `label_issues.parquet` from rows in memory (a writer's one batch).
+pub fn write_label_issues(
+    path: &Path,
+    rows: &[LabelIssueRow],
+    provenance: &Provenance,
+) -> Result<()> {
+    let mut writer = LabelIssueWriter::label_issues(path, provenance)?;
+    writer.write(rows)?;
+    writer.finish()
+}
+
+/// The first `limit` rows of `label_issues.parquet` (the least
+/// self-confident, as the audit writes them) and how many rows it has.
+pub fn read_label_issues_head(path: &Path, limit: usize) -> Result<(Vec<LabelIssueRow>, usize)> {
+    let total = crate::io::row_count(path)?;
+    let (batches, _) = batch_reader(path, limit.clamp(1, ROWS_PER_GROUP))?;
+    let mut rows = Vec::new();
+    for batch in batches {
+        if rows.len() >= limit {
+            break;
+        }
+        rows.extend(label_issue_rows(&batch?, path)?);
+    }
+    rows.truncate(limit);
+    Ok((rows, total))
+}
+
+/// `label_issues.parquet` whole (tests, small tables).
+pub fn read_label_issues(path: &Path) -> Result<Vec<LabelIssueRow>> {
+    Ok(read_label_issues_head(path, usize::MAX)?.0)
+}
+
+fn label_issue_rows(batch: &RecordBatch, path: &Path) -> Result<Vec<LabelIssueRow>> {
+    let int = |name: &str| -> Result<Int64Array> { named(batch, name, path) };
+    let (row_id, given, suggested) = (int("row_id")?, int("given")?, int("suggested")?);
+    let sentence: StringArray = named(batch, "sentence", path)?;
+    let confidence: Float32Array = named(batch, "self_confidence", path)?;
+    Ok((0..batch.num_rows())
+        .map(|i| LabelIssueRow {
+            row_id: row_id.value(i),
+            sentence: sentence.value(i).to_string(),
+            given: given.value(i),
+            suggested: suggested.value(i),
+            self_confidence: confidence.value(i),
+        })
+        .collect())
 }
 
 pub fn write_out_of_fold(path: &Path, oof: OutOfFold, provenance: &Provenance) -> Result<()> {
@@ -315,6 +417,46 @@ mod tests {
         let path = dir.path().join("l.parquet");
         write_label_issues(&path, &issues, &prov).unwrap();
         assert_eq!(read_label_issues(&path).unwrap(), issues);
+
+        // Written in pieces past a row group; read back whole, and the
+        // head of the issues with the count.
+        let many: Vec<LabelIssueRow> = (0..40_000)
+            .map(|i| LabelIssueRow {
+                row_id: i,
+                sentence: format!("row {i}"),
+                given: i % 3,
+                suggested: (i + 1) % 3,
+                self_confidence: i as f32 / 40_000.0,
+            })
+            .collect();
+        let mut writer = LabelIssueWriter::label_issues(&path, &prov).unwrap();
+        for piece in many.chunks(9_999) {
+            writer.write(piece).unwrap();
+        }
+        writer.finish().unwrap();
+        assert_eq!(read_label_issues(&path).unwrap(), many);
+        let (head, total) = read_label_issues_head(&path, 10).unwrap();
+        assert_eq!((head.as_slice(), total), (&many[..10], 40_000));
+        let overlaps: Vec<OverlapRow> = (0..40_000)
+            .map(|i| OverlapRow {
+                row_id: i,
+                match_row_id: 2 * i,
+                cosine: 0.5,
+                ..overlap[0].clone()
+            })
+            .collect();
+        let path = dir.path().join("o2.parquet");
+        let mut writer = OverlapWriter::overlap(&path, &prov).unwrap();
+        for piece in overlaps.chunks(20_000) {
+            writer.write(piece).unwrap();
+        }
+        writer.finish().unwrap();
+        let batches: Vec<usize> = read_overlap_batched(&path, 16_384)
+            .unwrap()
+            .map(|b| b.unwrap().len())
+            .collect();
+        assert_eq!(batches, [16_384, 16_384, 7_232]);
+        assert_eq!(read_overlap(&path).unwrap(), overlaps);
 
         let oof = OutOfFold {
             row_ids: vec![2, 5],
