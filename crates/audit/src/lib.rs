@@ -158,29 +158,14 @@ pub fn run(
     let with_accuracy = provenance
         .clone()
         .with("out_of_fold_accuracy", format!("{accuracy:.6}"));
-    let sentences = Sentences::collect(
+    write_label_issues(
+        &issues,
         inputs.splits[0],
-        issues.iter().map(|i| i.row as u32).collect(),
+        &splits[0].row_ids,
         out_dir,
+        &with_accuracy,
     )?;
-    let mut writer = LabelIssueWriter::label_issues(&out_dir.join(OUTPUTS[1]), &with_accuracy)?;
-    for piece in issues.chunks(ROWS_PER_GROUP) {
-        let rows = piece
-            .iter()
-            .map(|issue| {
-                Ok(LabelIssueRow {
-                    row_id: splits[0].row_ids[issue.row],
-                    sentence: sentences.get(issue.row)?,
-                    given: issue.given as i64,
-                    suggested: issue.suggested as i64,
-                    self_confidence: issue.self_confidence,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        writer.write(&rows)?;
-    }
-    writer.finish()?;
-    drop((sentences, issues));
+    drop(issues);
     tables::audit::write_out_of_fold(
         &out_dir.join(OUTPUTS[2]),
         OutOfFold {
@@ -194,6 +179,38 @@ pub fn run(
     )
     .context("writing the out-of-fold probabilities")?;
     Ok(notes)
+}
+
+/// `label_issues.parquet`: a row per issue, in its order, written a row
+/// group at a time into `out_dir` (the stage's output folder); the
+/// sentences read from the training split (`train`, whose row ids are
+/// `row_ids`) once, into a nameless scratch file there.
+fn write_label_issues(
+    issues: &[confident::Issue],
+    train: &Path,
+    row_ids: &[i64],
+    out_dir: &Path,
+    provenance: &Provenance,
+) -> Result<()> {
+    let rows = issues.iter().map(|i| i.row as u32).collect();
+    let sentences = Sentences::collect(train, rows, out_dir)?;
+    let mut writer = LabelIssueWriter::label_issues(&out_dir.join(OUTPUTS[1]), provenance)?;
+    for piece in issues.chunks(ROWS_PER_GROUP) {
+        let rows = piece
+            .iter()
+            .map(|issue| {
+                Ok(LabelIssueRow {
+                    row_id: row_ids[issue.row],
+                    sentence: sentences.get(issue.row)?,
+                    given: issue.given as i64,
+                    suggested: issue.suggested as i64,
+                    self_confidence: issue.self_confidence,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        writer.write(&rows)?;
+    }
+    writer.finish()
 }
 
 /// Refuses a features file whose row ids are not the split's, in order
@@ -307,13 +324,13 @@ fn overlap(
 }
 
 /// `overlap.parquet`: a row per [`Found`], in its order, written a row
-/// group at a time; the sentences read from each split once, into scratch
-/// files in `scratch_dir`.
+/// group at a time into `out_dir` (the stage's output folder); the
+/// sentences read from each split once, into nameless scratch files there.
 fn write_overlap(
     found: &[Found],
     inputs: &AuditInputs,
     splits: &[SplitIds],
-    scratch_dir: &Path,
+    out_dir: &Path,
     provenance: &Provenance,
 ) -> Result<()> {
     let mut sentences = Vec::new();
@@ -331,10 +348,10 @@ fn write_overlap(
         sentences.push(Sentences::collect(
             inputs.splits[split as usize],
             rows,
-            scratch_dir,
+            out_dir,
         )?);
     }
-    let mut writer = OverlapWriter::overlap(&scratch_dir.join(OUTPUTS[0]), provenance)?;
+    let mut writer = OverlapWriter::overlap(&out_dir.join(OUTPUTS[0]), provenance)?;
     for piece in found.chunks(ROWS_PER_GROUP) {
         let rows = piece
             .iter()

@@ -11,18 +11,25 @@
 //! tokens is known by a 128-bit polynomial hash (two bases modulo 2^61 − 1
 //! over each token's XXH3 hash), computed for any run from the text's
 //! prefix hashes. Memory holds, per distinct text of either split, its hash
-//! and the first row having it (~40 bytes), and a few bytes a held-out row;
-//! two different token runs share a hash with probability ~2^-120.
+//! and the first row having it (24 bytes in a table Fx-hashed over the
+//! already uniform hash: ~30-55 bytes with the table's free slots), and a
+//! few bytes a held-out row; two different token runs share a hash with
+//! probability ~2^-120.
 //!
 //! `inside` looks up every run of the earlier sentences whose length is
 //! that of some held-out text; `contains` every run of the held-out rows
 //! whose length is that of some earlier sentence of `min_words` words or
 //! more. The cost is a row's tokens times the distinct lengths on the
 //! other side — linear in the rows, not in their product.
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use rustc_hash::FxHashMap;
+
+/// A run of tokens' hash: one value modulo 2^61 − 1 per base. Two `u64`s,
+/// not a `u128`, whose 16-byte alignment would pad a table entry to 32.
+type RunHash = [u64; 2];
 
 /// How a held-out row overlaps the earlier split; stronger kinds first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -50,7 +57,7 @@ impl Kind {
 pub fn find(held: &Path, earlier: &Path, min_words: usize) -> Result<Vec<Option<(Kind, usize)>>> {
     // Each distinct earlier text: its first row, and whether it has words
     // enough to count when contained.
-    let mut earlier_texts: HashMap<u128, (u32, bool)> = HashMap::new();
+    let mut earlier_texts: FxHashMap<RunHash, (u32, bool)> = FxHashMap::default();
     let mut contained_lengths = BTreeSet::new();
     for_each_text(earlier, |row, text| {
         let long_enough = text.words >= min_words;
@@ -64,7 +71,7 @@ pub fn find(held: &Path, earlier: &Path, min_words: usize) -> Result<Vec<Option<
     let contained_lengths: Vec<usize> = contained_lengths.into_iter().rev().collect();
 
     // Each distinct held-out text: its first and last row, rows chained.
-    let mut held_texts: HashMap<u128, (u32, u32)> = HashMap::new();
+    let mut held_texts: FxHashMap<RunHash, (u32, u32)> = FxHashMap::default();
     let mut next_same: Vec<u32> = Vec::new();
     let mut held_lengths = BTreeSet::new();
     let mut found: Vec<Option<(Kind, usize)>> = Vec::new();
@@ -120,7 +127,7 @@ pub fn find(held: &Path, earlier: &Path, min_words: usize) -> Result<Vec<Option<
 fn contains(
     text: &Text,
     lengths_longest_first: &[usize],
-    earlier_texts: &HashMap<u128, (u32, bool)>,
+    earlier_texts: &FxHashMap<RunHash, (u32, bool)>,
 ) -> Option<(Kind, usize)> {
     for end in 1..=text.len() {
         for &length in lengths_longest_first.iter().filter(|&&l| l <= end) {
@@ -191,15 +198,15 @@ impl Text {
     }
 
     /// The hash of tokens `start..end`.
-    fn window(&self, start: usize, end: usize) -> u128 {
+    fn window(&self, start: usize, end: usize) -> RunHash {
         let part = |b: usize| {
             let shifted = mul_mod(self.prefix[b][start], self.power[b][end - start]);
             (self.prefix[b][end] + MODULUS - shifted) % MODULUS
         };
-        (u128::from(part(0)) << 64) | u128::from(part(1))
+        [part(0), part(1)]
     }
 
-    fn whole(&self) -> u128 {
+    fn whole(&self) -> RunHash {
         self.window(0, self.len())
     }
 }
