@@ -90,7 +90,11 @@ print(json.dumps(res))
     for (path, r) in &res {
         let rows = &r[0];
         assert!(rows.as_u64().unwrap() > 0, "{path}: {r}");
-        assert_eq!((&r[1], &r[2], &r[3]), (rows, rows, &serde_json::json!(true)), "{path}");
+        assert_eq!(
+            (&r[1], &r[2], &r[3]),
+            (rows, rows, &serde_json::json!(true)),
+            "{path}"
+        );
     }
 }
 

@@ -340,7 +340,11 @@ fn pyarrow_reads_a_chunk() {
         p.path("artifacts/embed/train.parquet").to_str().unwrap(),
     ]);
     let counts: Vec<usize> = out.split_whitespace().map(|w| w.parse().unwrap()).collect();
-    assert_eq!(counts, [1400, 1], "one vector per training row, the output's");
+    assert_eq!(
+        counts,
+        [1400, 1],
+        "one vector per training row, the output's"
+    );
 }
 
 /// `predict` writes to the store, so it takes the run lock: it waits for a

@@ -413,7 +413,13 @@ fn overlap_notes(found: &[Found], splits: &[SplitIds]) -> Vec<String> {
                 Kind::NearDuplicate,
             ]
             .iter()
-            .map(|&k| format!("{} {}", k.name(), rows.iter().filter(|f| f.kind == k).count()))
+            .map(|&k| {
+                format!(
+                    "{} {}",
+                    k.name(),
+                    rows.iter().filter(|f| f.kind == k).count()
+                )
+            })
             .collect();
             format!(
                 "{}: {} of {} rows overlap {} ({})",

@@ -99,9 +99,16 @@ mod tests {
         tables::splits::write(&split, &rows, &tables::Provenance::stage("k", "{}")).unwrap();
         let chosen = vec![39_999, 3, 16_384, 3, 0, 7, 16_383, 20_000];
         let sentences = Sentences::collect(&split, chosen.clone(), dir.path()).unwrap();
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no named scratch file");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no named scratch file"
+        );
         for row in chosen {
-            assert_eq!(sentences.get(row as usize).unwrap(), rows[row as usize].sentence);
+            assert_eq!(
+                sentences.get(row as usize).unwrap(),
+                rows[row as usize].sentence
+            );
         }
         assert!(sentences.get(5).is_err());
         assert!(Sentences::collect(&split, vec![40_000], dir.path()).is_err());

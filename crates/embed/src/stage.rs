@@ -309,7 +309,9 @@ fn store_once(store: &mut FeatureStore, out_dir: &Path) -> String {
             "feature store: the outputs are its chunks (the vectors on disk once); {chunks} \
              chunks ({rows} rows) they hold again removed"
         ),
-        Err(e) => format!("feature store: could not remove the chunks the outputs hold again ({e:#})"),
+        Err(e) => {
+            format!("feature store: could not remove the chunks the outputs hold again ({e:#})")
+        }
     }
 }
 

@@ -49,9 +49,10 @@ pub type Vectors = HashMap<Key, Vec<f32>>;
 /// command that reads the store, so an entry is 24 bytes (a 16-byte prefix
 /// and a [`Loc`]) in a table hashed by Fx over bits that blake3 already
 /// made uniform: 53 bytes a distinct row at 1,000,000 rows (2²¹ slots of
-/// 25 bytes), where whole keys under SipHash took 93 (`index_memory`). Two keys share a 128-bit blake3 prefix with a chance of about
-/// n² / 2¹²⁹ (10⁻²¹ at a billion rows), which is why the prefix is enough
-/// to tell rows apart; the chunks keep whole keys.
+/// 25 bytes), where whole keys under SipHash took 93 (`index_memory`). Two
+/// keys share a 128-bit blake3 prefix with a chance of about n² / 2¹²⁹
+/// (10⁻²¹ at a billion rows), which is why the prefix is enough to tell
+/// rows apart; the chunks keep whole keys.
 #[derive(Debug, Default)]
 struct KeyIndex(rustc_hash::FxHashMap<[u64; 2], Loc>);
 
@@ -195,7 +196,11 @@ impl FeatureStore {
     }
 
     /// [`FeatureStore::read_chunk`] of a chunk just verified.
-    fn stream_chunk(&self, id: u32, mut f: impl FnMut(usize, Chunk) -> Result<()>) -> Result<usize> {
+    fn stream_chunk(
+        &self,
+        id: u32,
+        mut f: impl FnMut(usize, Chunk) -> Result<()>,
+    ) -> Result<usize> {
         let path = &self.chunks[id as usize];
         let (batches, hidden) =
             tables::feature_chunks::read_batched(path, tables::feature_chunks::ROWS_PER_GROUP)?;

@@ -492,7 +492,9 @@ impl Stage for ReportStage {
             tables::encoded::read_histogram(ctx.input("encode/length_histogram.parquet"))?;
         let overlap_path = ctx.input("audit/overlap.parquet");
         let mut overlap = report::OverlapSummary::default();
-        for rows in tables::audit::read_overlap_batched(overlap_path, tables::audit::ROWS_PER_GROUP)? {
+        for rows in
+            tables::audit::read_overlap_batched(overlap_path, tables::audit::ROWS_PER_GROUP)?
+        {
             overlap.add(rows?);
         }
         let overlap = overlap.finish();

@@ -244,9 +244,7 @@ pub fn section(findings: &AuditFindings, classes: &[String]) -> String {
          out-of-fold probabilities (out-of-fold accuracy {:.4}); the least self-confident first. \
          All of them are in <code>audit/label_issues.parquet</code>.</p>\n<table>\n<tr><th>row</th>\
          <th>sentence</th><th>given</th><th>suggested</th><th>self-confidence</th></tr>",
-        findings.label_issue_count,
-        findings.split_rows[0],
-        findings.out_of_fold_accuracy
+        findings.label_issue_count, findings.split_rows[0], findings.out_of_fold_accuracy
     );
     for r in findings.label_issues.iter().take(TOP_ROWS) {
         let _ = writeln!(
@@ -319,9 +317,12 @@ mod tests {
         let ids: Vec<i64> = (0..200).collect();
         let labels = vec![1; 200];
         let preds: Vec<i64> = (0..200).map(|i| i % 2).collect();
-        let leaked: std::collections::HashSet<i64> =
-            sorted.iter().map(|r| r.row_id).collect();
-        let clean: Vec<i64> = ids.iter().copied().filter(|i| !leaked.contains(i)).collect();
+        let leaked: std::collections::HashSet<i64> = sorted.iter().map(|r| r.row_id).collect();
+        let clean: Vec<i64> = ids
+            .iter()
+            .copied()
+            .filter(|i| !leaked.contains(i))
+            .collect();
         let held = held_out(&ids, &labels, &preds, &pieces);
         assert!(!clean.is_empty() && clean.len() < 200);
         assert_eq!(held.rows, clean.len());
