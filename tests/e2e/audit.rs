@@ -241,7 +241,8 @@ fn audit_finds_leaks_and_flipped_labels_as_the_oracles_do() {
         "--set",
         "audit.search_probes=4",
         "--set",
-        "audit.recall_sample=400",
+        // Of val's 322 rows: 150 state the recall, 150 tune the probes.
+        "audit.recall_sample=150",
         "--set",
         "audit.probe_in_memory_rows=0",
     ]);
@@ -250,7 +251,13 @@ fn audit_finds_leaks_and_flipped_labels_as_the_oracles_do() {
         tables::audit::read_feature_search(&artifacts.join("audit/overlap.parquet")).unwrap();
     for s in &searches {
         let a = s.approximate.expect("approximate past exact_search_rows");
-        assert_eq!(a.probes, 4);
+        // From 4 up, the fewest that found 0.97 of the tuning rows (the
+        // default audit.search_recall), or every cluster.
+        assert!(a.probes >= 4 && a.tuning_sampled > 0, "{s:?}");
+        assert!(
+            a.tuning_found as f64 >= 0.97 * a.tuning_sampled as f64 || a.probes == a.clusters,
+            "{s:?}"
+        );
         assert!(a.clusters > 4 && a.sampled > 0, "{s:?}");
         assert!(a.recall() >= 0.8, "{s:?}");
     }

@@ -8,17 +8,23 @@
 //! 2. **Inverted file.** Every earlier row goes to its nearest cluster; the
 //!    unit rows are written to a scratch file in cluster order (4 bytes a
 //!    row in memory map a place back to its row).
-//! 3. **Search.** Held-out rows, a batch at a time, are compared with the
-//!    rows of their `search_probes` nearest clusters, one cluster at a time
-//!    for all of the batch's rows that probe it (a matrix product each).
+//! 3. **Probes.** `recall_sample` held-out rows (seeded) are searched with
+//!    `search_probes` nearest clusters, then half again as many, ... until
+//!    the search finds the exact most similar row of `search_recall` of
+//!    them (at most `search_max_probes`): the recall falls as the clusters
+//!    grow in number, so a fixed count would not hold it.
+//! 4. **Search.** Held-out rows, a batch at a time, are compared with the
+//!    rows of their nearest clusters (as many as chosen), one cluster at a
+//!    time for all of the batch's rows that probe it (a matrix product
+//!    each).
 //!
-//! So a held-out row costs `search_probes` × `search_cluster_rows` + clusters
-//! dot products whatever the split sizes. Memory holds the centroids, one
+//! So a held-out row costs probes × `search_cluster_rows` + clusters dot
+//! products whatever the split sizes. Memory holds the centroids, one
 //! batch of held-out rows (`BATCH_BYTES`), one block of a cluster and 8 bytes
 //! per earlier row. Recall is measured, not assumed: `recall_sample`
-//! held-out rows (seeded) are also compared with every earlier row (in the
-//! pass that assigns clusters) and their exact nearest rows are compared
-//! with what the search found.
+//! other held-out rows (seeded) are also compared with every earlier row
+//! (in the pass that assigns clusters, with the tuning rows) and their
+//! exact nearest rows are compared with what the search found.
 //!
 //! Why not a graph index (HNSW): it holds every vector and its links in
 //! memory — 8,000,000 training rows of H = 384 are 12 GB of floats alone —
@@ -58,51 +64,96 @@ pub fn search(
     earlier_rows: usize,
     scratch_dir: &Path,
 ) -> Result<(Vec<Nearest>, Approximate)> {
-    let (sampled, sample) = recall_sample(held, params.recall_sample, params.seed)?;
+    let tuning = if params.search_recall > 0.0 {
+        params.recall_sample
+    } else {
+        0
+    };
+    let samples = Samples::draw(held, params.recall_sample, tuning, params.seed)?;
     let centroids = clusters(earlier, earlier_rows, params)?;
-    let (index, exact) = Index::build(earlier, earlier_rows, centroids, &sample, scratch_dir)?;
-    let found = index.search(held, params.search_probes)?;
+    let (index, exact) =
+        Index::build(earlier, earlier_rows, centroids, &samples.rows, scratch_dir)?;
+    let (tuning_rows, tuning_truth): (Vec<usize>, Vec<Nearest>) = (0..exact.len())
+        .filter(|&i| samples.tunes[i])
+        .map(|i| (i, exact[i]))
+        .unzip();
+    let tuning_rows = samples.rows.select(Axis(0), &tuning_rows);
+    let (probes, tuning_found) = index.choose_probes(tuning_rows, &tuning_truth, params)?;
+    let (batches, _) = unit_blocks(held, index.batch_rows())?;
+    let found = index.search(batches, probes)?;
     let mut approximate = Approximate {
         clusters: index.centroids.nrows(),
-        probes: params.search_probes.min(index.centroids.nrows()),
-        sampled: sampled.len(),
+        probes,
+        tuning_sampled: tuning_truth.len(),
+        tuning_found,
+        sampled: 0,
         found: 0,
         near_duplicates: 0,
         near_duplicates_found: 0,
     };
     let threshold = params.near_duplicate_cosine as f32;
-    for (&row, truth) in sampled.iter().zip(&exact) {
-        let got = found[row].cosine;
-        approximate.found += usize::from(got >= truth.cosine - SAME_COSINE);
+    for (i, truth) in exact.iter().enumerate().filter(|(i, _)| !samples.tunes[*i]) {
+        let got = &found[samples.held_rows[i]];
+        approximate.sampled += 1;
+        approximate.found += usize::from(is_found(got, truth));
         if truth.cosine >= threshold {
             approximate.near_duplicates += 1;
-            approximate.near_duplicates_found += usize::from(got >= threshold);
+            approximate.near_duplicates_found += usize::from(got.cosine >= threshold);
         }
     }
     Ok((found, approximate))
 }
 
-/// `count` held-out row indices (seeded, ascending) and their unit rows.
-fn recall_sample(held: &Path, count: usize, seed: u64) -> Result<(Vec<usize>, Array2<f32>)> {
-    let (blocks, hidden) = unit_blocks(held, BLOCK_ROWS)?;
-    let rows = tables::row_count(held)?;
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut picked = rand::seq::index::sample(&mut rng, rows, count.min(rows)).into_vec();
-    picked.sort_unstable();
-    let mut sample = Array2::zeros((picked.len(), hidden));
-    let (mut first, mut next) = (0, 0);
-    for block in blocks {
-        let block = block?;
-        while next < picked.len() && picked[next] < first + block.nrows() {
-            sample
-                .row_mut(next)
-                .assign(&block.row(picked[next] - first));
-            next += 1;
+/// Whether the search found the row as similar as the exact search's.
+fn is_found(got: &Nearest, truth: &Nearest) -> bool {
+    got.cosine >= truth.cosine - SAME_COSINE
+}
+
+/// Held-out rows searched exactly too: some state the recall, the others
+/// (disjoint, so that the recall stated is not the one tuned for) choose
+/// the clusters searched.
+struct Samples {
+    /// Their held-out row indices, ascending.
+    held_rows: Vec<usize>,
+    /// Their unit rows, in that order.
+    rows: Array2<f32>,
+    /// Whether each row tunes (else it measures).
+    tunes: Vec<bool>,
+}
+
+impl Samples {
+    /// `measured` + `tuning` held-out rows (seeded; fewer when the split has
+    /// fewer, the measured ones first).
+    fn draw(held: &Path, measured: usize, tuning: usize, seed: u64) -> Result<Samples> {
+        let (blocks, hidden) = unit_blocks(held, BLOCK_ROWS)?;
+        let rows = tables::row_count(held)?;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let picked = rand::seq::index::sample(&mut rng, rows, (measured + tuning).min(rows));
+        let mut picked: Vec<(usize, bool)> = picked
+            .into_iter()
+            .enumerate()
+            .map(|(nth, row)| (row, nth >= measured))
+            .collect();
+        picked.sort_unstable();
+        let mut sample = Array2::zeros((picked.len(), hidden));
+        let (mut first, mut next) = (0, 0);
+        for block in blocks {
+            let block = block?;
+            while next < picked.len() && picked[next].0 < first + block.nrows() {
+                sample
+                    .row_mut(next)
+                    .assign(&block.row(picked[next].0 - first));
+                next += 1;
+            }
+            first += block.nrows();
         }
-        first += block.nrows();
+        ensure!(next == picked.len(), "{} ended early", held.display());
+        Ok(Samples {
+            held_rows: picked.iter().map(|p| p.0).collect(),
+            rows: sample,
+            tunes: picked.iter().map(|p| p.1).collect(),
+        })
     }
-    ensure!(next == picked.len(), "{} ended early", held.display());
-    Ok((picked, sample))
 }
 
 /// Unit centroids learned from an evenly spaced sample of the earlier rows.
@@ -289,11 +340,49 @@ impl Index {
         Ok((index, settled(exact)))
     }
 
-    /// The nearest earlier row, among their clusters', of every held-out row.
-    fn search(&self, held: &Path, probes: usize) -> Result<Vec<Nearest>> {
+    /// Held-out rows searched at a time.
+    fn batch_rows(&self) -> usize {
+        (BATCH_BYTES / (4 * self.hidden)).max(ASSIGN_ROWS)
+    }
+
+    /// The fewest clusters to search per row, from `search_probes` up by
+    /// half again (at most `search_max_probes`), whose search finds the
+    /// exact most similar row (`truth`) of `search_recall` of the tuning
+    /// rows; and of how many it found it.
+    fn choose_probes(
+        &self,
+        tuning: Array2<f32>,
+        truth: &[Nearest],
+        params: &AuditParams,
+    ) -> Result<(usize, usize)> {
+        let most = params.search_max_probes.min(self.centroids.nrows()).max(1);
+        let mut probes = params.search_probes.min(most);
+        if tuning.nrows() == 0 {
+            return Ok((probes, 0));
+        }
+        let wanted = params.search_recall * tuning.nrows() as f64;
+        loop {
+            let found = self.search(std::iter::once(Ok(tuning.clone())), probes)?;
+            let hits = found
+                .iter()
+                .zip(truth)
+                .filter(|(g, t)| is_found(g, t))
+                .count();
+            if hits as f64 >= wanted || probes == most {
+                return Ok((probes, hits));
+            }
+            probes = (probes + probes.div_ceil(2)).min(most);
+        }
+    }
+
+    /// The nearest earlier row, among their clusters', of every row of the
+    /// batches (unit rows).
+    fn search(
+        &self,
+        batches: impl Iterator<Item = Result<Array2<f32>>>,
+        probes: usize,
+    ) -> Result<Vec<Nearest>> {
         let probes = probes.min(self.centroids.nrows());
-        let batch_rows = (BATCH_BYTES / (4 * self.hidden)).max(ASSIGN_ROWS);
-        let (batches, _) = unit_blocks(held, batch_rows)?;
         let mut found = Vec::new();
         let (mut product, mut probe_product) = (Array2::zeros((0, 0)), Array2::zeros((0, 0)));
         let mut rows = Vec::new();
@@ -367,6 +456,7 @@ mod tests {
             exact_search_rows: 0,
             search_cluster_rows: 64,
             search_probes: probes,
+            search_recall: 0.0,
             recall_sample: 200,
             ..AuditParams::default()
         }
@@ -406,6 +496,60 @@ mod tests {
         }
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(left.len(), 2, "the scratch file is gone");
+    }
+
+    /// `[audit]` as pipeline.toml would give it, on the test's sizes.
+    fn from_toml(extra: &str) -> AuditParams {
+        serde_json::from_str(&format!(
+            r#"{{"exact_search_rows": 0, "search_cluster_rows": 64, "recall_sample": 1000, {extra}}}"#
+        ))
+        .expect("audit params")
+    }
+
+    #[test]
+    fn probes_grow_until_other_sampled_rows_reach_the_recall_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let (held, earlier) = (clustered(3000, 5), clustered(8000, 6));
+        let (h, e) = (
+            write(dir.path(), "held.parquet", 16, &held),
+            write(dir.path(), "earlier.parquet", 16, &earlier),
+        );
+        let fixed = from_toml(r#""search_probes": 2, "search_recall": 0.0"#);
+        let (_, fixed) = search(&fixed, &h, &e, earlier.len(), dir.path()).unwrap();
+        assert_eq!((fixed.clusters, fixed.probes), (125, 2));
+        assert_eq!(fixed.tuning_sampled, 0, "no target: no tuning rows");
+        assert!(
+            fixed.recall() < 0.95,
+            "2 of 125 clusters miss: {}",
+            fixed.recall()
+        );
+
+        let tuned = from_toml(r#""search_probes": 2, "search_recall": 0.98"#);
+        let (found, tuned) = search(&tuned, &h, &e, earlier.len(), dir.path()).unwrap();
+        assert!(tuned.probes > 2 && tuned.probes < 125, "{}", tuned.probes);
+        assert_eq!(tuned.tuning_sampled, 1000);
+        assert!(
+            tuned.tuning_found as f64 >= 0.98 * 1000.0,
+            "{}",
+            tuned.tuning_found
+        );
+        // The recall stated is measured on other rows than the ones tuned on.
+        assert_eq!(tuned.sampled, 1000);
+        assert!(tuned.recall() >= 0.95, "{}", tuned.recall());
+        let truly_found = (0..held.len())
+            .filter(|&i| found[i].cosine >= brute_force(&held[i], &earlier).cosine - SAME_COSINE)
+            .count();
+        assert!(
+            truly_found as f64 >= 0.95 * held.len() as f64,
+            "{truly_found}"
+        );
+
+        // A target the cap forbids stops at the cap, and the recall says so.
+        let capped =
+            from_toml(r#""search_probes": 2, "search_recall": 1.0, "search_max_probes": 3"#);
+        let (_, capped) = search(&capped, &h, &e, earlier.len(), dir.path()).unwrap();
+        assert_eq!(capped.probes, 3);
+        assert!(capped.tuning_found < 1000);
     }
 
     #[test]

@@ -380,17 +380,26 @@ fn search_note(search: &FeatureSearch) -> String {
     match &search.approximate {
         None => format!("{head}: exact search (every pair of rows)"),
         Some(a) => format!(
-            "{head}: approximate search ({} clusters, {} searched per row); on {} rows also searched \
-             exactly it found the most similar row of {} (recall {:.4}) and {} of {} near-duplicates{}",
+            "{head}: approximate search ({} clusters, {} searched per row{}); on {} rows also \
+             searched exactly it found the most similar row of {} (recall {:.4}) and {} of {} \
+             near-duplicates{}",
             a.clusters,
             a.probes,
+            if a.tuning_sampled > 0 {
+                format!(
+                    ", chosen on {} other rows searched exactly: found {}",
+                    a.tuning_sampled, a.tuning_found
+                )
+            } else {
+                String::new()
+            },
             a.sampled,
             a.found,
             a.recall(),
             a.near_duplicates_found,
             a.near_duplicates,
             if a.recall() < 0.95 {
-                "; recall under 0.95: raise audit.search_probes"
+                "; recall under 0.95: raise audit.search_recall or audit.search_max_probes"
             } else {
                 ""
             }

@@ -51,8 +51,23 @@ pub struct AuditParams {
     /// cost proportionally more.
     #[serde(default = "d_probes")]
     pub search_probes: usize,
+    /// Past `exact_search_rows`: the recall the number of clusters searched
+    /// is chosen for. From `search_probes` up (half again each step, at most
+    /// `search_max_probes`), the fewest whose search finds the exact most
+    /// similar row of this fraction of `recall_sample` tuning rows. With the
+    /// clusters' size fixed, more clusters (more rows) have more borders a
+    /// row's neighbour lies across: 16 probes found 0.98 at 86 clusters and
+    /// 0.96 at 1,368 (BENCHMARKS.md). 0 keeps `search_probes`.
+    #[serde(default = "d_search_recall")]
+    pub search_recall: f64,
+    /// Past `exact_search_rows`: at most this many clusters searched per
+    /// held-out row, whatever `search_recall` asks (the search's cost grows
+    /// with it).
+    #[serde(default = "d_max_probes")]
+    pub search_max_probes: usize,
     /// Past `exact_search_rows`: held-out rows (seeded) also searched
-    /// exactly, to measure the approximate search's recall.
+    /// exactly, to measure the approximate search's recall; as many other
+    /// ones to choose the clusters searched (`search_recall`).
     #[serde(default = "d_recall_sample")]
     pub recall_sample: usize,
     /// Seeds the fold assignment, the clusters and the recall sample.
@@ -102,6 +117,12 @@ fn d_cluster_rows() -> usize {
 fn d_probes() -> usize {
     16
 }
+fn d_search_recall() -> f64 {
+    0.97
+}
+fn d_max_probes() -> usize {
+    128
+}
 fn d_recall_sample() -> usize {
     1000
 }
@@ -144,6 +165,19 @@ impl AuditParams {
             anyhow::bail!(
                 "audit.search_cluster_rows = {}, audit.search_probes = {}; both must be at least 1",
                 self.search_cluster_rows,
+                self.search_probes
+            );
+        }
+        if !(0.0..=1.0).contains(&self.search_recall) {
+            anyhow::bail!(
+                "audit.search_recall = {}; must be in [0, 1] (0 keeps audit.search_probes)",
+                self.search_recall
+            );
+        }
+        if self.search_max_probes < self.search_probes {
+            anyhow::bail!(
+                "audit.search_max_probes = {} is under audit.search_probes = {}; raise it",
+                self.search_max_probes,
                 self.search_probes
             );
         }

@@ -158,10 +158,18 @@ fn search_paragraph(searches: &[FeatureSearch]) -> String {
         match &s.approximate {
             None => exact.push(pair),
             Some(a) => approximate.push(format!(
-                "{pair}: {} clusters, {} searched per row; of {} rows also searched exactly, the most \
-                 similar row found for {} (<b>recall {:.3}</b>), {} of {} near-duplicates found",
+                "{pair}: {} clusters, {} searched per row{}; of {} rows also searched exactly, the \
+                 most similar row found for {} (<b>recall {:.3}</b>), {} of {} near-duplicates found",
                 a.clusters,
                 a.probes,
+                if a.tuning_sampled > 0 {
+                    format!(
+                        " (chosen on {} other rows: found for {})",
+                        a.tuning_sampled, a.tuning_found
+                    )
+                } else {
+                    String::new()
+                },
                 a.sampled,
                 a.found,
                 a.recall(),

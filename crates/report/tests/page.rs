@@ -118,6 +118,8 @@ fn searches() -> Vec<FeatureSearch> {
             Some(Approximate {
                 clusters: 12,
                 probes: 3,
+                tuning_sampled: 8,
+                tuning_found: 8,
                 sampled: 8,
                 found: 7,
                 near_duplicates: 2,
@@ -174,8 +176,8 @@ fn page_and_metrics_show_the_held_out_accuracy_overlaps_and_label_issues() {
     assert!(
         html.contains(
             "exactly (every pair of rows): val in train, test in val; approximately: test in train: \
-             12 clusters, 3 searched per row; of 8 rows also searched exactly, the most similar row \
-             found for 7 (<b>recall 0.875</b>), 2 of 2 near-duplicates found."
+             12 clusters, 3 searched per row (chosen on 8 other rows: found for 8); of 8 rows also \
+             searched exactly, the most similar row found for 7 (<b>recall 0.875</b>), 2 of 2 near-duplicates found."
         ),
         "how near-duplicates were searched, with the recall"
     );

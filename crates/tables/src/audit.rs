@@ -68,8 +68,16 @@ pub struct FeatureSearch {
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Approximate {
     pub clusters: usize,
-    /// Clusters searched per held-out row.
+    /// Clusters searched per held-out row: `audit.search_probes`, or more
+    /// where fewer did not reach `audit.search_recall` on the tuning rows.
     pub probes: usize,
+    /// Other held-out rows (none of `sampled`) searched exactly too, that
+    /// chose `probes`: 0 when `audit.search_recall` is 0.
+    #[serde(default)]
+    pub tuning_sampled: usize,
+    /// Of those, rows whose most similar earlier row `probes` found.
+    #[serde(default)]
+    pub tuning_found: usize,
     /// Held-out rows also searched exactly.
     pub sampled: usize,
     /// Of those, rows whose most similar earlier row the search found.
