@@ -7,7 +7,8 @@
 //! `ingest.group_column`, whole groups are split instead (`group_split`);
 //! with `ingest.dedup = "exact"`, repeated texts (`text`) are dropped first.
 //! The CSV is read once as a stream (`read::scan`); the split needs only the
-//! labels (and groups), so the texts wait in a scratch file (`Kept`).
+//! labels (and groups), so the texts wait in a scratch file (`Kept`), and
+//! repeated texts are found from their hashes on disk (`repeats`).
 
 mod group_split;
 pub mod input;
@@ -15,6 +16,7 @@ mod numpy_rng;
 mod params;
 mod quoting;
 mod read;
+mod repeats;
 pub mod split;
 pub mod text;
 
@@ -45,8 +47,8 @@ pub struct IngestSummary {
 
 /// Reads `csv`, splits it and writes the three split files into `out_dir`.
 /// Nothing is written unless every check passes. The texts stream through
-/// a scratch file (`Kept`); memory holds ~24 bytes a row and the repeat
-/// index, never the texts.
+/// a scratch file (`Kept`); memory holds ~28 bytes a row and a bit, never
+/// the texts.
 pub fn run(
     params: &IngestParams,
     csv: &Path,
@@ -99,30 +101,33 @@ pub fn run(
 /// What [`read_rows`] gathered of the CSV.
 struct ReadRows {
     kept: Kept,
-    repeats: read::Repeats,
+    repeats: repeats::Repeats,
     groups: GroupIds,
     scanned: read::Scanned,
 }
 
-/// The CSV's rows into `Kept` (a repeated text's later rows left out with
-/// `ingest.dedup = "exact"`), their groups and repeats noted.
+/// The CSV's rows into `Kept` with their groups, and which repeat an
+/// earlier row's text (under `ingest.dedup = "exact"` compared normalised,
+/// and those later rows dropped once the CSV is read).
 fn read_rows(params: &IngestParams, csv: &Path, out_dir: &Path) -> Result<ReadRows> {
     let mut kept = Kept::create(out_dir)?;
-    let mut repeats = read::Repeats::default();
+    let mut index = repeats::RepeatIndex::create(out_dir)?;
     let mut groups = GroupIds::default();
     let scanned = read::scan(csv, params, |row| {
-        let repeat = match params.dedup {
-            Dedup::Exact => repeats.note(&text::normalized(row.sentence), row.label),
-            Dedup::None => repeats.note(row.sentence, row.label),
-        };
-        if repeat && params.dedup == Dedup::Exact {
-            return Ok(());
+        match params.dedup {
+            Dedup::Exact => index.note(&text::normalized(row.sentence), row.label)?,
+            Dedup::None => index.note(row.sentence, row.label)?,
         }
         if let Some(group) = row.group {
             groups.push(group);
         }
         kept.push(&row)
     })?;
+    let repeats = index.finish()?;
+    if params.dedup == Dedup::Exact {
+        kept.drop_marked(&repeats.later);
+        retain_unmarked(&mut groups.ids, &repeats.later);
+    }
     Ok(ReadRows {
         kept,
         repeats,
@@ -131,10 +136,22 @@ fn read_rows(params: &IngestParams, csv: &Path, out_dir: &Path) -> Result<ReadRo
     })
 }
 
+/// Removes the items whose bit is set (`marked` as long as `items`).
+fn retain_unmarked<T>(items: &mut Vec<T>, marked: &bitvec::slice::BitSlice) {
+    if items.is_empty() {
+        return;
+    }
+    let mut i = 0;
+    items.retain(|_| {
+        i += 1;
+        !marked[i - 1]
+    });
+}
+
 /// The lines for the user: rows per split and class, repeats, drops.
 fn notes(
     params: &IngestParams,
-    repeats: &read::Repeats,
+    repeats: &repeats::Repeats,
     scanned: &read::Scanned,
     class_counts: &[Vec<usize>; 3],
 ) -> Vec<String> {
@@ -230,11 +247,16 @@ const WRITE_ROWS: usize = 16_384;
 
 /// The rows ingest keeps, in CSV order: the texts appended to a scratch
 /// file in the output folder (deleted when this is dropped, on any
-/// return), the row ids, labels and text ends in memory.
+/// return), the row ids, labels and where each text is in memory.
 struct Kept {
     scratch: tempfile::NamedTempFile,
     texts: BufWriter<File>,
-    ends: Vec<u64>,
+    /// Bytes written to the scratch file.
+    written: u64,
+    /// Each row's text: its first byte in the scratch file, and its length
+    /// (not ends alone: a row dropped after the scan leaves a gap).
+    starts: Vec<u64>,
+    lens: Vec<u32>,
     row_ids: Vec<i64>,
     labels: Vec<i64>,
 }
@@ -249,7 +271,9 @@ impl Kept {
         Ok(Kept {
             scratch,
             texts,
-            ends: Vec::new(),
+            written: 0,
+            starts: Vec::new(),
+            lens: Vec::new(),
             row_ids: Vec::new(),
             labels: Vec::new(),
         })
@@ -259,11 +283,22 @@ impl Kept {
         self.texts
             .write_all(row.sentence.as_bytes())
             .with_context(|| format!("cannot write {}", self.scratch.path().display()))?;
-        let start = self.ends.last().copied().unwrap_or(0);
-        self.ends.push(start + row.sentence.len() as u64);
+        let len = u32::try_from(row.sentence.len())
+            .with_context(|| format!("row {}: a sentence of 4 GB or more", row.row_id))?;
+        self.starts.push(self.written);
+        self.lens.push(len);
+        self.written += u64::from(len);
         self.row_ids.push(row.row_id);
         self.labels.push(row.label);
         Ok(())
+    }
+
+    /// Forgets the rows whose bit is set (their texts stay in the file).
+    fn drop_marked(&mut self, marked: &bitvec::slice::BitSlice) {
+        retain_unmarked(&mut self.starts, marked);
+        retain_unmarked(&mut self.lens, marked);
+        retain_unmarked(&mut self.row_ids, marked);
+        retain_unmarked(&mut self.labels, marked);
     }
 
     /// Writes the kept rows at `positions`, in that order, to `path`.
@@ -280,9 +315,8 @@ impl Kept {
         for part in positions.chunks(WRITE_ROWS) {
             batch.clear();
             for &i in part {
-                let start = if i == 0 { 0 } else { self.ends[i - 1] };
-                let mut bytes = vec![0; (self.ends[i] - start) as usize];
-                file.read_exact_at(&mut bytes, start)
+                let mut bytes = vec![0; self.lens[i] as usize];
+                file.read_exact_at(&mut bytes, self.starts[i])
                     .with_context(|| format!("cannot read {}", self.scratch.path().display()))?;
                 batch.push(LabelledRow {
                     row_id: self.row_ids[i],

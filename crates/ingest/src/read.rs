@@ -313,36 +313,3 @@ impl LabelParser {
         }
     }
 }
-
-/// Which texts came before, as a 128-bit hash each (XXH3-128; a collision
-/// among 10^10 texts has odds of ~10^-19), with the first one's label: a
-/// 24-byte entry a distinct text, not the text, in a table Fx-hashed over
-/// the already uniform hash (two `u64`s: a `u128` key's 16-byte alignment
-/// padded each entry to 32 bytes, and SipHash hashed it again).
-#[derive(Debug, Default)]
-pub(crate) struct Repeats {
-    first_label: rustc_hash::FxHashMap<[u64; 2], i64>,
-    /// Texts noted that an earlier one repeats.
-    pub repeats: usize,
-    /// Of those, how many carry another label than the first.
-    pub conflicting: usize,
-}
-
-impl Repeats {
-    /// Whether `text` repeats an earlier noted text.
-    pub fn note(&mut self, text: &str, label: i64) -> bool {
-        let hash = xxhash_rust::xxh3::xxh3_128(text.as_bytes());
-        let key = [(hash >> 64) as u64, hash as u64];
-        match self.first_label.entry(key) {
-            std::collections::hash_map::Entry::Occupied(first) => {
-                self.repeats += 1;
-                self.conflicting += usize::from(*first.get() != label);
-                true
-            }
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(label);
-                false
-            }
-        }
-    }
-}
