@@ -147,10 +147,10 @@ fn stages_evaluate_and_predict_grow_by_a_small_index_per_row_not_by_the_rows() {
         "ingest grows by {ingest_per_row:.0} B a row ({ingest:?})"
     );
     // embed: the feature store's key index (a 16-byte key prefix and its
-    // location in a hash table: ~50 B a distinct row) and a split's
-    // locations, 12 B a row; measured 96 B, and 143-174 B while the index
-    // held whole keys under SipHash (~93 B a row); a row's vector alone is
-    // 256 B (H = 64).
+    // location, 24 B a distinct row in a sorted array; ~50 B in a hash
+    // table) and a split's locations, 12 B a row; measured 96 B with the
+    // hash table, and 143-174 B while it held whole keys under SipHash
+    // (~93 B a row); a row's vector alone is 256 B (H = 64).
     assert!(
         embed_per_row < 150.0,
         "embed grows by {embed_per_row:.0} B a row ({embed:?})"

@@ -46,15 +46,28 @@ pub type Vectors = HashMap<Key, Vec<f32>>;
 
 /// The store's key index: where each stored row's vector is, by the first
 /// 16 of its key's 32 bytes. It is what grows with the rows in every
-/// command that reads the store, so an entry is 24 bytes (a 16-byte prefix
-/// and a [`Loc`]) in a table hashed by Fx over bits that blake3 already
-/// made uniform: 53 bytes a distinct row at 1,000,000 rows (2²¹ slots of
-/// 25 bytes), where whole keys under SipHash took 93 (`index_memory`). Two
-/// keys share a 128-bit blake3 prefix with a chance of about n² / 2¹²⁹
-/// (10⁻²¹ at a billion rows), which is why the prefix is enough to tell
-/// rows apart; the chunks keep whole keys.
+/// command that reads the store, so its entries (a 16-byte prefix and a
+/// [`Loc`], 24 bytes) sit in an array sorted by prefix, searched by
+/// bisection, with no empty slots: rows added since the last merge wait
+/// in a small Fx-hashed table (`recent`: at most an eighth of the array, or
+/// `RECENT_ROWS`) and are merged in when it fills. ~29 bytes a distinct row
+/// at 1,000,000 rows (`index_memory`), where a hash table of the same
+/// entries took 53 (2²¹ slots of 25 bytes, doubling as it grows) and
+/// whole keys under SipHash 93. Two keys share a 128-bit blake3 prefix
+/// with a chance of about n² / 2¹²⁹ (10⁻²¹ at a billion rows), which is
+/// why the prefix is enough to tell rows apart; the chunks keep whole keys.
 #[derive(Debug, Default)]
-struct KeyIndex(rustc_hash::FxHashMap<[u64; 2], Loc>);
+struct KeyIndex {
+    /// Ascending by prefix, each prefix once.
+    sorted: Vec<([u64; 2], Loc)>,
+    /// Prefixes added since the last merge: none of them in `sorted`.
+    recent: rustc_hash::FxHashMap<[u64; 2], Loc>,
+}
+
+/// `recent` is merged into `sorted` when it holds this many rows or an
+/// eighth of `sorted`, whichever is more: a merge moves every entry, so
+/// merging at a fraction keeps the work per added row constant.
+const RECENT_ROWS: usize = 1 << 16;
 
 fn prefix(key: &Key) -> [u64; 2] {
     let half = |at: usize| u64::from_le_bytes(key[at..at + 8].try_into().expect("8 bytes"));
@@ -62,32 +75,92 @@ fn prefix(key: &Key) -> [u64; 2] {
 }
 
 impl KeyIndex {
+    /// The index of whole chunks at once (opening a store): `entries` in
+    /// the order they were listed, chunk by chunk, a later entry of a
+    /// prefix winning as with `insert`; sorted once.
+    fn from_entries(mut entries: Vec<([u64; 2], Loc)>) -> KeyIndex {
+        let order = |l: &Loc| (l.chunk, l.row);
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(order(&b.1).cmp(&order(&a.1))));
+        entries.dedup_by_key(|e| e.0);
+        entries.shrink_to_fit();
+        KeyIndex {
+            sorted: entries,
+            recent: Default::default(),
+        }
+    }
+
+    fn find(&self, prefix: &[u64; 2]) -> Result<usize, usize> {
+        self.sorted.binary_search_by(|(p, _)| p.cmp(prefix))
+    }
     fn get(&self, key: &Key) -> Option<&Loc> {
-        self.0.get(&prefix(key))
+        let p = prefix(key);
+        match self.find(&p) {
+            Ok(i) => Some(&self.sorted[i].1),
+            Err(_) => self.recent.get(&p),
+        }
     }
     fn contains_key(&self, key: &Key) -> bool {
-        self.0.contains_key(&prefix(key))
+        self.get(key).is_some()
     }
+    /// Adds `key`, or points it at `loc` if it is there.
     fn insert(&mut self, key: Key, loc: Loc) {
-        self.0.insert(prefix(&key), loc);
+        let p = prefix(&key);
+        match self.find(&p) {
+            Ok(i) => self.sorted[i].1 = loc,
+            Err(_) => {
+                self.recent.insert(p, loc);
+                if self.recent.len() >= RECENT_ROWS.max(self.sorted.len() / 8) {
+                    self.merge();
+                }
+            }
+        }
+    }
+    /// Moves `recent` into `sorted`: sorted on its own, then merged from
+    /// the back into the array grown in place (no second copy of it).
+    fn merge(&mut self) {
+        let mut added: Vec<([u64; 2], Loc)> = self.recent.drain().collect();
+        added.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let old = self.sorted.len();
+        self.sorted.reserve_exact(added.len());
+        self.sorted
+            .resize(old + added.len(), ([0, 0], Loc { chunk: 0, row: 0 }));
+        let (mut i, mut k) = (old, self.sorted.len());
+        while let Some(&last) = added.last() {
+            k -= 1;
+            if i > 0 && self.sorted[i - 1].0 > last.0 {
+                self.sorted[k] = self.sorted[i - 1];
+                i -= 1;
+            } else {
+                self.sorted[k] = last;
+                added.pop();
+            }
+        }
     }
     fn retain(&mut self, mut keep: impl FnMut(&Loc) -> bool) {
-        self.0.retain(|_, loc| keep(loc));
+        self.sorted.retain(|(_, loc)| keep(loc));
+        self.recent.retain(|_, loc| keep(loc));
     }
     fn values(&self) -> impl Iterator<Item = &Loc> {
-        self.0.values()
+        self.sorted
+            .iter()
+            .map(|(_, loc)| loc)
+            .chain(self.recent.values())
     }
     fn values_mut(&mut self) -> impl Iterator<Item = &mut Loc> {
-        self.0.values_mut()
+        self.sorted
+            .iter_mut()
+            .map(|(_, loc)| loc)
+            .chain(self.recent.values_mut())
     }
     fn len(&self) -> usize {
-        self.0.len()
+        self.sorted.len() + self.recent.len()
     }
     fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
     fn clear(&mut self) {
-        self.0.clear()
+        self.sorted.clear();
+        self.recent.clear();
     }
 }
 
@@ -126,14 +199,16 @@ impl FeatureStore {
             chunks: Vec::new(),
         };
         let mut warnings = Vec::new();
+        let mut entries = Vec::new();
         for path in paths {
             match tables::feature_chunks::read_keys(&path) {
-                Ok(keys) => store.add_to_index(path, &keys),
+                Ok(keys) => store.list_chunk(path, &keys, &mut entries),
                 Err(e) => {
                     warnings.push(drop_chunk(&path, &format!("{e:#}")));
                 }
             }
         }
+        store.index = KeyIndex::from_entries(entries);
         Ok((store, warnings))
     }
 
@@ -151,12 +226,24 @@ impl FeatureStore {
         if !chunk_dir.is_dir() {
             return Ok(store);
         }
+        let mut entries = Vec::new();
         for path in chunk_paths(&chunk_dir)? {
             if let Ok(keys) = tables::feature_chunks::read_keys(&path) {
-                store.add_to_index(path, &keys);
+                store.list_chunk(path, &keys, &mut entries);
             }
         }
+        store.index = KeyIndex::from_entries(entries);
         Ok(store)
+    }
+
+    /// Lists chunk `path` and its keys' entries (for `KeyIndex::from_entries`).
+    fn list_chunk(&mut self, path: PathBuf, keys: &[Key], entries: &mut Vec<([u64; 2], Loc)>) {
+        let chunk = self.chunks.len() as u32;
+        self.chunks.push(path);
+        entries.extend(keys.iter().enumerate().map(|(row, key)| {
+            let row = row as u32;
+            (prefix(key), Loc { chunk, row })
+        }));
     }
 
     fn add_to_index(&mut self, path: PathBuf, keys: &[Key]) {
@@ -586,10 +673,12 @@ pub fn index_memory(rows: usize) -> Result<u64> {
     let keys: Vec<Key> = (0..rows as u64)
         .map(|i| *blake3::hash(&i.to_le_bytes()).as_bytes())
         .collect();
+    let mut entries = Vec::new();
     for chunk in keys.chunks(CHUNK_ROWS) {
-        store.add_to_index(PathBuf::from("synthetic.parquet"), chunk);
+        store.list_chunk(PathBuf::from("synthetic.parquet"), chunk, &mut entries);
     }
     drop(keys);
+    store.index = KeyIndex::from_entries(entries);
     let after = resident()?;
     std::hint::black_box(&store);
     Ok(after.saturating_sub(before))
@@ -684,6 +773,67 @@ mod tests {
             hidden: 2,
             features: keys.iter().flat_map(|&k| [k as f32, -(k as f32)]).collect(),
         }
+    }
+
+    /// The index against a map under the same seeded inserts (new keys
+    /// and repointed ones, enough to merge many times), removals and
+    /// rewrites of every location.
+    #[test]
+    fn the_key_index_answers_as_a_map_does() {
+        use std::collections::HashMap;
+        let mut oracle: HashMap<Key, Loc> = HashMap::new();
+        let mut state = 7u64;
+        let mut next = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+            state >> 33
+        };
+        let key = |i: u64| *blake3::hash(&i.to_le_bytes()).as_bytes();
+        // Opened from two chunks that share half their keys: the later wins.
+        let mut entries = Vec::new();
+        for (chunk, first) in [(0u32, 0u64), (1, 25_000)] {
+            for row in 0..50_000u32 {
+                let (k, loc) = (key(first + u64::from(row)), Loc { chunk, row });
+                entries.push((prefix(&k), loc));
+                oracle.insert(k, loc);
+            }
+        }
+        let mut index = KeyIndex::from_entries(entries);
+        assert_eq!(index.len(), 75_000);
+        for round in 200_000..500_000u64 {
+            // Keys from a range twice the inserts' count: about a third repeat.
+            let k = key(next() % 400_000);
+            let loc = Loc {
+                chunk: (round / 4096) as u32,
+                row: (round % 4096) as u32,
+            };
+            index.insert(k, loc);
+            oracle.insert(k, loc);
+            if round == 350_000 {
+                index.retain(|l| l.chunk % 3 != 0);
+                oracle.retain(|_, l| l.chunk % 3 != 0);
+            }
+        }
+        assert!(
+            index.sorted.len() > 100_000,
+            "merged: {}",
+            index.sorted.len()
+        );
+        assert!(!index.recent.is_empty(), "some rows wait to merge");
+        assert_eq!(index.len(), oracle.len());
+        for i in 0..400_000 {
+            assert_eq!(index.get(&key(i)), oracle.get(&key(i)), "key {i}");
+        }
+        for loc in index.values_mut() {
+            loc.row += 1;
+        }
+        let mut rows: Vec<(u32, u32)> = index.values().map(|l| (l.chunk, l.row)).collect();
+        let mut expected: Vec<(u32, u32)> = oracle.values().map(|l| (l.chunk, l.row + 1)).collect();
+        rows.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(rows, expected);
+        assert!(index.sorted.windows(2).all(|w| w[0].0 < w[1].0));
+        index.clear();
+        assert!(index.is_empty() && index.get(&key(1)).is_none());
     }
 
     #[test]
