@@ -274,18 +274,19 @@ fn overlap(
     let mut seconds = [0.0; 2];
     let mut found_all = Vec::new();
     let mut searches = Vec::new();
-    for (held, earlier) in PAIRS {
+    // Pairs of one earlier split share its search index (train's is the
+    // costliest part of the audit to build).
+    for group in PAIRS.chunk_by(|a, b| a.1 == b.1) {
+        let earlier = group[0].1;
+        let helds: Vec<&Path> = group.iter().map(|&(held, _)| inputs.splits[held]).collect();
         let started = Instant::now();
-        let text = text_overlap::find(
-            inputs.splits[held],
-            inputs.splits[earlier],
-            params.min_contained_words,
-        )?;
-        seconds[0] += started.elapsed().as_secs_f64();
-        let started = Instant::now();
-        let (similar, approximate) = near_duplicate::most_similar(
+        let held_features: Vec<&Path> = group
+            .iter()
+            .map(|&(held, _)| inputs.features[held])
+            .collect();
+        let similar = near_duplicate::most_similar(
             params,
-            inputs.features[held],
+            &held_features,
             inputs.features[earlier],
             splits[earlier].row_ids.len(),
             scratch_dir,
@@ -293,29 +294,45 @@ fn overlap(
         .with_context(|| {
             format!(
                 "searching {} for near-duplicates of {}",
-                SPLITS[earlier], SPLITS[held]
+                SPLITS[earlier],
+                group
+                    .iter()
+                    .map(|&(h, _)| SPLITS[h])
+                    .collect::<Vec<_>>()
+                    .join(" and ")
             )
         })?;
         seconds[1] += started.elapsed().as_secs_f64();
-        searches.push(FeatureSearch {
-            split: SPLITS[held].to_string(),
-            against: SPLITS[earlier].to_string(),
-            approximate,
-        });
-        for (row, (found, nearest)) in text.into_iter().zip(similar).enumerate() {
-            let found = found.or_else(|| {
-                (f64::from(nearest.cosine) >= params.near_duplicate_cosine)
-                    .then_some((Kind::NearDuplicate, nearest.row))
+        for ((&(held, _), held_split), (similar, approximate)) in
+            group.iter().zip(helds).zip(similar)
+        {
+            let started = Instant::now();
+            let text = text_overlap::find(
+                held_split,
+                inputs.splits[earlier],
+                params.min_contained_words,
+            )?;
+            seconds[0] += started.elapsed().as_secs_f64();
+            searches.push(FeatureSearch {
+                split: SPLITS[held].to_string(),
+                against: SPLITS[earlier].to_string(),
+                approximate,
             });
-            if let Some((kind, at)) = found {
-                found_all.push(Found {
-                    held: held as u8,
-                    earlier: earlier as u8,
-                    kind,
-                    row: row as u32,
-                    at: at as u32,
-                    cosine: nearest.cosine,
+            for (row, (found, nearest)) in text.into_iter().zip(similar).enumerate() {
+                let found = found.or_else(|| {
+                    (f64::from(nearest.cosine) >= params.near_duplicate_cosine)
+                        .then_some((Kind::NearDuplicate, nearest.row))
                 });
+                if let Some((kind, at)) = found {
+                    found_all.push(Found {
+                        held: held as u8,
+                        earlier: earlier as u8,
+                        kind,
+                        row: row as u32,
+                        at: at as u32,
+                        cosine: nearest.cosine,
+                    });
+                }
             }
         }
     }

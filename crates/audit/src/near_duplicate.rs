@@ -44,21 +44,32 @@ impl Nearest {
     }
 }
 
-/// Per held-out row (in split order) its nearest earlier row, and how it
-/// was searched. Rows of zero features have cosine 0 with everything; with
-/// no earlier rows every cosine is 0.
+/// The nearest earlier row of a held-out split's rows (in split order),
+/// and how they were searched.
+pub type Searched = (Vec<Nearest>, Option<tables::audit::Approximate>);
+
+/// For each held-out split, per row its nearest earlier row, and how it was
+/// searched; the splits share the earlier split's reading (and index).
+/// Rows of zero features have cosine 0 with everything; with no earlier
+/// rows every cosine is 0.
 pub fn most_similar(
     params: &AuditParams,
-    held: &Path,
+    helds: &[&Path],
     earlier: &Path,
     earlier_rows: usize,
     scratch_dir: &Path,
-) -> Result<(Vec<Nearest>, Option<tables::audit::Approximate>)> {
+) -> Result<Vec<Searched>> {
     if earlier_rows == 0 || earlier_rows <= params.exact_search_rows {
-        return Ok((exact(held, earlier, earlier_rows)?, None));
+        return helds
+            .iter()
+            .map(|held| Ok((exact(held, earlier, earlier_rows)?, None)))
+            .collect();
     }
-    let (found, approximate) = ivf::search(params, held, earlier, earlier_rows, scratch_dir)?;
-    Ok((found, Some(approximate)))
+    let searched = ivf::search(params, helds, earlier, earlier_rows, scratch_dir)?;
+    Ok(searched
+        .into_iter()
+        .map(|(found, approximate)| (found, Some(approximate)))
+        .collect())
 }
 
 fn exact(held: &Path, earlier: &Path, earlier_rows: usize) -> Result<Vec<Nearest>> {
@@ -219,8 +230,10 @@ pub(crate) mod tests {
             write(dir.path(), "held.parquet", hidden, held),
             write(dir.path(), "earlier.parquet", hidden, earlier),
         );
-        let (found, approximate) =
-            most_similar(&params, &h, &e, earlier.len(), dir.path()).unwrap();
+        let (found, approximate) = most_similar(&params, &[&h], &e, earlier.len(), dir.path())
+            .unwrap()
+            .pop()
+            .unwrap();
         assert!(
             approximate.is_none(),
             "below exact_search_rows the search is exact"
