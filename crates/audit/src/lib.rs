@@ -278,7 +278,6 @@ fn overlap(
     // costliest part of the audit to build).
     for group in PAIRS.chunk_by(|a, b| a.1 == b.1) {
         let earlier = group[0].1;
-        let helds: Vec<&Path> = group.iter().map(|&(held, _)| inputs.splits[held]).collect();
         let started = Instant::now();
         let held_features: Vec<&Path> = group
             .iter()
@@ -303,12 +302,10 @@ fn overlap(
             )
         })?;
         seconds[1] += started.elapsed().as_secs_f64();
-        for ((&(held, _), held_split), (similar, approximate)) in
-            group.iter().zip(helds).zip(similar)
-        {
+        for (&(held, _), (similar, approximate)) in group.iter().zip(similar) {
             let started = Instant::now();
             let text = text_overlap::find(
-                held_split,
+                inputs.splits[held],
                 inputs.splits[earlier],
                 params.min_contained_words,
             )?;

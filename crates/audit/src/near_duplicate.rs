@@ -60,10 +60,8 @@ pub fn most_similar(
     scratch_dir: &Path,
 ) -> Result<Vec<Searched>> {
     if earlier_rows == 0 || earlier_rows <= params.exact_search_rows {
-        return helds
-            .iter()
-            .map(|held| Ok((exact(held, earlier, earlier_rows)?, None)))
-            .collect();
+        let found = exact(helds, earlier, earlier_rows)?;
+        return Ok(found.into_iter().map(|found| (found, None)).collect());
     }
     let searched = ivf::search(params, helds, earlier, earlier_rows, scratch_dir)?;
     Ok(searched
@@ -72,7 +70,8 @@ pub fn most_similar(
         .collect())
 }
 
-fn exact(held: &Path, earlier: &Path, earlier_rows: usize) -> Result<Vec<Nearest>> {
+/// Each held-out split against the earlier split, read into memory once.
+fn exact(helds: &[&Path], earlier: &Path, earlier_rows: usize) -> Result<Vec<Vec<Nearest>>> {
     let (blocks, _) = unit_blocks(earlier, BLOCK_ROWS)?;
     let earlier: Vec<Array2<f32>> = blocks.collect::<Result<_>>()?;
     let counted: usize = earlier.iter().map(Array2::nrows).sum();
@@ -81,25 +80,29 @@ fn exact(held: &Path, earlier: &Path, earlier_rows: usize) -> Result<Vec<Nearest
         "the earlier split holds {counted} rows, not {earlier_rows}"
     );
     let mut product = Array2::<f32>::zeros((0, 0));
-    let mut found = Vec::new();
-    let (held_blocks, _) = unit_blocks(held, BLOCK_ROWS)?;
-    for block in held_blocks {
-        let block = block?;
-        let mut best = vec![Nearest::NONE; block.nrows()];
-        let mut first = 0;
-        for rows in &earlier {
-            offer_all(
-                block.view(),
-                rows.view(),
-                |j| first + j,
-                &mut best,
-                &mut product,
-            );
-            first += rows.nrows();
+    let mut searched = Vec::new();
+    for held in helds {
+        let mut found = Vec::new();
+        let (held_blocks, _) = unit_blocks(held, BLOCK_ROWS)?;
+        for block in held_blocks {
+            let block = block?;
+            let mut best = vec![Nearest::NONE; block.nrows()];
+            let mut first = 0;
+            for rows in &earlier {
+                offer_all(
+                    block.view(),
+                    rows.view(),
+                    |j| first + j,
+                    &mut best,
+                    &mut product,
+                );
+                first += rows.nrows();
+            }
+            found.extend(best);
         }
-        found.extend(best);
+        searched.push(settled(found));
     }
-    Ok(settled(found))
+    Ok(searched)
 }
 
 /// Offers every pair of `queries` × `rows` (both unit rows) to `best` (one
@@ -288,5 +291,28 @@ pub(crate) mod tests {
     fn of_equal_cosines_the_earlier_row_wins() {
         let earlier = [vec![0.0, 1.0], vec![2.0, 0.0], vec![1.0, 0.0]];
         assert_eq!(exact_of(&[vec![3.0, 0.0]], &earlier, 2)[0].row, 1);
+    }
+
+    #[test]
+    fn exact_splits_searched_together_get_what_each_gets_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let params = AuditParams::default();
+        let (a, b, earlier) = (
+            random_rows(50, 3, 4),
+            random_rows(70, 3, 5),
+            random_rows(90, 3, 6),
+        );
+        let (a, b, e) = (
+            write(dir.path(), "a.parquet", 3, &a),
+            write(dir.path(), "b.parquet", 3, &b),
+            write(dir.path(), "earlier.parquet", 3, &earlier),
+        );
+        let together = most_similar(&params, &[&a, &b], &e, 90, dir.path()).unwrap();
+        for (held, searched) in [&a, &b].into_iter().zip(together) {
+            assert_eq!(
+                most_similar(&params, &[held], &e, 90, dir.path()).unwrap(),
+                [searched]
+            );
+        }
     }
 }
